@@ -1,0 +1,1 @@
+//! Sample workloads built into the ambit binary: `ambit app echo` and `ambit app load`.

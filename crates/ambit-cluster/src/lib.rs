@@ -1,0 +1,7 @@
+//! The local cluster: ordinary Kubernetes manifests run as host processes inside network namespaces on one Linux
+//! host, with a fabric bridge between node namespaces, per-node pod CIDRs, ClusterIP load balancing by nftables DNAT
+//! in each node namespace, and a cluster DNS server.
+
+pub mod dns;
+pub mod manifest;
+pub mod model;
