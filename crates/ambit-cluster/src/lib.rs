@@ -3,5 +3,12 @@
 //! in each node namespace, and a cluster DNS server.
 
 pub mod dns;
+pub mod endpoints;
+pub mod layout;
 pub mod manifest;
 pub mod model;
+pub mod net;
+pub mod runtime;
+pub mod status;
+pub mod supervisor;
+pub mod view;

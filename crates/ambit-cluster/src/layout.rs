@@ -1,0 +1,134 @@
+//! Where a cluster lives on the host: the names of its network namespaces and the files of its runtime directory.
+//! Every host resource a cluster creates is named from here, so `down` can find all of them from the name alone.
+
+use std::path::{Path, PathBuf};
+
+/// The directory holding one sub-directory per running cluster. `AMBIT_RUN_DIR` overrides it.
+pub fn run_root() -> PathBuf {
+    std::env::var_os("AMBIT_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/ambit"))
+}
+
+/// Where `ip netns exec` finds per-namespace files it bind-mounts over `/etc` (resolv.conf, hosts).
+const ETC_NETNS: &str = "/etc/netns";
+
+/// The names and paths of one cluster's host resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    cluster: String,
+    dir: PathBuf,
+}
+
+// === impl Layout ===
+
+impl Layout {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            dir: run_root().join(cluster),
+        }
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Prefix of every namespace of this cluster. Cluster names are DNS labels (no dots), so the prefix of one
+    /// cluster is never the prefix of another's.
+    pub fn prefix(&self) -> String {
+        format!("ambit.{}.", self.cluster)
+    }
+
+    pub fn fabric_ns(&self) -> String {
+        format!("{}fabric", self.prefix())
+    }
+
+    pub fn node_ns(&self, node: &str) -> String {
+        format!("{}node.{node}", self.prefix())
+    }
+
+    pub fn pod_ns(&self, namespace: &str, pod: &str) -> String {
+        format!("{}pod.{namespace}.{pod}", self.prefix())
+    }
+
+    /// The runtime directory of the cluster.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The validated plan the cluster was made from.
+    pub fn plan_file(&self) -> PathBuf {
+        self.dir.join("plan.json")
+    }
+
+    /// The supervisor's view of pods, containers and endpoints, rewritten on every change.
+    pub fn status_file(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    pub fn supervisor_pid_file(&self) -> PathBuf {
+        self.dir.join("supervisor.pid")
+    }
+
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.logs_dir().join(format!("{namespace}_{pod}_{container}.log"))
+    }
+
+    /// The per-namespace `/etc` overrides of a pod (resolv.conf, hosts).
+    pub fn etc_dir(&self, namespace: &str, pod: &str) -> PathBuf {
+        Path::new(ETC_NETNS).join(self.pod_ns(namespace, pod))
+    }
+
+    /// Every `/etc/netns` directory of this cluster, including leftovers of pods no longer in any plan.
+    pub fn etc_dirs(&self) -> Vec<PathBuf> {
+        let prefix = self.prefix();
+        let Ok(entries) = std::fs::read_dir(ETC_NETNS) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+}
+
+/// The names of clusters that have a runtime directory or a namespace on this host.
+pub fn clusters() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(run_root())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    for ns in ambit_netns::list("ambit.") {
+        if let Some(name) = ns.split('.').nth(1) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_do_not_collide_across_clusters() {
+        let a = Layout::new("demo");
+        let b = Layout::new("demo-2");
+        assert_eq!(a.pod_ns("default", "web"), "ambit.demo.pod.default.web");
+        assert!(!b.node_ns("n1").starts_with(&a.prefix()));
+        assert_eq!(a.fabric_ns(), "ambit.demo.fabric");
+    }
+}

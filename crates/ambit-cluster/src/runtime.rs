@@ -1,0 +1,245 @@
+//! Bringing a cluster up and down: preflight checks, network creation, starting the supervisor, waiting for pods,
+//! and a teardown that finds every host resource from the cluster's name alone (so it also works after the
+//! supervisor was killed, or over a leftover cluster).
+
+use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::layout::Layout;
+use crate::model::{ClusterPlan, RestartPolicy};
+use crate::net;
+use crate::status::{ClusterStatus, Phase, write_json_atomic};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "the local cluster needs root: it creates network namespaces, veth links and nftables rules (run as root)"
+    )]
+    NotRoot,
+    #[error("`{tool}` is not installed; install it with `apt-get install -y {package}` (or run `make demo`)")]
+    MissingTool { tool: &'static str, package: &'static str },
+    #[error("cannot create the cluster network")]
+    Network(#[source] net::NetError),
+    #[error("cannot write {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the supervisor of cluster {cluster} exited; its log says:\n{log}")]
+    SupervisorDied { cluster: String, log: String },
+    #[error("pods not ready after {seconds}s: {pods}")]
+    NotReady { seconds: u64, pods: String },
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DownReport {
+    pub namespaces: usize,
+    pub processes: usize,
+    pub supervisor_stopped: bool,
+}
+
+/// Checks what `cluster up` needs before anything is created.
+pub fn preflight() -> Result<(), RuntimeError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RuntimeError::NotRoot);
+    }
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Err(RuntimeError::MissingTool { tool, package });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the cluster's network and starts its supervisor. On failure everything created is removed again.
+pub fn up(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
+    let layout = Layout::new(&plan.name);
+    if let Err(e) = create(&layout, plan) {
+        let _ = down(&plan.name);
+        return Err(e);
+    }
+    Ok(layout)
+}
+
+fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RuntimeError::Io { path, source }
+    };
+    std::fs::create_dir_all(layout.logs_dir()).map_err(io(&layout.logs_dir()))?;
+    write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
+    net::create_fabric(layout, plan).map_err(RuntimeError::Network)?;
+    for pod in &plan.pods {
+        net::create_pod(layout, plan, pod).map_err(RuntimeError::Network)?;
+    }
+    start_supervisor(layout)
+}
+
+fn start_supervisor(layout: &Layout) -> Result<(), RuntimeError> {
+    let log_path = layout.supervisor_log();
+    let io = |source| RuntimeError::Io {
+        path: log_path.display().to_string(),
+        source,
+    };
+    let log = std::fs::File::create(&log_path).map_err(io)?;
+    let exe = std::env::current_exe().map_err(io)?;
+    Command::new(exe)
+        .args(["cluster", "supervise", "--name", layout.cluster()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io)?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(io)?;
+    Ok(())
+}
+
+/// Waits until every pod is ready (or, for pods that are meant to finish, has finished).
+pub fn wait_ready(layout: &Layout, plan: &ClusterPlan, timeout: Duration) -> Result<ClusterStatus, RuntimeError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = ClusterStatus::read(&layout.status_file()).ok();
+        if let Some(status) = &status {
+            let pending = unready(plan, status);
+            if pending.is_empty() {
+                return Ok(status.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::NotReady {
+                    seconds: timeout.as_secs(),
+                    pods: pending.join(", "),
+                });
+            }
+        }
+        if !supervisor_alive(layout) && Instant::now() > deadline.min(Instant::now() + Duration::from_secs(1)) {
+            check_supervisor(layout)?;
+        }
+        if status.is_none() && Instant::now() >= deadline {
+            check_supervisor(layout)?;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pods that are neither ready nor (for pods that may finish) finished.
+fn unready(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<String> {
+    plan.pods
+        .iter()
+        .filter(|p| {
+            let Some(s) = status.pod(&p.namespace, &p.name) else { return true };
+            let finished = p.restart_policy != RestartPolicy::Always && s.phase == Phase::Succeeded;
+            !(s.ready || finished)
+        })
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
+}
+
+fn check_supervisor(layout: &Layout) -> Result<(), RuntimeError> {
+    if supervisor_alive(layout) {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(layout.supervisor_log()).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    Err(RuntimeError::SupervisorDied {
+        cluster: layout.cluster().to_string(),
+        log: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+    })
+}
+
+/// The supervisor's pid, if its pid file names a live `ambit cluster supervise` of this cluster.
+pub fn supervisor_pid(layout: &Layout) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(layout.supervisor_pid_file()).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.iter().any(|a| *a == b"supervise") && args.iter().any(|a| *a == layout.cluster().as_bytes());
+    ours.then_some(pid)
+}
+
+fn supervisor_alive(layout: &Layout) -> bool {
+    match supervisor_pid(layout) {
+        // A zombie still has a cmdline until reaped; its state says Z.
+        Some(pid) => !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        None => false,
+    }
+}
+
+/// Removes every namespace, link, rule, file and process of the cluster. Safe to run on a half-made, crashed or
+/// absent cluster.
+pub fn down(cluster: &str) -> Result<DownReport, RuntimeError> {
+    let layout = Layout::new(cluster);
+    let mut report = DownReport {
+        supervisor_stopped: stop_supervisor(&layout),
+        ..DownReport::default()
+    };
+    let mut names = ambit_netns::list(&layout.prefix());
+    // Pods first, then nodes, then the fabric: the order links were made in, reversed.
+    names.sort_by_key(|n| (!n.contains(".pod."), !n.contains(".node."), n.clone()));
+    for name in &names {
+        report.processes += kill_all_in(name);
+    }
+    for name in &names {
+        if let Err(e) = net::delete_netns(name) {
+            tracing::warn!(namespace = %name, error = %e, "cannot delete namespace");
+        } else {
+            report.namespaces += 1;
+        }
+    }
+    for dir in layout.etc_dirs() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if layout.dir().exists() {
+        std::fs::remove_dir_all(layout.dir()).map_err(|source| RuntimeError::Io {
+            path: layout.dir().display().to_string(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+/// SIGTERM to a live supervisor (it stops the containers), SIGKILL if it has not exited in time.
+fn stop_supervisor(layout: &Layout) -> bool {
+    let Some(pid) = supervisor_pid(layout) else { return false };
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while supervisor_alive(layout) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if supervisor_alive(layout) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    true
+}
+
+/// SIGKILLs every process in a namespace until none is left (or two seconds passed); returns how many were killed.
+fn kill_all_in(ns: &str) -> usize {
+    let mut killed = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let pids = ambit_netns::pids_in(ns);
+        if pids.is_empty() || Instant::now() >= deadline {
+            return killed;
+        }
+        for pid in pids {
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,536 @@
+//! The supervisor of a running local cluster (`ambit cluster supervise`, started in the background by `cluster up`):
+//! runs each container as a process inside its pod's namespace, restarts it per `restartPolicy` with backoff,
+//! probes readiness from the node, keeps service endpoints, nftables rules and the DNS table in step with the ready
+//! pods, and writes `status.json` on every change. SIGTERM stops every container and exits.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, watch};
+
+use crate::dns::DnsTable;
+use crate::endpoints::{self, PodKey, ServiceEndpoints};
+use crate::layout::Layout;
+use crate::model::{ClusterPlan, ContainerPlan, PodPlan, Probe, ProbeAction, RestartPolicy};
+use crate::status::{ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
+
+/// Time a container gets between SIGTERM and SIGKILL when the cluster stops.
+const GRACE: Duration = Duration::from_secs(3);
+/// Restart backoff: doubles from the first value up to the second; reset after a run of the third.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// What the container runners and probes report to the supervisor's single state owner.
+#[derive(Debug)]
+enum Event {
+    Started { pod: usize, container: usize, pid: u32 },
+    Exited { pod: usize, container: usize, exit_code: i32, reason: String, restarting: bool },
+    Probe { pod: usize, container: usize, ok: bool },
+}
+
+/// Per-container state owned by the supervisor loop.
+#[derive(Debug, Default)]
+struct Tracked {
+    state: Option<ContainerState>,
+    restarts: u32,
+    probe_ready: bool,
+    successes: u32,
+    failures: u32,
+}
+
+struct Supervisor {
+    layout: Layout,
+    plan: Arc<ClusterPlan>,
+    tracked: Vec<Vec<Tracked>>,
+    ready: BTreeSet<PodKey>,
+    endpoints: Vec<ServiceEndpoints>,
+    dns: watch::Sender<Arc<DnsTable>>,
+    started_at: u64,
+}
+
+/// Entry point of `ambit cluster supervise`: runs until SIGTERM or SIGINT.
+pub fn run(cluster: &str) -> anyhow::Result<()> {
+    let layout = Layout::new(cluster);
+    let plan: ClusterPlan = serde_json::from_slice(
+        &std::fs::read(layout.plan_file()).with_context(|| format!("no plan for cluster {cluster}"))?,
+    )
+    .context("plan.json is not readable")?;
+    std::fs::write(layout.supervisor_pid_file(), std::process::id().to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(supervise(layout, Arc::new(plan)))
+}
+
+async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()> {
+    let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::new(&plan.cluster_domain)));
+    start_dns(&layout, &plan, dns_rx).await?;
+    let (events_tx, mut events) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut runners = tokio::task::JoinSet::new();
+    for (pi, pod) in plan.pods.iter().enumerate() {
+        for (ci, container) in pod.containers.iter().enumerate() {
+            let runner = Runner::new(&layout, &plan, pi, ci, events_tx.clone(), stop_rx.clone());
+            runners.spawn(runner.run());
+            if let Some(probe) = &container.readiness {
+                let node_ns = layout.node_ns(&pod.node);
+                tokio::spawn(probe_loop(node_ns, pod.ip, probe.clone(), pi, ci, events_tx.clone(), stop_rx.clone()));
+            }
+        }
+    }
+    drop(events_tx);
+    let mut sup = Supervisor::new(layout, plan, dns_tx);
+    sup.publish();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            Some(ev) = events.recv() => sup.handle(ev),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("stopping every container");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        while let Some(ev) = events.recv().await {
+            sup.handle(ev);
+        }
+    };
+    let _ = tokio::time::timeout(GRACE + Duration::from_secs(2), async {
+        tokio::join!(drain, async { while runners.join_next().await.is_some() {} })
+    })
+    .await;
+    sup.write_status(true);
+    Ok(())
+}
+
+/// Binds the cluster DNS server (UDP and TCP on the DNS address) inside every node namespace.
+async fn start_dns(
+    layout: &Layout,
+    plan: &ClusterPlan,
+    table: watch::Receiver<Arc<DnsTable>>,
+) -> anyhow::Result<()> {
+    let addr = SocketAddr::from((plan.dns_ip, 53));
+    for node in &plan.nodes {
+        let (udp, tcp) = ambit_netns::run_in(&layout.node_ns(&node.name), move || {
+            let udp = std::net::UdpSocket::bind(addr)?;
+            let tcp = std::net::TcpListener::bind(addr)?;
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        })?
+        .with_context(|| format!("cannot bind DNS {addr} on node {}", node.name))?;
+        tokio::spawn(crate::dns::serve_udp(tokio::net::UdpSocket::from_std(udp)?, table.clone()));
+        tokio::spawn(crate::dns::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, table.clone()));
+    }
+    Ok(())
+}
+
+// === impl Supervisor ===
+
+impl Supervisor {
+    fn new(layout: Layout, plan: Arc<ClusterPlan>, dns: watch::Sender<Arc<DnsTable>>) -> Self {
+        let tracked = plan
+            .pods
+            .iter()
+            .map(|p| p.containers.iter().map(|_| Tracked::default()).collect())
+            .collect();
+        Self {
+            layout,
+            plan,
+            tracked,
+            ready: BTreeSet::new(),
+            endpoints: Vec::new(),
+            dns,
+            started_at: unix_now(),
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        tracing::debug!(?ev, "event");
+        match ev {
+            Event::Started { pod, container, pid } => {
+                let t = &mut self.tracked[pod][container];
+                t.state = Some(ContainerState::Running { pid, started_at: unix_now() });
+                (t.probe_ready, t.successes, t.failures) = (false, 0, 0);
+            }
+            Event::Exited { pod, container, exit_code, reason, restarting } => {
+                let t = &mut self.tracked[pod][container];
+                t.state = Some(if restarting {
+                    ContainerState::Waiting { reason: "CrashLoopBackOff".into() }
+                } else {
+                    ContainerState::Terminated { exit_code, reason, finished_at: unix_now() }
+                });
+                t.restarts += u32::from(restarting);
+                t.probe_ready = false;
+            }
+            Event::Probe { pod, container, ok } => self.probe_result(pod, container, ok),
+        }
+        self.publish();
+    }
+
+    fn probe_result(&mut self, pod: usize, container: usize, ok: bool) {
+        let Some(probe) = &self.plan.pods[pod].containers[container].readiness else { return };
+        let t = &mut self.tracked[pod][container];
+        if ok {
+            (t.successes, t.failures) = (t.successes + 1, 0);
+            if t.successes >= probe.success_threshold {
+                t.probe_ready = true;
+            }
+        } else {
+            (t.successes, t.failures) = (0, t.failures + 1);
+            if t.failures >= probe.failure_threshold {
+                t.probe_ready = false;
+            }
+        }
+    }
+
+    fn container_ready(&self, pod: usize, container: usize) -> bool {
+        let t = &self.tracked[pod][container];
+        let running = matches!(t.state, Some(ContainerState::Running { .. }));
+        let probed = self.plan.pods[pod].containers[container].readiness.is_none() || t.probe_ready;
+        running && probed
+    }
+
+    /// Recomputes readiness; on a change reprograms every node and the DNS table; always rewrites the status.
+    fn publish(&mut self) {
+        let ready: BTreeSet<PodKey> = self
+            .plan
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(pi, p)| (0..p.containers.len()).all(|ci| self.container_ready(*pi, ci)))
+            .map(|(_, p)| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        if ready != self.ready || self.endpoints.is_empty() {
+            self.ready = ready;
+            self.endpoints = endpoints::compute(&self.plan, &self.ready);
+            self.program_nodes();
+            let _ = self.dns.send(Arc::new(dns_table(&self.plan, &self.endpoints)));
+        }
+        self.write_status(false);
+    }
+
+    fn program_nodes(&self) {
+        let rules = endpoints::ruleset(&self.endpoints);
+        for node in &self.plan.nodes {
+            let ns = self.layout.node_ns(&node.name);
+            if let Err(e) = crate::net::run("ip", &["netns", "exec", &ns, "nft", "-f", "-"], Some(&rules)) {
+                tracing::error!(node = %node.name, error = %e, "cannot program service rules");
+            }
+        }
+    }
+
+    fn write_status(&self, stopped: bool) {
+        let pods = self.plan.pods.iter().enumerate().map(|(pi, p)| self.pod_status(pi, p)).collect();
+        let status = ClusterStatus {
+            supervisor_pid: std::process::id(),
+            started_at: self.started_at,
+            pods,
+            endpoints: self.endpoints.clone(),
+            stopped,
+        };
+        if let Err(e) = status.write(&self.layout.status_file()) {
+            tracing::error!(error = %e, "cannot write status");
+        }
+    }
+
+    fn pod_status(&self, pi: usize, pod: &PodPlan) -> PodStatus {
+        let containers: Vec<ContainerStatus> = pod
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(ci, c)| {
+                let t = &self.tracked[pi][ci];
+                ContainerStatus {
+                    name: c.name.clone(),
+                    state: t.state.clone().unwrap_or(ContainerState::Waiting { reason: "ContainerCreating".into() }),
+                    ready: self.container_ready(pi, ci),
+                    restarts: t.restarts,
+                }
+            })
+            .collect();
+        PodStatus {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            phase: phase(&containers),
+            ready: self.ready.contains(&(pod.namespace.clone(), pod.name.clone())),
+            containers,
+        }
+    }
+}
+
+fn phase(containers: &[ContainerStatus]) -> Phase {
+    let running = containers.iter().any(|c| matches!(c.state, ContainerState::Running { .. }));
+    let codes: Option<Vec<i32>> = containers
+        .iter()
+        .map(|c| match c.state {
+            ContainerState::Terminated { exit_code, .. } => Some(exit_code),
+            _ => None,
+        })
+        .collect();
+    match (running, codes) {
+        (true, _) => Phase::Running,
+        (false, Some(codes)) if codes.iter().all(|c| *c == 0) => Phase::Succeeded,
+        (false, Some(_)) => Phase::Failed,
+        (false, None) => Phase::Pending,
+    }
+}
+
+/// The DNS names of the cluster: each service's FQDN answers with its ClusterIP, or with its ready pod IPs when
+/// headless.
+pub fn dns_table(plan: &ClusterPlan, endpoints: &[ServiceEndpoints]) -> DnsTable {
+    let mut table = DnsTable::new(&plan.cluster_domain);
+    for eps in endpoints {
+        let fqdn = format!("{}.{}.svc.{}", eps.name, eps.namespace, plan.cluster_domain);
+        let addrs = match eps.cluster_ip {
+            Some(ip) => vec![ip],
+            None => endpoints::ready_ips(eps),
+        };
+        table.insert(&fqdn, addrs);
+    }
+    table
+}
+
+/// Runs one container, again and again as its restart policy says, until the cluster stops.
+struct Runner {
+    pod: usize,
+    container: usize,
+    pod_ns: String,
+    plan: PodPlan,
+    spec: ContainerPlan,
+    log: PathBuf,
+    workdir: PathBuf,
+    events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+}
+
+// === impl Runner ===
+
+impl Runner {
+    fn new(
+        layout: &Layout,
+        plan: &ClusterPlan,
+        pod: usize,
+        container: usize,
+        events: mpsc::Sender<Event>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let p = &plan.pods[pod];
+        let spec = p.containers[container].clone();
+        Self {
+            pod,
+            container,
+            pod_ns: layout.pod_ns(&p.namespace, &p.name),
+            log: layout.container_log(&p.namespace, &p.name, &spec.name),
+            workdir: layout.dir().join("pods").join(format!("{}_{}", p.namespace, p.name)),
+            plan: p.clone(),
+            spec,
+            events,
+            stop,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let began = Instant::now();
+            let (exit_code, reason) = match self.spawn() {
+                Ok(child) => match self.wait(child).await {
+                    Some(outcome) => outcome,
+                    None => return,
+                },
+                Err(e) => (-1, format!("StartError: {e}")),
+            };
+            let restarting = match self.plan.restart_policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => exit_code != 0,
+                RestartPolicy::Never => false,
+            } && !*self.stop.borrow();
+            let ev = Event::Exited { pod: self.pod, container: self.container, exit_code, reason, restarting };
+            let _ = self.events.send(ev).await;
+            if !restarting {
+                return;
+            }
+            if began.elapsed() >= BACKOFF_RESET {
+                backoff = BACKOFF_START;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        std::fs::create_dir_all(&self.workdir)?;
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.pod_ns])
+            .args(&self.spec.argv)
+            .env_clear()
+            .envs(container_env(&self.plan, &self.spec, &self.workdir))
+            .current_dir(self.spec.working_dir.as_ref().map(PathBuf::from).unwrap_or(self.workdir.clone()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        cmd.spawn()
+    }
+
+    /// Waits for the process to end; on stop, terminates its process group and returns None.
+    async fn wait(&mut self, mut child: tokio::process::Child) -> Option<(i32, String)> {
+        let pid = child.id().unwrap_or(0);
+        let started = Event::Started { pod: self.pod, container: self.container, pid };
+        let _ = self.events.send(started).await;
+        tokio::select! {
+            status = child.wait() => Some(exit_outcome(status)),
+            _ = self.stop.changed() => {
+                terminate(&mut child, pid).await;
+                let ev = Event::Exited {
+                    pod: self.pod, container: self.container, exit_code: 143,
+                    reason: "Terminated".into(), restarting: false,
+                };
+                let _ = self.events.send(ev).await;
+                None
+            }
+        }
+    }
+}
+
+fn exit_outcome(status: std::io::Result<std::process::ExitStatus>) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(0), _) => (0, "Completed".into()),
+            (Some(code), _) => (code, "Error".into()),
+            (None, Some(sig)) => (128 + sig, format!("Signal {sig}")),
+            (None, None) => (-1, "Error".into()),
+        },
+        Err(e) => (-1, format!("Error: {e}")),
+    }
+}
+
+/// SIGTERM to the container's process group, then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, pid: u32) {
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// The environment of a container process: PATH (with the ambit binary's directory first, so manifests can say
+/// `command: [ambit, ...]`), HOME and HOSTNAME, then the container's own resolved env.
+pub fn container_env(pod: &PodPlan, spec: &ContainerPlan, home: &std::path::Path) -> Vec<(String, String)> {
+    let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.display().to_string()));
+    let path = match exe_dir {
+        Some(dir) => format!("{dir}:{host_path}"),
+        None => host_path,
+    };
+    let mut env = vec![
+        ("PATH".to_string(), path),
+        ("HOME".to_string(), home.display().to_string()),
+        ("HOSTNAME".to_string(), pod.name.clone()),
+    ];
+    env.retain(|(k, _)| !spec.env.iter().any(|(sk, _)| sk == k));
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
+async fn probe_loop(
+    node_ns: String,
+    ip: Ipv4Addr,
+    probe: Probe,
+    pod: usize,
+    container: usize,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_secs(probe.initial_delay_seconds.into());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        let (ns, action, timeout) = (node_ns.clone(), probe.action.clone(), Duration::from_secs(probe.timeout_seconds.max(1).into()));
+        let ok = tokio::task::spawn_blocking(move || ambit_netns::run_in(&ns, move || probe_once(ip, &action, timeout)))
+            .await
+            .map(|r| r.unwrap_or(false))
+            .unwrap_or(false);
+        if events.send(Event::Probe { pod, container, ok }).await.is_err() {
+            return;
+        }
+        delay = Duration::from_secs(probe.period_seconds.max(1).into());
+    }
+}
+
+/// One probe from the node: a TCP connect, or an HTTP GET answered with 200..400.
+fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let (port, path) = match action {
+        ProbeAction::Tcp { port } => (*port, None),
+        ProbeAction::Http { port, path } => (*port, Some(path)),
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout) else {
+        return false;
+    };
+    let Some(path) = path else { return true };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: ambit-probe\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let code: u16 = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (200..400).contains(&code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cs(state: ContainerState) -> ContainerStatus {
+        ContainerStatus { name: "c".into(), state, ready: false, restarts: 0 }
+    }
+
+    #[test]
+    fn phase_follows_containers() {
+        let run = ContainerState::Running { pid: 1, started_at: 0 };
+        let done = |code| ContainerState::Terminated { exit_code: code, reason: String::new(), finished_at: 0 };
+        let wait = ContainerState::Waiting { reason: "CrashLoopBackOff".into() };
+        let cases = [
+            (vec![cs(run.clone()), cs(done(0))], Phase::Running),
+            (vec![cs(done(0)), cs(done(0))], Phase::Succeeded),
+            (vec![cs(done(0)), cs(done(2))], Phase::Failed),
+            (vec![cs(wait)], Phase::Pending),
+        ];
+        for (containers, want) in cases {
+            assert_eq!(phase(&containers), want, "{containers:?}");
+        }
+    }
+
+    #[test]
+    fn exit_outcomes() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(0))).0, 0);
+        assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(3 << 8))).0, 3);
+        assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(9))), (137, "Signal 9".to_string()));
+    }
+}

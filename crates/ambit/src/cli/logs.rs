@@ -1,0 +1,53 @@
+//! `ambit logs [-n NS] POD [-c CONTAINER] [-f]`: prints what a container wrote to stdout and stderr.
+
+use std::io::{Read, Seek, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ambit_cluster::model::ClusterPlan;
+use anyhow::Context;
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// The container (default: the first).
+    #[arg(short, long)]
+    container: Option<String>,
+    /// Keep printing what is appended.
+    #[arg(short, long)]
+    follow: bool,
+    pod: String,
+    #[command(flatten)]
+    cluster: super::ClusterSelector,
+}
+
+pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let layout = args.cluster.resolve()?;
+    let plan: ClusterPlan = serde_json::from_slice(
+        &std::fs::read(layout.plan_file()).with_context(|| format!("cluster {} has no plan", layout.cluster()))?,
+    )?;
+    let pod = plan
+        .pod(&args.namespace, &args.pod)
+        .with_context(|| format!("pod {}/{} not found in cluster {}", args.namespace, args.pod, plan.name))?;
+    let container = match &args.container {
+        Some(c) => c.clone(),
+        None => pod.containers.first().map(|c| c.name.clone()).context("pod has no containers")?,
+    };
+    let path = layout.container_log(&pod.namespace, &pod.name, &container);
+    let mut file = std::fs::File::open(&path).with_context(|| format!("no log yet for container {container}"))?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut out)?;
+    while args.follow {
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(200));
+        let pos = file.stream_position()?;
+        if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(true) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

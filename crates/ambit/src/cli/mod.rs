@@ -1,0 +1,87 @@
+//! Command-line parsing and dispatch: one module per subcommand.
+
+mod app;
+mod cluster;
+mod exec;
+mod get;
+mod logs;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// ambit: a sidecarless service mesh, and the local cluster to try it on.
+#[derive(Parser, Debug)]
+#[command(name = "ambit", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AMBIT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, remove and list local clusters.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Show nodes, pods or services of a local cluster.
+    Get(get::GetArgs),
+    /// Run a command inside a pod's network namespace, with the pod's environment.
+    Exec(exec::ExecArgs),
+    /// Print a container's log.
+    Logs(logs::LogsArgs),
+    /// Sample workloads: the echo server and the load generator.
+    #[command(subcommand)]
+    App(app::AppCommand),
+}
+
+/// Which local cluster a command talks to.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterSelector {
+    /// The cluster's name; needed only when several clusters run.
+    #[arg(long, env = "AMBIT_CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+impl ClusterSelector {
+    /// The named cluster, or the only one running.
+    pub fn resolve(&self) -> anyhow::Result<ambit_cluster::layout::Layout> {
+        use ambit_cluster::layout::{Layout, clusters};
+        if let Some(name) = &self.cluster {
+            return Ok(Layout::new(name));
+        }
+        match clusters().as_slice() {
+            [] => anyhow::bail!("no local cluster is running; start one with `ambit cluster up -f FILE`"),
+            [one] => Ok(Layout::new(one)),
+            many => anyhow::bail!("several clusters run ({}); choose one with --cluster", many.join(", ")),
+        }
+    }
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMBIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Get(args) => get::run(args),
+        Command::Exec(args) => exec::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::App(cmd) => app::run(cmd),
+    }
+}
