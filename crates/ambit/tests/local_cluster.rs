@@ -1,0 +1,405 @@
+//! End-to-end tests of the local cluster on real network namespaces. They need root and fail (never skip) without
+//! it. Each test uses its own cluster name, and tears its cluster down also when it fails.
+#![cfg(feature = "netns-tests")]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const AMBIT: &str = env!("CARGO_BIN_EXE_ambit");
+
+fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("run id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the netns end-to-end tests need root (they create network namespaces); run them as root"
+    );
+}
+
+fn ambit(args: &[&str]) -> Output {
+    Command::new(AMBIT).args(args).output().expect("run ambit")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ambit(args);
+    assert!(out.status.success(), "ambit {args:?} failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("t{}{}-{tag}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn host_links() -> BTreeSet<String> {
+    let out = Command::new("ip").args(["-o", "link", "show"]).output().expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
+        .collect()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true)
+}
+
+/// The manifests most tests start from: two nodes, an echo Deployment, a client pod, an echo Service and a
+/// Service whose selector matches nothing (a warning).
+const MANIFEST: &str = r#"
+apiVersion: ambit.dev/v1alpha1
+kind: Cluster
+metadata: {name: unused}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: demo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+      - name: echo
+        command: [ambit, app, echo, --http, "0.0.0.0:8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orphan, namespace: demo}
+spec:
+  selector: {app: nobody}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: demo}
+spec:
+  nodeName: node-1
+  containers:
+  - name: client
+    command: [sh, -c, 'echo "hello from $(POD_NAME) on $(NODE_NAME)"; exec sleep infinity']
+"#;
+
+/// A running test cluster, removed on drop.
+struct TestCluster {
+    name: String,
+    dir: PathBuf,
+    up_output: String,
+}
+
+impl TestCluster {
+    fn up(tag: &str) -> Self {
+        require_root();
+        let name = unique(tag);
+        let dir = std::env::temp_dir().join(format!("ambit-e2e-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.yaml");
+        std::fs::write(&file, MANIFEST).unwrap();
+        let mut cluster = Self {
+            name,
+            dir,
+            up_output: String::new(),
+        };
+        let out = ambit(&["cluster", "up", "-f", file.to_str().unwrap(), "--name", &cluster.name, "--wait", "60"]);
+        cluster.up_output = text(&out);
+        assert!(out.status.success(), "cluster up failed: {}", cluster.up_output);
+        cluster
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend(["--cluster", &self.name]);
+        v
+    }
+
+    fn pods(&self) -> serde_json::Value {
+        let out = ok(&self.args(&["get", "pods", "-n", "demo", "-o", "json"]));
+        serde_json::from_str(&out).expect("pods as JSON")
+    }
+
+    /// (name, node, ip) of the echo pods.
+    fn echo_pods(&self) -> Vec<(String, String, String)> {
+        let pods = self.pods();
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "echo")
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["spec"]["nodeName"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs a shell command in the client pod.
+    fn sh(&self, script: &str) -> Output {
+        let mut args = self.args(&["exec", "-n", "demo", "client"]);
+        args.extend(["--", "sh", "-c", script]);
+        ambit(&args)
+    }
+
+    fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "`{script}` in client failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let status = std::fs::read(format!("/run/ambit/{}/status.json", self.name)).unwrap();
+        serde_json::from_slice(&status).unwrap()
+    }
+
+    fn supervisor_pid(&self) -> u32 {
+        self.status()["supervisor_pid"].as_u64().unwrap() as u32
+    }
+
+    /// Every pid of a running container.
+    fn container_pids(&self) -> Vec<u32> {
+        self.status()["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["containers"].as_array().unwrap().iter())
+            .filter_map(|c| c["state"]["Running"]["pid"].as_u64().map(|p| p as u32))
+            .collect()
+    }
+
+    fn down(&self) {
+        ok(&["cluster", "down", "--name", &self.name]);
+    }
+
+    fn assert_gone(&self, pids: &[u32]) {
+        let prefix = format!("ambit.{}.", self.name);
+        assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new(), "namespaces left");
+        assert!(!Path::new(&format!("/run/ambit/{}", self.name)).exists(), "runtime dir left");
+        let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(!etc.iter().any(|n| n.starts_with(&prefix)), "/etc/netns entries left: {etc:?}");
+        let alive: Vec<_> = pids.iter().filter(|p| pid_alive(**p)).collect();
+        assert!(alive.is_empty(), "processes left: {alive:?}");
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(AMBIT).args(["cluster", "down", "--name", &self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn pods_talk_across_nodes_through_cluster_ip_and_by_dns_name() {
+    let c = TestCluster::up("traffic");
+    assert!(c.up_output.contains("warning") && c.up_output.contains("matches no pod"), "{}", c.up_output);
+
+    let echo = c.echo_pods();
+    assert_eq!(echo.len(), 2);
+    let nodes: BTreeSet<_> = echo.iter().map(|e| e.1.clone()).collect();
+    assert_eq!(nodes.len(), 2, "replicas spread over both nodes: {echo:?}");
+
+    // Pod to pod across nodes, and the server sees the client's own pod IP.
+    let client_ip = c.pods()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == "client")
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .unwrap();
+    let (remote, _, remote_ip) = echo.iter().find(|e| e.1 == "node-2").unwrap();
+    let body = c.sh_ok(&format!("curl -sS --max-time 5 http://{remote_ip}:8080/across"));
+    assert!(body.contains(&format!("pod={remote}")), "{body}");
+    assert!(body.contains(&format!("peer={client_ip}:")), "{body}");
+
+    // The ClusterIP spreads over both endpoints (on different nodes).
+    let answers =
+        c.sh_ok("for i in $(seq 30); do curl -sS --max-time 5 http://echo.demo.svc.cluster.local/ | head -n1; done");
+    for (name, _, _) in &echo {
+        assert!(answers.contains(&format!("pod={name} ")), "{name} never answered:\n{answers}");
+    }
+
+    // The three DNS name forms resolve to the ClusterIP.
+    let svc = ok(&c.args(&["get", "services", "-n", "demo", "-o", "json"]));
+    let svc: serde_json::Value = serde_json::from_str(&svc).unwrap();
+    let vip = svc["items"][0]["spec"]["clusterIP"].as_str().unwrap().to_string();
+    for name in ["echo", "echo.demo", "echo.demo.svc.cluster.local"] {
+        let resolved = c.sh_ok(&format!("getent hosts {name}"));
+        assert!(resolved.starts_with(&vip), "{name} resolved to {resolved:?}, want {vip}");
+        let body = c.sh_ok(&format!("curl -sS --max-time 5 http://{name}/dns"));
+        assert!(body.contains("GET /dns"), "{body}");
+    }
+    assert!(!c.sh("getent hosts nosuchsvc").status.success(), "unknown names do not resolve");
+
+    // exec passes the exit code through; logs show what the container printed.
+    assert_eq!(c.sh("exit 3").status.code(), Some(3));
+    let logs = ok(&c.args(&["logs", "-n", "demo", "client"]));
+    assert!(logs.contains("hello from client on node-1"), "{logs}");
+    let wide = ok(&c.args(&["get", "services", "-n", "demo", "-o", "wide"]));
+    assert!(wide.contains(&format!("{remote_ip}:8080")), "{wide}");
+
+    let pids = c.container_pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    c.down();
+    c.assert_gone(&pids);
+}
+
+#[test]
+fn down_after_sigkilled_supervisor_and_two_clusters_side_by_side() {
+    let links_before = host_links();
+    let a = TestCluster::up("a");
+    let b = TestCluster::up("b");
+    for c in [&a, &b] {
+        let body = c.sh_ok("curl -sS --max-time 5 http://echo/");
+        assert!(body.contains("namespace=demo"), "{body}");
+    }
+    assert_eq!(host_links(), links_before, "the host's own network is untouched");
+
+    let pids = a.container_pids();
+    let supervisor = a.supervisor_pid();
+    let killed = Command::new("kill").args(["-KILL", &supervisor.to_string()]).status().unwrap();
+    assert!(killed.success());
+    while pid_alive(supervisor) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(pids.iter().all(|p| pid_alive(*p)), "containers outlive a SIGKILLed supervisor");
+    a.down();
+    a.assert_gone(&pids);
+
+    // The other cluster is unaffected.
+    let body = b.sh_ok("curl -sS --max-time 5 http://echo.demo/");
+    assert!(body.contains("namespace=demo"), "{body}");
+    let pids = b.container_pids();
+    b.down();
+    b.assert_gone(&pids);
+    assert_eq!(host_links(), links_before);
+}
+
+#[test]
+fn up_over_a_leftover_cluster_cleans_it_first() {
+    let c = TestCluster::up("again");
+    let old = c.container_pids();
+    let file = c.dir.join("cluster.yaml");
+    let out = ambit(&["cluster", "up", "-f", file.to_str().unwrap(), "--name", &c.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exists already"), "{}", text(&out));
+    assert!(old.iter().all(|p| !pid_alive(*p)), "old containers were stopped");
+    let body = c.sh_ok("curl -sS --max-time 5 http://echo/");
+    assert!(body.contains("namespace=demo"), "{body}");
+}
+
+/// Each invalid manifest is rejected before anything is created, with the file, document, field and reason.
+#[test]
+fn bad_input_is_rejected_and_nothing_is_created() {
+    require_root();
+    let cluster =
+        "apiVersion: ambit.dev/v1alpha1\nkind: Cluster\nmetadata: {name: bad}\nspec:\n  nodes: [{name: node-1}]\n";
+    let pod = |spec: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec}");
+    let good_container = "  containers: [{name: c, command: [sleep, '1']}]\n";
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 70000}]\n";
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "unknown kind",
+            format!("{cluster}---\napiVersion: v1\nkind: Pdo\nmetadata: {{name: x}}\n"),
+            &["document 2", "unknown kind \"Pdo\""],
+        ),
+        (
+            "unknown node",
+            format!("{cluster}---\n{}", pod(&format!("  nodeName: node-9\n{good_container}"))),
+            &["document 2", "spec.nodeName", "node-9"],
+        ),
+        (
+            "duplicate name",
+            format!("{cluster}---\n{}---\n{}", pod(good_container), pod(good_container)),
+            &["document 3", "duplicate Pod default/p"],
+        ),
+        ("bad port", format!("{cluster}---\n{service}"), &["document 2", "spec.ports[0].port", "70000"]),
+        (
+            "cidr overlap",
+            cluster.replace("  nodes:", "  serviceCIDR: 10.244.0.0/20\n  nodes:"),
+            &["document 1", "overlap"],
+        ),
+        (
+            "missing command",
+            format!("{cluster}---\n{}", pod("  containers: [{name: c}]\n")),
+            &["document 2", "spec.containers[0].command"],
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("ambit-e2e-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (what, manifest, expect) in cases {
+        let name = unique("bad");
+        let file = dir.join(format!("{}.yaml", what.replace(' ', "-")));
+        std::fs::write(&file, manifest).unwrap();
+        let out = ambit(&["cluster", "up", "-f", file.to_str().unwrap(), "--name", &name]);
+        let msg = text(&out);
+        assert!(!out.status.success(), "{what}: accepted:\n{msg}");
+        assert!(msg.contains(file.to_str().unwrap()), "{what}: the message names the file:\n{msg}");
+        for e in expect {
+            assert!(msg.contains(e), "{what}: want {e:?} in:\n{msg}");
+        }
+        assert!(netns_with_prefix(&format!("ambit.{name}.")).is_empty(), "{what}: namespaces were created");
+        assert!(!Path::new(&format!("/run/ambit/{name}")).exists(), "{what}: runtime dir was created");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cluster_up_without_root_says_so() {
+    require_root();
+    // A copy of the binary any user can run, and the test manifests, run as nobody.
+    let dir = std::env::temp_dir().join(format!("ambit-e2e-noroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("ambit");
+    std::fs::copy(AMBIT, &exe).unwrap();
+    let file = dir.join("cluster.yaml");
+    std::fs::write(&file, MANIFEST).unwrap();
+    Command::new("chmod").args(["-R", "a+rX", dir.to_str().unwrap()]).status().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["cluster", "up", "-f", file.to_str().unwrap(), "--name", "noroot"])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let msg = text(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("needs root"), "{msg}");
+}
