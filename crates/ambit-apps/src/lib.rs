@@ -1,1 +1,28 @@
 //! Sample workloads built into the ambit binary: `ambit app echo` and `ambit app load`.
+//!
+//! [`echo`] is a small HTTP/TCP server that reports what it saw (identity, peer,
+//! request); [`load`] is a load generator that measures latency and throughput
+//! against it, directly or through the mesh.
+
+pub mod echo;
+pub mod load;
+
+/// Number of CPUs available to this process (1 when unknown).
+pub(crate) fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A tokio runtime with `threads` workers: a current-thread runtime for one
+/// thread (no cross-thread wake-ups), a multi-thread runtime otherwise.
+pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
