@@ -111,19 +111,19 @@ pub fn ruleset(endpoints: &[ServiceEndpoints]) -> String {
                 "    ip daddr {vip} {proto} dport {} jump {chain} comment \"{}/{}:{}\"",
                 port.port, svc.namespace, svc.name, port.port
             );
-            write_service_chain(&mut chains, &chain, port);
+            write_service_chain(&mut chains, &chain, proto, port);
         }
     }
     format!(
         "table ip ambit {{}}\ndelete table ip ambit\ntable ip ambit {{\n  chain services {{\n{dispatch}  }}\n\
          \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }}\n\
-         \x20 chain output {{\n    type nat hook output priority dstnat; policy accept;\n    jump services\n  }}\n\
+         \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n\
          \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
          meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade\n  }}\n{chains}}}\n"
     )
 }
 
-fn write_service_chain(out: &mut String, chain: &str, port: &PortEndpoints) {
+fn write_service_chain(out: &mut String, chain: &str, proto: &str, port: &PortEndpoints) {
     let n = port.backends.len();
     let map: Vec<String> = (0..n).map(|i| format!("{i} : jump {chain}_ep{i}")).collect();
     let _ = writeln!(out, "  chain {chain} {{\n    numgen random mod {n} vmap {{ {} }}\n  }}", map.join(", "));
@@ -131,7 +131,7 @@ fn write_service_chain(out: &mut String, chain: &str, port: &PortEndpoints) {
         let _ = writeln!(
             out,
             "  chain {chain}_ep{i} {{\n    ip saddr {ip} meta mark set meta mark | {MASQUERADE_MARK:#x}\n    \
-             dnat to {ip}:{port}\n  }}",
+             meta l4proto {proto} dnat to {ip}:{port}\n  }}",
             ip = b.ip,
             port = b.port
         );
@@ -229,7 +229,7 @@ mod tests {
         let text = ruleset(&compute(&plan(), &ready(&["echo-a", "echo-b"])));
         assert!(text.contains("ip daddr 10.96.0.16 tcp dport 80 jump svc0_0"), "{text}");
         assert!(text.contains("numgen random mod 2 vmap { 0 : jump svc0_0_ep0, 1 : jump svc0_0_ep1 }"), "{text}");
-        assert!(text.contains("dnat to 10.244.2.2:8080"), "{text}");
+        assert!(text.contains("meta l4proto tcp dnat to 10.244.2.2:8080"), "{text}");
         assert!(text.starts_with("table ip ambit {}\ndelete table ip ambit\n"));
         let empty = ruleset(&compute(&plan(), &ready(&[])));
         assert!(!empty.contains("svc0_0"), "{empty}");
