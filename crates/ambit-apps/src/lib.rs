@@ -16,9 +16,7 @@ pub(crate) fn available_cpus() -> usize {
 /// thread (no cross-thread wake-ups), a multi-thread runtime otherwise.
 pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

@@ -11,8 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-const LOOPBACK: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 async fn start() -> EchoHandle {
     let specs = [
@@ -111,10 +110,9 @@ async fn h2c_prior_knowledge() {
     let server = start().await;
     let addr = http_addr(&server);
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = Request::get(format!("http://echo:{}/hello?x=2", addr.port()))
         .header("x-test", "h2")
@@ -183,10 +181,7 @@ async fn json_format() {
         assert_eq!(json["version"], "HTTP/1.1");
         assert_eq!(json["body_bytes"], 0);
         let headers = json["headers"].as_array().unwrap();
-        assert!(
-            headers.contains(&serde_json::json!(["host", "echo"])),
-            "{json}"
-        );
+        assert!(headers.contains(&serde_json::json!(["host", "echo"])), "{json}");
     }
     server.shutdown().await.unwrap();
 }
@@ -198,10 +193,7 @@ async fn size_knob() {
     let (_, plain) = get_h1(addr, "/s?size=000000", &[]).await;
     let (resp, big) = get_h1(addr, "/s?size=200000", &[]).await;
     assert_eq!(big.len(), plain.len() + 200_000);
-    assert_eq!(
-        resp.headers()["content-length"],
-        big.len().to_string().as_str()
-    );
+    assert_eq!(resp.headers()["content-length"], big.len().to_string().as_str());
     let (_, body) = get_h1(addr, "/s?size=1000&format=json", &[]).await;
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["filler"].as_str().unwrap().len(), 1000);
@@ -273,10 +265,7 @@ async fn echo_args_defaults() {
     let cli = Cli::try_parse_from(["echo"]).unwrap();
     assert_eq!(
         cli.args.listen_specs(),
-        vec![ListenSpec::new(
-            ListenerKind::Http,
-            "0.0.0.0:8080".parse().unwrap()
-        )]
+        vec![ListenSpec::new(ListenerKind::Http, "0.0.0.0:8080".parse().unwrap())]
     );
     let cli = Cli::try_parse_from([
         "echo",

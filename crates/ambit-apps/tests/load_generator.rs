@@ -7,8 +7,7 @@ use ambit_apps::echo::{self, EchoConfig, EchoHandle, Identity, ListenSpec, Liste
 use ambit_apps::load::{self, LoadArgs, LoadConfig, LoadError, Mode, OutputFormat, Report, Target};
 use clap::Parser;
 
-const LOOPBACK: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 async fn start() -> EchoHandle {
     let specs = [
@@ -108,9 +107,7 @@ async fn fixed_rate_counts_latency_from_intended_time() {
 async fn bulk_throughput() {
     let server = start().await;
     let addr = server.addr(ListenerKind::Sink).unwrap();
-    let mut config = LoadConfig::new(Target::Bulk {
-        addr: addr.to_string(),
-    });
+    let mut config = LoadConfig::new(Target::Bulk { addr: addr.to_string() });
     config.duration = Some(Duration::from_millis(400));
     config.warmup = Duration::from_millis(100);
     config.connections = 2;
@@ -166,8 +163,7 @@ async fn closed_port_is_a_clear_error() {
     assert!(matches!(error, LoadError::NoConnection { .. }), "{error:?}");
     let message = error.to_string();
     assert!(
-        message.contains("no connection could be established")
-            && message.contains(&addr.to_string()),
+        message.contains("no connection could be established") && message.contains(&addr.to_string()),
         "{message}"
     );
     let source = std::error::Error::source(&error)
@@ -180,17 +176,12 @@ async fn closed_port_is_a_clear_error() {
         size: 10,
     });
     config.new_connection = true;
-    assert!(matches!(
-        load::run(config).await,
-        Err(LoadError::NoConnection { .. })
-    ));
+    assert!(matches!(load::run(config).await, Err(LoadError::NoConnection { .. })));
 }
 
 #[test]
 fn main_fails_for_closed_port_and_bad_arguments() {
-    let addr = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(closed_port());
+    let addr = tokio::runtime::Runtime::new().unwrap().block_on(closed_port());
     let cli = Cli::try_parse_from(["load", "--tcp", &addr.to_string(), "-n", "1"]).unwrap();
     assert!(load::main(cli.args).is_err());
     let cli = Cli::try_parse_from(["load", "--tcp", "127.0.0.1:1", "--size", "0"]).unwrap();
@@ -348,10 +339,7 @@ fn cli_parsing() {
         &["load", "--url", "http://a/", "-d", "ten"],
         &["load", "--url", "http://a/", "--header", "nocolon"],
     ] {
-        assert!(
-            Cli::try_parse_from(bad).is_err(),
-            "{bad:?} should be rejected"
-        );
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} should be rejected");
     }
     for rate in ["--rate=-5", "--rate=nan", "--rate=inf"] {
         let cli = Cli::try_parse_from(["load", "--url", "http://a/", rate]).unwrap();

@@ -256,9 +256,7 @@ pub fn answer(query: &[u8], table: &DnsTable, max_len: usize) -> Option<Vec<u8>>
             response.authoritative = true;
         }
         // Zone transfers are not offered.
-        Lookup::Found(_) if matches!(parsed.qtype, TYPE_AXFR | TYPE_IXFR) => {
-            response.rcode = RCODE_REFUSED
-        }
+        Lookup::Found(_) if matches!(parsed.qtype, TYPE_AXFR | TYPE_IXFR) => response.rcode = RCODE_REFUSED,
         Lookup::Found(mut addrs) => {
             response.rcode = RCODE_NOERROR;
             response.authoritative = true;
@@ -559,10 +557,7 @@ pub async fn serve_tcp(listener: TcpListener, mut table: watch::Receiver<Arc<Dns
 }
 
 /// Answers queries on one connection until the client closes it, goes idle, or misbehaves.
-async fn serve_connection(
-    mut stream: TcpStream,
-    table: watch::Receiver<Arc<DnsTable>>,
-) -> io::Result<()> {
+async fn serve_connection(mut stream: TcpStream, table: watch::Receiver<Arc<DnsTable>>) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_TCP_QUERY_LEN];
     loop {
         let mut prefix = [0u8; 2];

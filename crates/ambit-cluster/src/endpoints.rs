@@ -43,7 +43,10 @@ pub struct Backend {
 
 /// The endpoints of every service, given which pods are ready.
 pub fn compute(plan: &ClusterPlan, ready: &BTreeSet<PodKey>) -> Vec<ServiceEndpoints> {
-    plan.services.iter().map(|svc| service_endpoints(plan, svc, ready)).collect()
+    plan.services
+        .iter()
+        .map(|svc| service_endpoints(plan, svc, ready))
+        .collect()
 }
 
 fn service_endpoints(plan: &ClusterPlan, svc: &ServicePlan, ready: &BTreeSet<PodKey>) -> ServiceEndpoints {
@@ -126,7 +129,11 @@ pub fn ruleset(endpoints: &[ServiceEndpoints]) -> String {
 fn write_service_chain(out: &mut String, chain: &str, proto: &str, port: &PortEndpoints) {
     let n = port.backends.len();
     let map: Vec<String> = (0..n).map(|i| format!("{i} : jump {chain}_ep{i}")).collect();
-    let _ = writeln!(out, "  chain {chain} {{\n    numgen random mod {n} vmap {{ {} }}\n  }}", map.join(", "));
+    let _ = writeln!(
+        out,
+        "  chain {chain} {{\n    numgen random mod {n} vmap {{ {} }}\n  }}",
+        map.join(", ")
+    );
     for (i, b) in port.backends.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -228,7 +235,10 @@ mod tests {
     fn ruleset_spreads_over_backends_and_skips_empty_ports() {
         let text = ruleset(&compute(&plan(), &ready(&["echo-a", "echo-b"])));
         assert!(text.contains("ip daddr 10.96.0.16 tcp dport 80 jump svc0_0"), "{text}");
-        assert!(text.contains("numgen random mod 2 vmap { 0 : jump svc0_0_ep0, 1 : jump svc0_0_ep1 }"), "{text}");
+        assert!(
+            text.contains("numgen random mod 2 vmap { 0 : jump svc0_0_ep0, 1 : jump svc0_0_ep1 }"),
+            "{text}"
+        );
         assert!(text.contains("meta l4proto tcp dnat to 10.244.2.2:8080"), "{text}");
         assert!(text.starts_with("table ip ambit {}\ndelete table ip ambit\n"));
         let empty = ruleset(&compute(&plan(), &ready(&[])));

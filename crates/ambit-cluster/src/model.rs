@@ -86,7 +86,7 @@ pub struct ContainerPlan {
     /// `command` followed by `args`, with `$(VAR)` references already expanded from `env`.
     pub argv: Vec<String>,
     /// The container's `env` in order, values resolved (literal values and downward-API `fieldRef`s), followed by
-    /// POD_NAME, POD_NAMESPACE, POD_IP, NODE_NAME unless the container sets them itself.
+    /// POD_NAME, POD_NAMESPACE, POD_IP, NODE_NAME and POD_SERVICE_ACCOUNT unless the container sets them itself.
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub ports: Vec<ContainerPort>,
@@ -221,18 +221,11 @@ impl Ipv4Cidr {
         if u32::from(addr) & !mask != 0 {
             return Err(CidrError::HostBits(addr, prefix));
         }
-        Ok(Self {
-            network: addr,
-            prefix,
-        })
+        Ok(Self { network: addr, prefix })
     }
 
     fn mask_of(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        }
+        if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -330,8 +323,14 @@ mod tests {
         assert_eq!(c.nth(10).unwrap(), Ipv4Addr::new(10, 244, 0, 10));
         assert!(c.overlaps(&"10.244.3.0/24".parse().unwrap()));
         assert!(!c.overlaps(&"10.96.0.0/16".parse().unwrap()));
-        assert!(matches!("10.244.0.1/16".parse::<Ipv4Cidr>(), Err(CidrError::HostBits(..))));
+        assert!(matches!(
+            "10.244.0.1/16".parse::<Ipv4Cidr>(),
+            Err(CidrError::HostBits(..))
+        ));
         assert!(matches!("10.244.0.0".parse::<Ipv4Cidr>(), Err(CidrError::Syntax(_))));
-        assert!(matches!("10.244.0.0/33".parse::<Ipv4Cidr>(), Err(CidrError::Prefix(33))));
+        assert!(matches!(
+            "10.244.0.0/33".parse::<Ipv4Cidr>(),
+            Err(CidrError::Prefix(33))
+        ));
     }
 }

@@ -203,7 +203,10 @@ fn write_etc(layout: &Layout, plan: &ClusterPlan, pod: &PodPlan) -> Result<(), N
     write("resolv.conf", resolv_conf(plan.dns_ip, &pod.namespace, domain))?;
     write(
         "hosts",
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n", pod.ip, pod.name),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            pod.ip, pod.name
+        ),
     )
 }
 

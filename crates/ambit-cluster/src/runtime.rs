@@ -2,8 +2,8 @@
 //! and a teardown that finds every host resource from the cluster's name alone (so it also works after the
 //! supervisor was killed, or over a leftover cluster).
 
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,7 @@ use crate::status::{ClusterStatus, Phase, write_json_atomic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(
-        "the local cluster needs root: it creates network namespaces, veth links and nftables rules (run as root)"
-    )]
+    #[error("the local cluster needs root: it creates network namespaces, veth links and nftables rules (run as root)")]
     NotRoot,
     #[error("`{tool}` is not installed; install it with `apt-get install -y {package}` (or run `make demo`)")]
     MissingTool { tool: &'static str, package: &'static str },
@@ -109,26 +107,27 @@ fn start_supervisor(layout: &Layout) -> Result<(), RuntimeError> {
 
 /// Waits until every pod is ready (or, for pods that are meant to finish, has finished).
 pub fn wait_ready(layout: &Layout, plan: &ClusterPlan, timeout: Duration) -> Result<ClusterStatus, RuntimeError> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
     loop {
-        let status = ClusterStatus::read(&layout.status_file()).ok();
-        if let Some(status) = &status {
-            let pending = unready(plan, status);
-            if pending.is_empty() {
-                return Ok(status.clone());
+        let pending = match ClusterStatus::read(&layout.status_file()) {
+            Ok(status) => {
+                let pending = unready(plan, &status);
+                if pending.is_empty() {
+                    return Ok(status);
+                }
+                pending.join(", ")
             }
-            if Instant::now() >= deadline {
-                return Err(RuntimeError::NotReady {
-                    seconds: timeout.as_secs(),
-                    pods: pending.join(", "),
-                });
-            }
-        }
-        if !supervisor_alive(layout) && Instant::now() > deadline.min(Instant::now() + Duration::from_secs(1)) {
+            Err(_) => "the supervisor has not reported yet".to_string(),
+        };
+        // The pid file appears once the supervisor runs; give it a moment before calling its absence a death.
+        if started.elapsed() > Duration::from_secs(2) {
             check_supervisor(layout)?;
         }
-        if status.is_none() && Instant::now() >= deadline {
-            check_supervisor(layout)?;
+        if started.elapsed() >= timeout {
+            return Err(RuntimeError::NotReady {
+                seconds: timeout.as_secs(),
+                pods: pending,
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -139,7 +138,9 @@ fn unready(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<String> {
     plan.pods
         .iter()
         .filter(|p| {
-            let Some(s) = status.pod(&p.namespace, &p.name) else { return true };
+            let Some(s) = status.pod(&p.namespace, &p.name) else {
+                return true;
+            };
             let finished = p.restart_policy != RestartPolicy::Always && s.phase == Phase::Succeeded;
             !(s.ready || finished)
         })
@@ -161,7 +162,11 @@ fn check_supervisor(layout: &Layout) -> Result<(), RuntimeError> {
 
 /// The supervisor's pid, if its pid file names a live `ambit cluster supervise` of this cluster.
 pub fn supervisor_pid(layout: &Layout) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(layout.supervisor_pid_file()).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(layout.supervisor_pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let ours = args.iter().any(|a| *a == b"supervise") && args.iter().any(|a| *a == layout.cluster().as_bytes());
@@ -213,7 +218,9 @@ pub fn down(cluster: &str) -> Result<DownReport, RuntimeError> {
 
 /// SIGTERM to a live supervisor (it stops the containers), SIGKILL if it has not exited in time.
 fn stop_supervisor(layout: &Layout) -> bool {
-    let Some(pid) = supervisor_pid(layout) else { return false };
+    let Some(pid) = supervisor_pid(layout) else {
+        return false;
+    };
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(8);

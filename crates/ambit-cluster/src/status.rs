@@ -45,9 +45,18 @@ pub struct ContainerStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {
-    Waiting { reason: String },
-    Running { pid: u32, started_at: u64 },
-    Terminated { exit_code: i32, reason: String, finished_at: u64 },
+    Waiting {
+        reason: String,
+    },
+    Running {
+        pid: u32,
+        started_at: u64,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        finished_at: u64,
+    },
 }
 
 // === impl ClusterStatus ===
@@ -118,5 +127,8 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Resul
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -32,9 +32,23 @@ const BACKOFF_RESET: Duration = Duration::from_secs(60);
 /// What the container runners and probes report to the supervisor's single state owner.
 #[derive(Debug)]
 enum Event {
-    Started { pod: usize, container: usize, pid: u32 },
-    Exited { pod: usize, container: usize, exit_code: i32, reason: String, restarting: bool },
-    Probe { pod: usize, container: usize, ok: bool },
+    Started {
+        pod: usize,
+        container: usize,
+        pid: u32,
+    },
+    Exited {
+        pod: usize,
+        container: usize,
+        exit_code: i32,
+        reason: String,
+        restarting: bool,
+    },
+    Probe {
+        pod: usize,
+        container: usize,
+        ok: bool,
+    },
 }
 
 /// Per-container state owned by the supervisor loop.
@@ -84,17 +98,29 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
             runners.spawn(runner.run());
             if let Some(probe) = &container.readiness {
                 let node_ns = layout.node_ns(&pod.node);
-                tokio::spawn(probe_loop(node_ns, pod.ip, probe.clone(), pi, ci, events_tx.clone(), stop_rx.clone()));
+                tokio::spawn(probe_loop(
+                    node_ns,
+                    pod.ip,
+                    probe.clone(),
+                    pi,
+                    ci,
+                    events_tx.clone(),
+                    stop_rx.clone(),
+                ));
             }
         }
     }
     drop(events_tx);
     let mut sup = Supervisor::new(layout, plan, dns_tx);
     sup.publish();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    // The supervisor outlives the terminal that started it: a hangup is not a reason to stop the cluster.
+    let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             Some(ev) = events.recv() => sup.handle(ev),
+            _ = hangup.recv() => tracing::info!("ignoring SIGHUP"),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -115,11 +141,7 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
 }
 
 /// Binds the cluster DNS server (UDP and TCP on the DNS address) inside every node namespace.
-async fn start_dns(
-    layout: &Layout,
-    plan: &ClusterPlan,
-    table: watch::Receiver<Arc<DnsTable>>,
-) -> anyhow::Result<()> {
+async fn start_dns(layout: &Layout, plan: &ClusterPlan, table: watch::Receiver<Arc<DnsTable>>) -> anyhow::Result<()> {
     let addr = SocketAddr::from((plan.dns_ip, 53));
     for node in &plan.nodes {
         let (udp, tcp) = ambit_netns::run_in(&layout.node_ns(&node.name), move || {
@@ -130,8 +152,14 @@ async fn start_dns(
             Ok::<_, std::io::Error>((udp, tcp))
         })?
         .with_context(|| format!("cannot bind DNS {addr} on node {}", node.name))?;
-        tokio::spawn(crate::dns::serve_udp(tokio::net::UdpSocket::from_std(udp)?, table.clone()));
-        tokio::spawn(crate::dns::serve_tcp(tokio::net::TcpListener::from_std(tcp)?, table.clone()));
+        tokio::spawn(crate::dns::serve_udp(
+            tokio::net::UdpSocket::from_std(udp)?,
+            table.clone(),
+        ));
+        tokio::spawn(crate::dns::serve_tcp(
+            tokio::net::TcpListener::from_std(tcp)?,
+            table.clone(),
+        ));
     }
     Ok(())
 }
@@ -161,15 +189,30 @@ impl Supervisor {
         match ev {
             Event::Started { pod, container, pid } => {
                 let t = &mut self.tracked[pod][container];
-                t.state = Some(ContainerState::Running { pid, started_at: unix_now() });
+                t.state = Some(ContainerState::Running {
+                    pid,
+                    started_at: unix_now(),
+                });
                 (t.probe_ready, t.successes, t.failures) = (false, 0, 0);
             }
-            Event::Exited { pod, container, exit_code, reason, restarting } => {
+            Event::Exited {
+                pod,
+                container,
+                exit_code,
+                reason,
+                restarting,
+            } => {
                 let t = &mut self.tracked[pod][container];
                 t.state = Some(if restarting {
-                    ContainerState::Waiting { reason: "CrashLoopBackOff".into() }
+                    ContainerState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                    }
                 } else {
-                    ContainerState::Terminated { exit_code, reason, finished_at: unix_now() }
+                    ContainerState::Terminated {
+                        exit_code,
+                        reason,
+                        finished_at: unix_now(),
+                    }
                 });
                 t.restarts += u32::from(restarting);
                 t.probe_ready = false;
@@ -180,7 +223,9 @@ impl Supervisor {
     }
 
     fn probe_result(&mut self, pod: usize, container: usize, ok: bool) {
-        let Some(probe) = &self.plan.pods[pod].containers[container].readiness else { return };
+        let Some(probe) = &self.plan.pods[pod].containers[container].readiness else {
+            return;
+        };
         let t = &mut self.tracked[pod][container];
         if ok {
             (t.successes, t.failures) = (t.successes + 1, 0);
@@ -232,7 +277,13 @@ impl Supervisor {
     }
 
     fn write_status(&self, stopped: bool) {
-        let pods = self.plan.pods.iter().enumerate().map(|(pi, p)| self.pod_status(pi, p)).collect();
+        let pods = self
+            .plan
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(pi, p)| self.pod_status(pi, p))
+            .collect();
         let status = ClusterStatus {
             supervisor_pid: std::process::id(),
             started_at: self.started_at,
@@ -254,7 +305,9 @@ impl Supervisor {
                 let t = &self.tracked[pi][ci];
                 ContainerStatus {
                     name: c.name.clone(),
-                    state: t.state.clone().unwrap_or(ContainerState::Waiting { reason: "ContainerCreating".into() }),
+                    state: t.state.clone().unwrap_or(ContainerState::Waiting {
+                        reason: "ContainerCreating".into(),
+                    }),
                     ready: self.container_ready(pi, ci),
                     restarts: t.restarts,
                 }
@@ -271,7 +324,9 @@ impl Supervisor {
 }
 
 fn phase(containers: &[ContainerStatus]) -> Phase {
-    let running = containers.iter().any(|c| matches!(c.state, ContainerState::Running { .. }));
+    let running = containers
+        .iter()
+        .any(|c| matches!(c.state, ContainerState::Running { .. }));
     let codes: Option<Vec<i32>> = containers
         .iter()
         .map(|c| match c.state {
@@ -357,7 +412,13 @@ impl Runner {
                 RestartPolicy::OnFailure => exit_code != 0,
                 RestartPolicy::Never => false,
             } && !*self.stop.borrow();
-            let ev = Event::Exited { pod: self.pod, container: self.container, exit_code, reason, restarting };
+            let ev = Event::Exited {
+                pod: self.pod,
+                container: self.container,
+                exit_code,
+                reason,
+                restarting,
+            };
             let _ = self.events.send(ev).await;
             if !restarting {
                 return;
@@ -381,7 +442,13 @@ impl Runner {
             .args(&self.spec.argv)
             .env_clear()
             .envs(container_env(&self.plan, &self.spec, &self.workdir))
-            .current_dir(self.spec.working_dir.as_ref().map(PathBuf::from).unwrap_or(self.workdir.clone()))
+            .current_dir(
+                self.spec
+                    .working_dir
+                    .as_ref()
+                    .map(PathBuf::from)
+                    .unwrap_or(self.workdir.clone()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -392,7 +459,11 @@ impl Runner {
     /// Waits for the process to end; on stop, terminates its process group and returns None.
     async fn wait(&mut self, mut child: tokio::process::Child) -> Option<(i32, String)> {
         let pid = child.id().unwrap_or(0);
-        let started = Event::Started { pod: self.pod, container: self.container, pid };
+        let started = Event::Started {
+            pod: self.pod,
+            container: self.container,
+            pid,
+        };
         let _ = self.events.send(started).await;
         tokio::select! {
             status = child.wait() => Some(exit_outcome(status)),
@@ -435,8 +506,11 @@ async fn terminate(child: &mut tokio::process::Child, pid: u32) {
 /// The environment of a container process: PATH (with the ambit binary's directory first, so manifests can say
 /// `command: [ambit, ...]`), HOME and HOSTNAME, then the container's own resolved env.
 pub fn container_env(pod: &PodPlan, spec: &ContainerPlan, home: &std::path::Path) -> Vec<(String, String)> {
-    let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.display().to_string()));
+    let host_path =
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.display().to_string()));
     let path = match exe_dir {
         Some(dir) => format!("{dir}:{host_path}"),
         None => host_path,
@@ -466,11 +540,16 @@ async fn probe_loop(
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
-        let (ns, action, timeout) = (node_ns.clone(), probe.action.clone(), Duration::from_secs(probe.timeout_seconds.max(1).into()));
-        let ok = tokio::task::spawn_blocking(move || ambit_netns::run_in(&ns, move || probe_once(ip, &action, timeout)))
-            .await
-            .map(|r| r.unwrap_or(false))
-            .unwrap_or(false);
+        let (ns, action, timeout) = (
+            node_ns.clone(),
+            probe.action.clone(),
+            Duration::from_secs(probe.timeout_seconds.max(1).into()),
+        );
+        let ok =
+            tokio::task::spawn_blocking(move || ambit_netns::run_in(&ns, move || probe_once(ip, &action, timeout)))
+                .await
+                .map(|r| r.unwrap_or(false))
+                .unwrap_or(false);
         if events.send(Event::Probe { pod, container, ok }).await.is_err() {
             return;
         }
@@ -490,7 +569,8 @@ fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration) -> bool {
     };
     let Some(path) = path else { return true };
     let _ = stream.set_read_timeout(Some(timeout));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: ambit-probe\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: ambit-probe\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -498,7 +578,10 @@ fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration) -> bool {
     if stream.read_exact(&mut head).is_err() {
         return false;
     }
-    let code: u16 = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let code: u16 = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (200..400).contains(&code)
 }
 
@@ -507,14 +590,25 @@ mod tests {
     use super::*;
 
     fn cs(state: ContainerState) -> ContainerStatus {
-        ContainerStatus { name: "c".into(), state, ready: false, restarts: 0 }
+        ContainerStatus {
+            name: "c".into(),
+            state,
+            ready: false,
+            restarts: 0,
+        }
     }
 
     #[test]
     fn phase_follows_containers() {
         let run = ContainerState::Running { pid: 1, started_at: 0 };
-        let done = |code| ContainerState::Terminated { exit_code: code, reason: String::new(), finished_at: 0 };
-        let wait = ContainerState::Waiting { reason: "CrashLoopBackOff".into() };
+        let done = |code| ContainerState::Terminated {
+            exit_code: code,
+            reason: String::new(),
+            finished_at: 0,
+        };
+        let wait = ContainerState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+        };
         let cases = [
             (vec![cs(run.clone()), cs(done(0))], Phase::Running),
             (vec![cs(done(0)), cs(done(0))], Phase::Succeeded),
@@ -531,6 +625,9 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(0))).0, 0);
         assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(3 << 8))).0, 3);
-        assert_eq!(exit_outcome(Ok(std::process::ExitStatus::from_raw(9))), (137, "Signal 9".to_string()));
+        assert_eq!(
+            exit_outcome(Ok(std::process::ExitStatus::from_raw(9))),
+            (137, "Signal 9".to_string())
+        );
     }
 }

@@ -20,8 +20,12 @@ fn meta(name: &str, namespace: Option<&str>, labels: &BTreeMap<String, String>) 
 }
 
 pub fn node(plan: &ClusterPlan, node: &NodePlan) -> core::Node {
+    let mut labels = node.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), node.name.clone());
+    let mut metadata = meta(&node.name, None, &labels);
+    metadata.annotations = Some(BTreeMap::from([("ambit.dev/cluster".to_string(), plan.name.clone())]));
     core::Node {
-        metadata: meta(&node.name, None, &node.labels),
+        metadata,
         spec: Some(core::NodeSpec {
             pod_cidr: Some(node.pod_cidr.to_string()),
             pod_cidrs: Some(vec![node.pod_cidr.to_string()]),
@@ -39,25 +43,6 @@ pub fn node(plan: &ClusterPlan, node: &NodePlan) -> core::Node {
             }]),
             ..Default::default()
         }),
-    }
-    .with_cluster_label(plan)
-}
-
-trait WithClusterLabel {
-    fn with_cluster_label(self, plan: &ClusterPlan) -> Self;
-}
-
-impl WithClusterLabel for core::Node {
-    fn with_cluster_label(mut self, plan: &ClusterPlan) -> Self {
-        self.metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert("kubernetes.io/hostname".into(), self.metadata.name.clone().unwrap_or_default());
-        self.metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert("ambit.dev/cluster".into(), plan.name.clone());
-        self
     }
 }
 

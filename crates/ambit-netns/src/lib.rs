@@ -59,15 +59,11 @@ where
     })?;
     let owned = path.to_path_buf();
     let handle = std::thread::spawn(move || {
-        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
-            path: owned,
-            source,
-        })?;
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetnsError::Enter { path: owned, source })?;
         Ok(f())
     });
-    handle
-        .join()
-        .map_err(|_| NetnsError::Panicked(path.to_path_buf()))?
+    handle.join().map_err(|_| NetnsError::Panicked(path.to_path_buf()))?
 }
 
 /// Names of the namespaces under [`NETNS_DIR`] that start with `prefix`, sorted.

@@ -23,7 +23,11 @@ fn ambit(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn ok(args: &[&str]) -> String {
@@ -34,11 +38,18 @@ fn ok(args: &[&str]) -> String {
 
 fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("t{}{}-{tag}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}{}-{tag}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -48,7 +59,10 @@ fn netns_with_prefix(prefix: &str) -> Vec<String> {
 }
 
 fn host_links() -> BTreeSet<String> {
-    let out = Command::new("ip").args(["-o", "link", "show"]).output().expect("ip link");
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
@@ -123,18 +137,32 @@ struct TestCluster {
 
 impl TestCluster {
     fn up(tag: &str) -> Self {
+        Self::up_with(tag, "")
+    }
+
+    /// Brings up MANIFEST plus `extra` documents.
+    fn up_with(tag: &str, extra: &str) -> Self {
         require_root();
         let name = unique(tag);
         let dir = std::env::temp_dir().join(format!("ambit-e2e-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cluster.yaml");
-        std::fs::write(&file, MANIFEST).unwrap();
+        std::fs::write(&file, format!("{MANIFEST}{extra}")).unwrap();
         let mut cluster = Self {
             name,
             dir,
             up_output: String::new(),
         };
-        let out = ambit(&["cluster", "up", "-f", file.to_str().unwrap(), "--name", &cluster.name, "--wait", "60"]);
+        let out = ambit(&[
+            "cluster",
+            "up",
+            "-f",
+            file.to_str().unwrap(),
+            "--name",
+            &cluster.name,
+            "--wait",
+            "60",
+        ]);
         cluster.up_output = text(&out);
         assert!(out.status.success(), "cluster up failed: {}", cluster.up_output);
         cluster
@@ -209,11 +237,21 @@ impl TestCluster {
     fn assert_gone(&self, pids: &[u32]) {
         let prefix = format!("ambit.{}.", self.name);
         assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new(), "namespaces left");
-        assert!(!Path::new(&format!("/run/ambit/{}", self.name)).exists(), "runtime dir left");
+        assert!(
+            !Path::new(&format!("/run/ambit/{}", self.name)).exists(),
+            "runtime dir left"
+        );
         let etc: Vec<String> = std::fs::read_dir("/etc/netns")
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
-        assert!(!etc.iter().any(|n| n.starts_with(&prefix)), "/etc/netns entries left: {etc:?}");
+        assert!(
+            !etc.iter().any(|n| n.starts_with(&prefix)),
+            "/etc/netns entries left: {etc:?}"
+        );
         let alive: Vec<_> = pids.iter().filter(|p| pid_alive(**p)).collect();
         assert!(alive.is_empty(), "processes left: {alive:?}");
     }
@@ -221,15 +259,32 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        let _ = Command::new(AMBIT).args(["cluster", "down", "--name", &self.name]).output();
+        let _ = Command::new(AMBIT)
+            .args(["cluster", "down", "--name", &self.name])
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[test]
 fn pods_talk_across_nodes_through_cluster_ip_and_by_dns_name() {
-    let c = TestCluster::up("traffic");
-    assert!(c.up_output.contains("warning") && c.up_output.contains("matches no pod"), "{}", c.up_output);
+    // A job that fails twice, then succeeds: restarted with backoff, in the same working directory.
+    let job = r#"---
+apiVersion: v1
+kind: Pod
+metadata: {name: job, namespace: demo}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: job
+    command: [sh, -c, 'n=$(cat runs 2>/dev/null || echo 0); echo $((n+1)) > runs; echo "run $n"; [ "$n" -ge 2 ]']
+"#;
+    let c = TestCluster::up_with("traffic", job);
+    assert!(
+        c.up_output.contains("warning") && c.up_output.contains("matches no pod"),
+        "{}",
+        c.up_output
+    );
 
     let echo = c.echo_pods();
     assert_eq!(echo.len(), 2);
@@ -253,7 +308,10 @@ fn pods_talk_across_nodes_through_cluster_ip_and_by_dns_name() {
     let answers =
         c.sh_ok("for i in $(seq 30); do curl -sS --max-time 5 http://echo.demo.svc.cluster.local/ | head -n1; done");
     for (name, _, _) in &echo {
-        assert!(answers.contains(&format!("pod={name} ")), "{name} never answered:\n{answers}");
+        assert!(
+            answers.contains(&format!("pod={name} ")),
+            "{name} never answered:\n{answers}"
+        );
     }
 
     // The three DNS name forms resolve to the ClusterIP.
@@ -262,11 +320,17 @@ fn pods_talk_across_nodes_through_cluster_ip_and_by_dns_name() {
     let vip = svc["items"][0]["spec"]["clusterIP"].as_str().unwrap().to_string();
     for name in ["echo", "echo.demo", "echo.demo.svc.cluster.local"] {
         let resolved = c.sh_ok(&format!("getent hosts {name}"));
-        assert!(resolved.starts_with(&vip), "{name} resolved to {resolved:?}, want {vip}");
+        assert!(
+            resolved.starts_with(&vip),
+            "{name} resolved to {resolved:?}, want {vip}"
+        );
         let body = c.sh_ok(&format!("curl -sS --max-time 5 http://{name}/dns"));
         assert!(body.contains("GET /dns"), "{body}");
     }
-    assert!(!c.sh("getent hosts nosuchsvc").status.success(), "unknown names do not resolve");
+    assert!(
+        !c.sh("getent hosts nosuchsvc").status.success(),
+        "unknown names do not resolve"
+    );
 
     // exec passes the exit code through; logs show what the container printed.
     assert_eq!(c.sh("exit 3").status.code(), Some(3));
@@ -274,6 +338,28 @@ fn pods_talk_across_nodes_through_cluster_ip_and_by_dns_name() {
     assert!(logs.contains("hello from client on node-1"), "{logs}");
     let wide = ok(&c.args(&["get", "services", "-n", "demo", "-o", "wide"]));
     assert!(wide.contains(&format!("{remote_ip}:8080")), "{wide}");
+
+    // The job finished after two restarts; get prints it as kubectl would, and as Kubernetes objects.
+    // (While it runs, a container without a probe counts as ready, so `up` may return before the job is done.)
+    let job_row = || {
+        let pods = ok(&c.args(&["get", "pods", "-n", "demo"]));
+        pods.lines()
+            .find(|l| l.trim_start().starts_with("job "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !job_row().contains("Completed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let row = job_row();
+    assert!(row.contains("Completed") && row.trim_end().ends_with(" 2"), "{row}");
+    assert!(ok(&c.args(&["logs", "-n", "demo", "job"])).contains("run 2"));
+    let yaml = ok(&c.args(&["get", "nodes", "-o", "yaml"]));
+    assert!(
+        yaml.contains("kind: Node") && yaml.contains("podCIDR: 10.244.1.0/24"),
+        "{yaml}"
+    );
 
     let pids = c.container_pids();
     assert_eq!(pids.len(), 3, "{pids:?}");
@@ -294,12 +380,18 @@ fn down_after_sigkilled_supervisor_and_two_clusters_side_by_side() {
 
     let pids = a.container_pids();
     let supervisor = a.supervisor_pid();
-    let killed = Command::new("kill").args(["-KILL", &supervisor.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     while pid_alive(supervisor) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(pids.iter().all(|p| pid_alive(*p)), "containers outlive a SIGKILLed supervisor");
+    assert!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "containers outlive a SIGKILLed supervisor"
+    );
     a.down();
     a.assert_gone(&pids);
 
@@ -342,7 +434,10 @@ fn bad_input_is_rejected_and_nothing_is_created() {
         ),
         (
             "unknown node",
-            format!("{cluster}---\n{}", pod(&format!("  nodeName: node-9\n{good_container}"))),
+            format!(
+                "{cluster}---\n{}",
+                pod(&format!("  nodeName: node-9\n{good_container}"))
+            ),
             &["document 2", "spec.nodeName", "node-9"],
         ),
         (
@@ -350,7 +445,11 @@ fn bad_input_is_rejected_and_nothing_is_created() {
             format!("{cluster}---\n{}---\n{}", pod(good_container), pod(good_container)),
             &["document 3", "duplicate Pod default/p"],
         ),
-        ("bad port", format!("{cluster}---\n{service}"), &["document 2", "spec.ports[0].port", "70000"]),
+        (
+            "bad port",
+            format!("{cluster}---\n{service}"),
+            &["document 2", "spec.ports[0].port", "70000"],
+        ),
         (
             "cidr overlap",
             cluster.replace("  nodes:", "  serviceCIDR: 10.244.0.0/20\n  nodes:"),
@@ -371,12 +470,21 @@ fn bad_input_is_rejected_and_nothing_is_created() {
         let out = ambit(&["cluster", "up", "-f", file.to_str().unwrap(), "--name", &name]);
         let msg = text(&out);
         assert!(!out.status.success(), "{what}: accepted:\n{msg}");
-        assert!(msg.contains(file.to_str().unwrap()), "{what}: the message names the file:\n{msg}");
+        assert!(
+            msg.contains(file.to_str().unwrap()),
+            "{what}: the message names the file:\n{msg}"
+        );
         for e in expect {
             assert!(msg.contains(e), "{what}: want {e:?} in:\n{msg}");
         }
-        assert!(netns_with_prefix(&format!("ambit.{name}.")).is_empty(), "{what}: namespaces were created");
-        assert!(!Path::new(&format!("/run/ambit/{name}")).exists(), "{what}: runtime dir was created");
+        assert!(
+            netns_with_prefix(&format!("ambit.{name}.")).is_empty(),
+            "{what}: namespaces were created"
+        );
+        assert!(
+            !Path::new(&format!("/run/ambit/{name}")).exists(),
+            "{what}: runtime dir was created"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -391,7 +499,10 @@ fn cluster_up_without_root_says_so() {
     std::fs::copy(AMBIT, &exe).unwrap();
     let file = dir.join("cluster.yaml");
     std::fs::write(&file, MANIFEST).unwrap();
-    Command::new("chmod").args(["-R", "a+rX", dir.to_str().unwrap()]).status().unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&exe)

@@ -112,9 +112,7 @@ impl Knobs {
                     knobs.delay = Duration::from_millis(ms.min(MAX_DELAY_MS));
                 }
                 "size" => {
-                    let size = value
-                        .parse::<u64>()
-                        .map_err(|_| format!("invalid size {value:?}"))?;
+                    let size = value.parse::<u64>().map_err(|_| format!("invalid size {value:?}"))?;
                     knobs.size = usize::try_from(size).unwrap_or(MAX_FILLER).min(MAX_FILLER);
                 }
                 "format" => {
@@ -134,10 +132,7 @@ impl Knobs {
 }
 
 /// Serve one request: read the body, wait `delay_ms`, describe what was seen.
-pub(crate) async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnInfo>,
-) -> Result<Response<EchoBody>, Infallible> {
+pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<EchoBody>, Infallible> {
     let shared = &conn.shared;
     let knobs = match Knobs::parse(req.uri().query()) {
         Ok(knobs) => knobs,
@@ -220,12 +215,7 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-fn response(
-    shared: &HttpShared,
-    status: StatusCode,
-    content_type: &'static str,
-    body: EchoBody,
-) -> Response<EchoBody> {
+fn response(shared: &HttpShared, status: StatusCode, content_type: &'static str, body: EchoBody) -> Response<EchoBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -255,10 +245,7 @@ fn version_str(version: Version) -> &'static str {
 }
 
 fn is_h1(version: Version) -> bool {
-    matches!(
-        version,
-        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
-    )
+    matches!(version, Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11)
 }
 
 /// The `:authority` pseudo-header of an HTTP/2 request (HTTP/1 sends `host` instead).
@@ -311,20 +298,12 @@ impl Seen<'_> {
     fn text(&self) -> Vec<u8> {
         let conn = self.conn;
         let identity = &conn.shared.identity_line;
-        let headers_len: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 3)
-            .sum();
+        let headers_len: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 3).sum();
         let capacity = identity.len()
             + conn.peer.len()
             + conn.local.len()
             + self.method.len()
-            + self
-                .target
-                .uri
-                .path_and_query()
-                .map_or(0, |pq| pq.as_str().len())
+            + self.target.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
             + self.authority.map_or(0, |a| a.len() + 2)
             + headers_len
             + 96;
@@ -421,10 +400,7 @@ impl Serialize for HeaderList<'_> {
             seq.serialize_element(&Pair(":authority", Cow::Borrowed(authority)))?;
         }
         for (name, value) in self.headers {
-            seq.serialize_element(&Pair(
-                name.as_str(),
-                String::from_utf8_lossy(value.as_bytes()),
-            ))?;
+            seq.serialize_element(&Pair(name.as_str(), String::from_utf8_lossy(value.as_bytes())))?;
         }
         seq.end()
     }
@@ -478,10 +454,7 @@ impl Body for EchoBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if let Some(head) = this.head.take() {
             return Poll::Ready(Some(Ok(Frame::data(head))));
@@ -536,20 +509,14 @@ mod tests {
         assert!(Knobs::parse(Some("status=abc")).is_err());
         assert!(Knobs::parse(Some("delay_ms=-1")).is_err());
         assert!(Knobs::parse(Some("format=xml")).is_err());
-        assert_eq!(
-            Knobs::parse(Some("status=100")).unwrap().status,
-            StatusCode::CONTINUE
-        );
+        assert_eq!(Knobs::parse(Some("status=100")).unwrap().status, StatusCode::CONTINUE);
     }
 
     #[test]
     fn request_target_forms() {
         let uri: Uri = "http://echo:8080/a?b=1".parse().unwrap();
         assert_eq!(render_target(&uri, Version::HTTP_2), "/a?b=1");
-        assert_eq!(
-            render_target(&uri, Version::HTTP_11),
-            "http://echo:8080/a?b=1"
-        );
+        assert_eq!(render_target(&uri, Version::HTTP_11), "http://echo:8080/a?b=1");
         let uri: Uri = "/a?b=1".parse().unwrap();
         assert_eq!(render_target(&uri, Version::HTTP_11), "/a?b=1");
     }
@@ -561,10 +528,7 @@ mod tests {
             FILLER_CHUNK + 5,
             Some(Bytes::from_static(b"\"}")),
         );
-        assert_eq!(
-            body.size_hint().exact(),
-            Some(4 + FILLER_CHUNK as u64 + 5 + 2)
-        );
+        assert_eq!(body.size_hint().exact(), Some(4 + FILLER_CHUNK as u64 + 5 + 2));
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut lens = Vec::new();

@@ -33,9 +33,8 @@ impl Identity {
 
     /// The first line of a text response: `pod=.. namespace=.. node=.. ip=..\n`.
     pub(crate) fn text_line(&self) -> String {
-        let mut line = String::with_capacity(
-            32 + self.pod.len() + self.namespace.len() + self.node.len() + self.ip.len(),
-        );
+        let mut line =
+            String::with_capacity(32 + self.pod.len() + self.namespace.len() + self.node.len() + self.ip.len());
         // Writing into a String cannot fail.
         let _ = writeln!(
             line,
@@ -78,10 +77,7 @@ mod tests {
             )
         });
         assert_eq!(id.pod, "echo-1");
-        assert_eq!(
-            id.text_line(),
-            "pod=echo-1 namespace=default node=node-1 ip=10.0.0.2\n"
-        );
+        assert_eq!(id.text_line(), "pod=echo-1 namespace=default node=node-1 ip=10.0.0.2\n");
     }
 
     #[test]

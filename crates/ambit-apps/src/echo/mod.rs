@@ -60,16 +60,8 @@ impl EchoArgs {
             .http
             .iter()
             .map(|&addr| ListenSpec::new(ListenerKind::Http, addr))
-            .chain(
-                self.tcp
-                    .iter()
-                    .map(|&addr| ListenSpec::new(ListenerKind::Tcp, addr)),
-            )
-            .chain(
-                self.sink
-                    .iter()
-                    .map(|&addr| ListenSpec::new(ListenerKind::Sink, addr)),
-            )
+            .chain(self.tcp.iter().map(|&addr| ListenSpec::new(ListenerKind::Tcp, addr)))
+            .chain(self.sink.iter().map(|&addr| ListenSpec::new(ListenerKind::Sink, addr)))
             .collect();
         if specs.is_empty() {
             specs.push(ListenSpec::new(
@@ -125,12 +117,10 @@ pub struct EchoListener {
 impl EchoListener {
     /// Bind the address of `spec`.
     pub async fn bind(spec: ListenSpec) -> Result<Self, EchoError> {
-        let listener = TcpListener::bind(spec.addr)
-            .await
-            .map_err(|source| EchoError::Bind {
-                addr: spec.addr,
-                source,
-            })?;
+        let listener = TcpListener::bind(spec.addr).await.map_err(|source| EchoError::Bind {
+            addr: spec.addr,
+            source,
+        })?;
         Ok(Self {
             kind: spec.kind,
             listener,
@@ -298,10 +288,7 @@ pub async fn spawn(config: EchoConfig, specs: &[ListenSpec]) -> Result<EchoHandl
 
 /// Entry point of `ambit app echo`: serve until SIGTERM or SIGINT, then exit.
 pub fn main(args: EchoArgs) -> anyhow::Result<()> {
-    let threads = args
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(crate::available_cpus);
+    let threads = args.threads.map(usize::from).unwrap_or_else(crate::available_cpus);
     let runtime = crate::runtime(threads).map_err(EchoError::Runtime)?;
     let specs = args.listen_specs();
     runtime.block_on(async {

@@ -87,9 +87,7 @@ pub(crate) async fn exchange(
     request: &[u8],
 ) -> Result<ResponseInfo, ExchangeError> {
     if !buf.is_empty() {
-        return Err(ExchangeError::Protocol(
-            "unsolicited data before the response",
-        ));
+        return Err(ExchangeError::Protocol("unsolicited data before the response"));
     }
     stream.write_all(request).await?;
     read_response(stream, buf).await
@@ -111,10 +109,7 @@ struct Head {
     keep_alive: bool,
 }
 
-async fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<ResponseInfo, ExchangeError> {
+async fn read_response(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<ResponseInfo, ExchangeError> {
     loop {
         let head = loop {
             if let Some(head) = parse_head(buf)? {
@@ -242,11 +237,7 @@ async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 }
 
 /// Consume exactly `len` body bytes.
-async fn discard(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    mut len: u64,
-) -> Result<(), ExchangeError> {
+async fn discard(stream: &mut TcpStream, buf: &mut BytesMut, mut len: u64) -> Result<(), ExchangeError> {
     loop {
         let take = usize::try_from(len).unwrap_or(usize::MAX).min(buf.len());
         buf.advance(take);
@@ -308,10 +299,7 @@ async fn discard_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<u
 }
 
 /// Consume a body delimited by the end of the connection.
-async fn discard_until_close(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> Result<u64, ExchangeError> {
+async fn discard_until_close(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<u64, ExchangeError> {
     let mut total = buf.len() as u64;
     buf.clear();
     loop {
@@ -429,8 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn content_length_and_close_delimited() {
-        let (result, buf) =
-            exchange_with(b"HTTP/1.1 500 Oops\r\ncontent-length: 12\r\n\r\nhello world!").await;
+        let (result, buf) = exchange_with(b"HTTP/1.1 500 Oops\r\ncontent-length: 12\r\n\r\nhello world!").await;
         let info = result.unwrap();
         assert_eq!((info.status, info.body_bytes), (500, 12));
         assert!(buf.is_empty());
@@ -443,11 +430,9 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_body_is_io_error() {
-        let (result, _) =
-            exchange_with(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
+        let (result, _) = exchange_with(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort").await;
         assert!(matches!(result, Err(ExchangeError::Io(_))));
-        let (result, _) =
-            exchange_with(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
+        let (result, _) = exchange_with(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
         assert!(matches!(result, Err(ExchangeError::Protocol(_))));
     }
 }

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 pub use self::parse::{Header, HttpUrl, parse_duration};
 pub use self::report::{
-    ErrorsByKind, LatencySummary, MAX_LATENCY_US, Mode, Report, format_bytes_per_sec,
-    format_micros, new_histogram, summarize,
+    ErrorsByKind, LatencySummary, MAX_LATENCY_US, Mode, Report, format_bytes_per_sec, format_micros, new_histogram,
+    summarize,
 };
 
 use self::worker::{Plan, Proto, WorkerStats};
@@ -216,19 +216,13 @@ impl LoadConfig {
         }
         match &self.target {
             Target::Tcp { size, .. } if *size == 0 || *size > MAX_TCP_SIZE => {
-                return Err(invalid(format!(
-                    "--size must be between 1 and {MAX_TCP_SIZE} bytes"
-                )));
+                return Err(invalid(format!("--size must be between 1 and {MAX_TCP_SIZE} bytes")));
             }
             Target::Bulk { .. } if self.new_connection || self.rate.is_some() => {
-                return Err(invalid(
-                    "--bulk cannot be combined with --new-connection or --rate",
-                ));
+                return Err(invalid("--bulk cannot be combined with --new-connection or --rate"));
             }
             Target::Bulk { .. } if self.requests.is_some() => {
-                return Err(invalid(
-                    "--bulk runs for a duration; --requests does not apply",
-                ));
+                return Err(invalid("--bulk runs for a duration; --requests does not apply"));
             }
             _ => {}
         }
@@ -317,8 +311,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
     };
     let interval = match config.rate {
         Some(rate) => Some(
-            Duration::try_from_secs_f64(connections as f64 / rate)
-                .map_err(|_| invalid("--rate is out of range"))?,
+            Duration::try_from_secs_f64(connections as f64 / rate).map_err(|_| invalid("--rate is out of range"))?,
         ),
         None => None,
     };
@@ -331,9 +324,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadError> {
             payload: tcp_payload(*size),
         },
         // Bulk streams send no requests; `bulk_loop` does not look at the protocol.
-        Target::Bulk { .. } => Proto::Tcp {
-            payload: Bytes::new(),
-        },
+        Target::Bulk { .. } => Proto::Tcp { payload: Bytes::new() },
     };
     let run_start = Instant::now();
     let measure_start = run_start + config.warmup;
@@ -387,10 +378,7 @@ async fn resolve(target: &Target) -> Result<SocketAddr, LoadError> {
         target: name.clone(),
         source,
     })?;
-    addrs
-        .first()
-        .copied()
-        .ok_or(LoadError::NoAddress { target: name })
+    addrs.first().copied().ok_or(LoadError::NoAddress { target: name })
 }
 
 /// Open the keep-alive connections concurrently; an error when none could be opened.
@@ -400,8 +388,7 @@ async fn open_connections(
     timeout: Duration,
     target: &str,
 ) -> Result<Vec<Option<TcpStream>>, LoadError> {
-    let results =
-        futures::future::join_all((0..connections).map(|_| worker::connect(addr, timeout))).await;
+    let results = futures::future::join_all((0..connections).map(|_| worker::connect(addr, timeout))).await;
     let mut first_error = None;
     let mut streams = Vec::with_capacity(connections);
     for result in results {
@@ -426,10 +413,7 @@ async fn open_connections(
 
 /// A recognisable TCP request payload.
 fn tcp_payload(size: usize) -> Bytes {
-    (0..size)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect::<Vec<u8>>()
-        .into()
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>().into()
 }
 
 /// Merge the per-connection statistics into the report.
@@ -462,11 +446,7 @@ fn build_report(
         .saturating_duration_since(measure_start)
         .as_secs_f64();
     let per_sec = |n: u64| {
-        if elapsed > 0.0 {
-            n as f64 / elapsed
-        } else {
-            0.0
-        }
+        if elapsed > 0.0 { n as f64 / elapsed } else { 0.0 }
     };
     Report {
         mode,

@@ -77,10 +77,9 @@ impl FromStr for Header {
         let (name, value) = s
             .split_once(':')
             .ok_or_else(|| format!("invalid header {s:?}: expected 'Name: value'"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("invalid header name in {s:?}"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("invalid header value in {s:?}"))?;
+        let name =
+            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("invalid header name in {s:?}"))?;
+        let value = HeaderValue::from_str(value.trim()).map_err(|_| format!("invalid header value in {s:?}"))?;
         Ok(Header { name, value })
     }
 }
@@ -125,10 +124,7 @@ impl FromStr for HttpUrl {
             return Err(format!("invalid URL {s:?}: user info is not supported"));
         }
         let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if host.is_empty() {
             return Err(format!("invalid URL {s:?}: missing host"));
         }

@@ -146,11 +146,7 @@ impl Report {
         row("requests/s", format!("{:.1}", self.requests_per_sec));
         row(
             "throughput",
-            format!(
-                "{} ({} bytes)",
-                format_bytes_per_sec(self.bytes_per_sec),
-                self.bytes
-            ),
+            format!("{} ({} bytes)", format_bytes_per_sec(self.bytes_per_sec), self.bytes),
         );
         if self.mode != Mode::Bulk {
             let l = &self.latency_us;

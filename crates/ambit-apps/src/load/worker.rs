@@ -124,12 +124,7 @@ struct Outcome {
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {timeout:?}"),
-            )
-        })??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -152,9 +147,7 @@ impl Worker {
         let stream = match &mut self.conn {
             Some(stream) => stream,
             None => {
-                let stream = connect(plan.addr, plan.timeout)
-                    .await
-                    .map_err(Failure::Connect)?;
+                let stream = connect(plan.addr, plan.timeout).await.map_err(Failure::Connect)?;
                 self.buf.clear();
                 self.conn.insert(stream)
             }
@@ -172,19 +165,9 @@ impl Worker {
                     )
                 })
                 .map_err(Failure::from),
-            Proto::Tcp { payload } => {
-                tcp_exchange(stream, payload, &mut self.echo)
-                    .await
-                    .map(|bytes| {
-                        (
-                            Outcome {
-                                bytes,
-                                status: None,
-                            },
-                            true,
-                        )
-                    })
-            }
+            Proto::Tcp { payload } => tcp_exchange(stream, payload, &mut self.echo)
+                .await
+                .map(|bytes| (Outcome { bytes, status: None }, true)),
         };
         match result {
             Ok((outcome, keep_alive)) => {
@@ -203,11 +186,7 @@ impl Worker {
 
 /// Send `payload` and read it back; reading runs concurrently with writing so
 /// that payloads larger than the socket buffers cannot deadlock.
-async fn tcp_exchange(
-    stream: &mut TcpStream,
-    payload: &[u8],
-    echo: &mut Vec<u8>,
-) -> Result<u64, Failure> {
+async fn tcp_exchange(stream: &mut TcpStream, payload: &[u8], echo: &mut Vec<u8>) -> Result<u64, Failure> {
     echo.resize(payload.len(), 0);
     let (mut reader, mut writer) = stream.split();
     tokio::try_join!(writer.write_all(payload), reader.read_exact(echo)).map_err(Failure::Io)?;
@@ -286,8 +265,7 @@ fn record(stats: &mut WorkerStats, result: Result<Outcome, Failure>, start: Inst
     stats.last_end = Some(end);
     match result {
         Ok(Outcome {
-            status: Some(status),
-            ..
+            status: Some(status), ..
         }) if !(200..400).contains(&status) => {
             stats.errors.status += 1;
             *stats.statuses.entry(status).or_default() += 1;
@@ -378,9 +356,7 @@ pub(crate) async fn bulk_loop(plan: Arc<Plan>, conn: Option<TcpStream>) -> Worke
         stats.ok = 1;
     } else {
         tracing::debug!(sent, count, "sink confirmed a different byte count");
-        stats.fail(&Failure::Protocol(
-            "sink byte count differs from bytes sent",
-        ));
+        stats.fail(&Failure::Protocol("sink byte count differs from bytes sent"));
     }
     stats
 }

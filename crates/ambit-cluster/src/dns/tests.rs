@@ -44,11 +44,7 @@ fn query_labels(labels: &[&[u8]], qtype: u16, qclass: u16, id: u16, flags: u8) -
 }
 
 fn query(name: &str, qtype: u16, id: u16) -> Vec<u8> {
-    let labels: Vec<&[u8]> = name
-        .split('.')
-        .filter(|l| !l.is_empty())
-        .map(str::as_bytes)
-        .collect();
+    let labels: Vec<&[u8]> = name.split('.').filter(|l| !l.is_empty()).map(str::as_bytes).collect();
     query_labels(&labels, qtype, CLASS_IN, id, FLAG_RD)
 }
 
@@ -90,10 +86,7 @@ impl Reply {
         let question = msg[12..pos].to_vec();
         let mut answers = Vec::new();
         for _ in 0..counts[1] {
-            assert_eq!(
-                msg[pos..pos + 12],
-                [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]
-            );
+            assert_eq!(msg[pos..pos + 12], [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]);
             answers.push(Ipv4Addr::new(
                 msg[pos + 12],
                 msg[pos + 13],
@@ -135,14 +128,8 @@ fn lookup_normalizes_and_knows_ancestors() {
     table.insert("Echo.Default.SVC.cluster.local.", vec![ECHO, ECHO]);
     table.insert("echo.default.svc.cluster.local", vec![WEB[0], ECHO]);
     let cases = [
-        (
-            "echo.default.svc.cluster.local",
-            Lookup::Found(vec![ECHO, WEB[0]]),
-        ),
-        (
-            "ECHO.DEFAULT.svc.cluster.local.",
-            Lookup::Found(vec![ECHO, WEB[0]]),
-        ),
+        ("echo.default.svc.cluster.local", Lookup::Found(vec![ECHO, WEB[0]])),
+        ("ECHO.DEFAULT.svc.cluster.local.", Lookup::Found(vec![ECHO, WEB[0]])),
         ("default.svc.cluster.local", Lookup::Found(vec![])),
         ("svc.cluster.local", Lookup::Found(vec![])),
         ("cluster.local", Lookup::Found(vec![])),
@@ -196,10 +183,7 @@ fn a_hit_has_the_exact_answer_bytes() {
     let msg = query("echo.default.svc.cluster.local", TYPE_A, 0x1234);
     let response = answer(&msg, &table(), PLAIN_UDP_MAX_LEN).unwrap();
     // Header: id, QR|AA|RD, RA=0 NOERROR, QD=1 AN=1 NS=0 AR=0.
-    assert_eq!(
-        response[..12],
-        [0x12, 0x34, 0x85, 0x00, 0, 1, 0, 1, 0, 0, 0, 0]
-    );
+    assert_eq!(response[..12], [0x12, 0x34, 0x85, 0x00, 0, 1, 0, 1, 0, 0, 0, 0]);
     // The question, echoed.
     assert_eq!(response[12..msg.len()], msg[12..]);
     // Pointer to the question name, type A, class IN, TTL 5, rdlength 4, address.
@@ -265,13 +249,7 @@ fn rcodes_and_flags() {
             true,
             &[],
         ),
-        case(
-            &[b"default", b"svc", b"cluster", b"local"],
-            TYPE_A,
-            0,
-            true,
-            &[],
-        ),
+        case(&[b"default", b"svc", b"cluster", b"local"], TYPE_A, 0, true, &[]),
         case(&[b"cluster", b"local"], TYPE_A, 0, true, &[]),
         // Case-insensitive.
         case(
@@ -290,9 +268,7 @@ fn rcodes_and_flags() {
             &[],
         ),
         case(
-            &[
-                b"echo", b"default", b"default", b"svc", b"cluster", b"local",
-            ],
+            &[b"echo", b"default", b"default", b"svc", b"cluster", b"local"],
             TYPE_A,
             3,
             true,
@@ -306,13 +282,7 @@ fn rcodes_and_flags() {
             &[],
         ),
         // A dot inside a label is not a label separator.
-        case(
-            &[b"echo.default", b"svc", b"cluster", b"local"],
-            TYPE_A,
-            3,
-            true,
-            &[],
-        ),
+        case(&[b"echo.default", b"svc", b"cluster", b"local"], TYPE_A, 3, true, &[]),
         // Pod names.
         case(
             &[b"10-244-1-5", b"default", b"pod", b"cluster", b"local"],
@@ -430,29 +400,16 @@ fn malformed_input_is_ignored_or_formerr() {
     // A label of 64 bytes.
     let long_label = [b'a'; 64];
     assert_eq!(
-        ask(
-            &query_labels(&[&long_label], TYPE_A, CLASS_IN, 1, 0),
-            &table
-        )
-        .rcode,
+        ask(&query_labels(&[&long_label], TYPE_A, CLASS_IN, 1, 0), &table).rcode,
         1
     );
     let label = [b'a'; 63];
-    assert_eq!(
-        ask(&query_labels(&[&label], TYPE_A, CLASS_IN, 1, 0), &table).rcode,
-        5
-    );
+    assert_eq!(ask(&query_labels(&[&label], TYPE_A, CLASS_IN, 1, 0), &table).rcode, 5);
     // Names longer than 255 bytes: four 63-byte labels and a suffix make 4 * 64 + 1 = 257.
     let too_long = query_labels(&[&label, &label, &label, &label], TYPE_A, CLASS_IN, 1, 0);
     assert_eq!(ask(&too_long, &table).rcode, 1);
     // 3 * 64 + 62 + 1 = 255 is still fine.
-    let at_limit = query_labels(
-        &[&label, &label, &label, &label[..61]],
-        TYPE_A,
-        CLASS_IN,
-        1,
-        0,
-    );
+    let at_limit = query_labels(&[&label, &label, &label, &label[..61]], TYPE_A, CLASS_IN, 1, 0);
     assert_eq!(ask(&at_limit, &table).rcode, 5);
     // An additional record that runs past the end.
     let mut cut_record = with_opt(valid.clone(), 1232, 0);
@@ -629,12 +586,7 @@ async fn serves_udp_and_tcp_and_follows_the_table() {
     let tcp_server = tokio::spawn(serve_tcp(tcp, receiver));
 
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let reply = udp_ask(
-        &client,
-        udp_addr,
-        &query("echo.default.svc.cluster.local", TYPE_A, 11),
-    )
-    .await;
+    let reply = udp_ask(&client, udp_addr, &query("echo.default.svc.cluster.local", TYPE_A, 11)).await;
     assert_eq!(
         (reply.id, reply.rcode, reply.answers.as_slice()),
         (11, 0, [ECHO].as_slice())
@@ -646,16 +598,8 @@ async fn serves_udp_and_tcp_and_follows_the_table() {
 
     // Several queries on one connection, the second sent before the first answer is read.
     let mut stream = TcpStream::connect(tcp_addr).await.unwrap();
-    tcp_send(
-        &mut stream,
-        &query("web.default.svc.cluster.local", TYPE_A, 1),
-    )
-    .await;
-    tcp_send(
-        &mut stream,
-        &query("nope.default.svc.cluster.local", TYPE_A, 2),
-    )
-    .await;
+    tcp_send(&mut stream, &query("web.default.svc.cluster.local", TYPE_A, 1)).await;
+    tcp_send(&mut stream, &query("nope.default.svc.cluster.local", TYPE_A, 2)).await;
     let reply = tcp_read(&mut stream).await;
     assert_eq!(
         (reply.id, reply.rcode, reply.answers),
@@ -669,24 +613,11 @@ async fn serves_udp_and_tcp_and_follows_the_table() {
     let moved = Ipv4Addr::new(10, 96, 0, 99);
     next.insert("echo.default.svc.cluster.local", vec![moved]);
     sender.send(Arc::new(next)).unwrap();
-    let reply = udp_ask(
-        &client,
-        udp_addr,
-        &query("echo.default.svc.cluster.local", TYPE_A, 13),
-    )
-    .await;
+    let reply = udp_ask(&client, udp_addr, &query("echo.default.svc.cluster.local", TYPE_A, 13)).await;
     assert_eq!(reply.answers, [moved]);
-    tcp_send(
-        &mut stream,
-        &query("echo.default.svc.cluster.local", TYPE_A, 3),
-    )
-    .await;
+    tcp_send(&mut stream, &query("echo.default.svc.cluster.local", TYPE_A, 3)).await;
     assert_eq!(tcp_read(&mut stream).await.answers, [moved]);
-    tcp_send(
-        &mut stream,
-        &query("web.default.svc.cluster.local", TYPE_A, 4),
-    )
-    .await;
+    tcp_send(&mut stream, &query("web.default.svc.cluster.local", TYPE_A, 4)).await;
     assert_eq!(tcp_read(&mut stream).await.rcode, 3);
 
     // An oversized query closes the connection.
@@ -697,11 +628,7 @@ async fn serves_udp_and_tcp_and_follows_the_table() {
 
     // Dropping the sender stops both servers and closes open connections.
     let mut open = TcpStream::connect(tcp_addr).await.unwrap();
-    tcp_send(
-        &mut open,
-        &query("echo.default.svc.cluster.local", TYPE_A, 5),
-    )
-    .await;
+    tcp_send(&mut open, &query("echo.default.svc.cluster.local", TYPE_A, 5)).await;
     assert_eq!(tcp_read(&mut open).await.answers, [moved]);
     drop(sender);
     tokio::time::timeout(Duration::from_secs(5), udp_server)

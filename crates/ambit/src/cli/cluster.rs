@@ -106,7 +106,9 @@ const CLUSTER_NAME_RULE: &str =
     "a cluster name is 1 to 20 lowercase letters, digits or '-', starting and ending with a letter or digit";
 
 fn valid_cluster_name(name: &str) -> bool {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let ends = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     ok_chars && (1..=20).contains(&name.len()) && ends(name.as_bytes().first()) && ends(name.as_bytes().last())
 }
@@ -125,7 +127,11 @@ fn down(name: Option<String>, all: bool) -> anyhow::Result<ExitCode> {
             "cluster {name} removed ({} namespaces, {} leftover processes{})",
             report.namespaces,
             report.processes,
-            if report.supervisor_stopped { ", supervisor stopped" } else { "" }
+            if report.supervisor_stopped {
+                ", supervisor stopped"
+            } else {
+                ""
+            }
         );
         debug_assert!(!Layout::new(&name).dir().exists());
     }

@@ -38,7 +38,10 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("pod {} has no container {name}", pod.name))?,
         None => pod.containers.first().context("pod has no containers")?,
     };
-    let home = layout.dir().join("pods").join(format!("{}_{}", pod.namespace, pod.name));
+    let home = layout
+        .dir()
+        .join("pods")
+        .join(format!("{}_{}", pod.namespace, pod.name));
     let env = ambit_cluster::supervisor::container_env(pod, container, &home);
     let err = std::process::Command::new("ip")
         .args(["netns", "exec", &layout.pod_ns(&pod.namespace, &pod.name)])

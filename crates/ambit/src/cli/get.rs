@@ -89,13 +89,21 @@ fn print_table(
 ) {
     let mut table = Table::new();
     table.load_style(NOTHING);
-    let age = status.map(|s| human_age(unix_now().saturating_sub(s.started_at))).unwrap_or_default();
+    let age = status
+        .map(|s| human_age(unix_now().saturating_sub(s.started_at)))
+        .unwrap_or_default();
     let with_ns = args.all_namespaces;
     match args.kind {
         Kind::Nodes => {
             table.set_header(["NAME", "STATUS", "AGE", "INTERNAL-IP", "POD-CIDR"]);
             for n in &plan.nodes {
-                let row = [n.name.clone(), "Ready".into(), age.clone(), n.address.to_string(), n.pod_cidr.to_string()];
+                let row = [
+                    n.name.clone(),
+                    "Ready".into(),
+                    age.clone(),
+                    n.address.to_string(),
+                    n.pod_cidr.to_string(),
+                ];
                 table.add_row(row);
             }
         }
@@ -167,9 +175,14 @@ fn services_table(
         if wide {
             let selector: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let eps = status.and_then(|st| {
-                st.endpoints.iter().find(|e| e.namespace == s.namespace && e.name == s.name)
+                st.endpoints
+                    .iter()
+                    .find(|e| e.namespace == s.namespace && e.name == s.name)
             });
-            row.extend([selector.join(","), eps.map(endpoints_text).unwrap_or_else(|| "<none>".into())]);
+            row.extend([
+                selector.join(","),
+                eps.map(endpoints_text).unwrap_or_else(|| "<none>".into()),
+            ]);
         }
         table.add_row(if with_ns { row } else { row[1..].to_vec() });
     }

@@ -32,13 +32,20 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("pod {}/{} not found in cluster {}", args.namespace, args.pod, plan.name))?;
     let container = match &args.container {
         Some(c) => c.clone(),
-        None => pod.containers.first().map(|c| c.name.clone()).context("pod has no containers")?,
+        None => pod
+            .containers
+            .first()
+            .map(|c| c.name.clone())
+            .context("pod has no containers")?,
     };
     let path = layout.container_log(&pod.namespace, &pod.name, &container);
     let mut file = std::fs::File::open(&path).with_context(|| format!("no log yet for container {container}"))?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut file, &mut out)?;
-    while args.follow {
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         out.flush()?;
         std::thread::sleep(Duration::from_millis(200));
         let pos = file.stream_position()?;
@@ -49,5 +56,4 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         file.read_to_end(&mut buf)?;
         out.write_all(&buf)?;
     }
-    Ok(ExitCode::SUCCESS)
 }

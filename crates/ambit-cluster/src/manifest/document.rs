@@ -1,0 +1,381 @@
+//! Splitting sources into YAML documents, parsing them, and dispatching on `apiVersion` + `kind` into typed
+//! objects.
+//!
+//! A file is split at lines that are `---` (alone or followed by a space, tab or comment), which YAML reserves as
+//! document markers even inside block scalars, so a syntax error in one document does not hide the others; a
+//! `...` end marker ends a document too. The text before the first marker is a document only if it holds more
+//! than comments and directives. Each document is parsed into a `serde_json::Value` (empty ones are skipped but
+//! keep their number), then deserialized through `serde_path_to_error`, so that a type error carries its field
+//! path. Files named `*.json` are one JSON document. A `kind: List` (v1) stands for its `items`.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::cluster::ClusterDoc;
+use super::{Diagnostic, Origin, Report, Source, join};
+
+/// An object of the manifests and where it comes from.
+#[derive(Debug)]
+pub(super) struct Doc<T> {
+    pub origin: Origin,
+    pub value: T,
+}
+
+/// Every object of the manifests that deserialized, by kind, each in document order.
+#[derive(Debug, Default)]
+pub(super) struct Objects {
+    /// Every `Cluster` document, also those that did not deserialize (None): there must be exactly one.
+    pub clusters: Vec<Doc<Option<ClusterDoc>>>,
+    pub namespaces: Vec<Doc<Namespace>>,
+    pub service_accounts: Vec<Doc<ServiceAccount>>,
+    pub pods: Vec<Doc<Pod>>,
+    pub deployments: Vec<Doc<Deployment>>,
+    pub services: Vec<Doc<Service>>,
+    /// Objects seen so far, valid or not: the next [`Origin::seq`].
+    seen: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Namespace,
+    ServiceAccount,
+    Pod,
+    Service,
+    Deployment,
+    Cluster,
+}
+
+/// A supported kind: its name, apiVersion, and whether it lives in a namespace.
+struct KindInfo {
+    kind: Kind,
+    name: &'static str,
+    api_version: &'static str,
+    namespaced: bool,
+}
+
+const KINDS: [KindInfo; 6] = [
+    KindInfo::new(Kind::Namespace, "Namespace", "v1", false),
+    KindInfo::new(Kind::ServiceAccount, "ServiceAccount", "v1", true),
+    KindInfo::new(Kind::Pod, "Pod", "v1", true),
+    KindInfo::new(Kind::Service, "Service", "v1", true),
+    KindInfo::new(Kind::Deployment, "Deployment", "apps/v1", true),
+    KindInfo::new(Kind::Cluster, "Cluster", "ambit.dev/v1alpha1", false),
+];
+
+const SUPPORTED: &str = "Namespace, ServiceAccount, Pod, Service, List (v1), Deployment (apps/v1), \
+                         Cluster (ambit.dev/v1alpha1)";
+
+/// The namespace of namespaced objects that name none.
+pub(super) const DEFAULT_NAMESPACE: &str = "default";
+
+/// What a document turned out to be.
+enum Identified {
+    Object(&'static KindInfo),
+    List,
+}
+
+/// A problem with a document's header: (field, message).
+type Problem = (&'static str, String);
+
+/// The file and document an object comes from.
+#[derive(Clone, Copy)]
+struct Position<'a> {
+    file: &'a str,
+    document: usize,
+}
+
+/// Parses every source; problems go to the report, the objects that deserialized are returned.
+pub(super) fn parse(sources: &[Source], report: &mut Report) -> Objects {
+    let mut objects = Objects::default();
+    for source in sources {
+        for (document, value) in documents(source, report) {
+            let at = Position::new(&source.name, document);
+            objects.add(value, at, String::new(), report);
+        }
+    }
+    objects
+}
+
+/// The non-empty documents of a source that parse, with their 1-based numbers.
+fn documents(source: &Source, report: &mut Report) -> Vec<(usize, Value)> {
+    if source.name.to_ascii_lowercase().ends_with(".json") {
+        return json_document(source, report);
+    }
+    let mut documents = Vec::new();
+    for ((lines_before, text), number) in split(&source.text).into_iter().zip(1..) {
+        let at = Position::new(&source.name, number);
+        let value = yaml_document(text, lines_before, at, report);
+        documents.extend(value.map(|value| (number, value)));
+    }
+    documents
+}
+
+fn json_document(source: &Source, report: &mut Report) -> Vec<(usize, Value)> {
+    let at = Position::new(&source.name, 1);
+    let value = match serde_json::from_str(&source.text) {
+        _ if source.text.trim().is_empty() => None,
+        Ok(value) => Some((1, value)),
+        Err(error) => at.fail(report, format!("invalid JSON: {error}")),
+    };
+    value.into_iter().collect()
+}
+
+/// Parses one YAML document; None if it is empty or invalid (reported).
+fn yaml_document(text: &str, lines_before: usize, at: Position<'_>, report: &mut Report) -> Option<Value> {
+    match serde_saphyr::from_str::<Option<Value>>(text) {
+        Ok(value) => value,
+        Err(error) => {
+            let message = yaml_message(&error, lines_before);
+            at.fail(report, format!("invalid YAML: {message}"))
+        }
+    }
+}
+
+/// The parser's message with the line numbers of the whole file.
+fn yaml_message(error: &serde_saphyr::Error, lines_before: usize) -> String {
+    let options = serde_saphyr::render_options! {
+        line_offset: u64::try_from(lines_before).unwrap_or(u64::MAX),
+        snippets: serde_saphyr::SnippetMode::Off,
+    };
+    error.render_with_options(options)
+}
+
+/// Splits YAML text into documents: (number of lines before the document, its text).
+fn split(text: &str) -> Vec<(usize, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let starts = document_starts(text);
+    let ends = starts.iter().skip(1).map(|&(_, offset)| offset);
+    let ends = ends.chain([text.len()]);
+    let slice = |(&(line, start), end)| (line, text.get(start..end).unwrap_or_default());
+    let mut documents: Vec<(usize, &str)> = starts.iter().zip(ends).map(slice).collect();
+    if documents.len() > 1 && is_preamble(documents[0].1) {
+        documents.remove(0);
+    }
+    documents
+}
+
+/// Text before the first `---` that is not a document: only comments, directives and blank lines.
+fn is_preamble(text: &str) -> bool {
+    !has_content(text) && !is_marker(text, "---")
+}
+
+/// (line number, byte offset) of each document: the first line, every `---` line, and the first content line
+/// after a `...` line.
+fn document_starts(text: &str) -> Vec<(usize, usize)> {
+    let mut starts = vec![(0, 0)];
+    let (mut offset, mut ended) = (0, false);
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let starts_here = is_marker(line, "---") || (ended && has_content(line));
+        if number > 0 && starts_here {
+            starts.push((number, offset));
+            ended = false;
+        }
+        ended |= is_marker(line, "...");
+        offset += line.len();
+    }
+    starts
+}
+
+/// Whether the (first) line is the document marker `marker`, possibly followed by content or a comment.
+fn is_marker(line: &str, marker: &str) -> bool {
+    let line = line.lines().next().unwrap_or_default();
+    let rest = line.strip_prefix(marker);
+    rest.is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+}
+
+/// Whether a piece of YAML has anything besides blank lines, comments and directives.
+fn has_content(text: &str) -> bool {
+    let content = |line: &str| !line.is_empty() && !line.starts_with(['#', '%']);
+    text.lines().map(str::trim).any(content)
+}
+
+// === impl Objects ===
+
+impl Objects {
+    /// Adds one document, or list item (`prefix` is then e.g. `items[2]`).
+    fn add(&mut self, value: Value, at: Position<'_>, prefix: String, report: &mut Report) {
+        let mut origin = at.origin(prefix, self.seen);
+        self.seen += 1;
+        match identify(&value) {
+            Err((field, message)) => report.errors.push(origin.diagnostic(field, message)),
+            Ok(Identified::List) => self.add_items(value, at, &origin, report),
+            Ok(Identified::Object(info)) => {
+                origin.object = Some(label(info, &value));
+                self.add_object(info.kind, value, origin, report);
+            }
+        }
+    }
+
+    /// Adds the items of a `kind: List`.
+    fn add_items(&mut self, value: Value, at: Position<'_>, origin: &Origin, report: &mut Report) {
+        let Some(items) = list_items(value) else {
+            let diagnostic = origin.diagnostic("items", "must be a list of objects");
+            return report.errors.push(diagnostic);
+        };
+        for (item, index) in items.into_iter().zip(0..) {
+            let prefix = join(&origin.prefix, &format!("items[{index}]"));
+            self.add(item, at, prefix, report);
+        }
+    }
+
+    fn add_object(&mut self, kind: Kind, value: Value, origin: Origin, report: &mut Report) {
+        match kind {
+            Kind::Namespace => push(&mut self.namespaces, value, origin, report),
+            Kind::ServiceAccount => push(&mut self.service_accounts, value, origin, report),
+            Kind::Pod => push(&mut self.pods, value, origin, report),
+            Kind::Service => push(&mut self.services, value, origin, report),
+            Kind::Deployment => push(&mut self.deployments, value, origin, report),
+            Kind::Cluster => {
+                let value = deserialize(value, &origin, report);
+                self.clusters.push(Doc { origin, value });
+            }
+        }
+    }
+}
+
+/// The `items` of a List: None if they are not a list.
+fn list_items(mut value: Value) -> Option<Vec<Value>> {
+    match value.get_mut("items").map(Value::take) {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => Some(items),
+        Some(_) => None,
+    }
+}
+
+/// Deserializes `value` (already identified) into `T` and adds it to `docs`, or reports the first type error.
+fn push<T: DeserializeOwned>(docs: &mut Vec<Doc<T>>, value: Value, origin: Origin, report: &mut Report) {
+    if let Some(value) = deserialize(value, &origin, report) {
+        docs.push(Doc { origin, value });
+    }
+}
+
+/// Deserializes an identified document, reporting the first type error with its field path.
+fn deserialize<T: DeserializeOwned>(mut value: Value, origin: &Origin, report: &mut Report) -> Option<T> {
+    if let Value::Object(map) = &mut value {
+        // Checked by `identify`; the Cluster document does not declare them as fields.
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let result = serde_path_to_error::deserialize(value);
+    let report = |error| report.errors.push(type_error(origin, &error));
+    result.map_err(report).ok()
+}
+
+fn type_error(origin: &Origin, error: &serde_path_to_error::Error<serde_json::Error>) -> Diagnostic {
+    let path = error.path().to_string();
+    let field = if path == "." { "" } else { path.as_str() };
+    origin.diagnostic(field, error.inner().to_string())
+}
+
+/// Finds the kind of a document.
+fn identify(value: &Value) -> Result<Identified, Problem> {
+    let Value::Object(map) = value else {
+        let found = type_name(value);
+        let message = format!("a manifest must be a mapping with apiVersion and kind, not {found}");
+        return Err(("", message));
+    };
+    let kind = required_string(map, "kind")?;
+    let api_version = required_string(map, "apiVersion")?;
+    match kind {
+        "List" => list(api_version),
+        kind => lookup(kind, api_version).map(Identified::Object),
+    }
+}
+
+fn list(api_version: &str) -> Result<Identified, Problem> {
+    match api_version {
+        "v1" => Ok(Identified::List),
+        _ => Err(("apiVersion", format!("List is apiVersion \"v1\", not {api_version:?}"))),
+    }
+}
+
+fn lookup(kind: &str, api_version: &str) -> Result<&'static KindInfo, Problem> {
+    let Some(info) = KINDS.iter().find(|info| info.name == kind) else {
+        let message = format!("unknown kind {kind:?} (apiVersion {api_version:?}); supported: {SUPPORTED}");
+        return Err(("kind", message));
+    };
+    if info.api_version != api_version {
+        let message = format!("{kind} is apiVersion {:?}, not {api_version:?}", info.api_version);
+        return Err(("apiVersion", message));
+    }
+    Ok(info)
+}
+
+fn required_string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Problem> {
+    match map.get(key) {
+        Some(Value::String(value)) if !value.is_empty() => Ok(value),
+        None | Some(Value::Null) => Err((key, "required".to_string())),
+        Some(other) => Err((key, format!("must be a non-empty string, not {}", type_name(other)))),
+    }
+}
+
+/// "Pod default/web", "Namespace web"; just the kind when the name is missing.
+fn label(info: &KindInfo, value: &Value) -> String {
+    let metadata = |key| {
+        value
+            .get("metadata")?
+            .get(key)?
+            .as_str()
+            .filter(|text| !text.is_empty())
+    };
+    let namespace = metadata("namespace").unwrap_or(DEFAULT_NAMESPACE);
+    match (metadata("name"), info.namespaced) {
+        (None, _) => info.name.to_string(),
+        (Some(name), false) => format!("{} {name}", info.name),
+        (Some(name), true) => format!("{} {namespace}/{name}", info.name),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+// === impl KindInfo ===
+
+impl KindInfo {
+    const fn new(kind: Kind, name: &'static str, api_version: &'static str, namespaced: bool) -> Self {
+        Self {
+            kind,
+            name,
+            api_version,
+            namespaced,
+        }
+    }
+}
+
+// === impl Position ===
+
+impl<'a> Position<'a> {
+    const fn new(file: &'a str, document: usize) -> Self {
+        Self { file, document }
+    }
+
+    /// The origin of an object found here (its kind not known yet).
+    fn origin(&self, prefix: String, seq: usize) -> Origin {
+        let (file, document) = (self.file.to_string(), self.document);
+        Origin {
+            file,
+            document,
+            prefix,
+            object: None,
+            seq,
+        }
+    }
+
+    /// Reports a problem with the whole document and gives nothing.
+    fn fail<T>(&self, report: &mut Report, message: String) -> Option<T> {
+        let file = self.file.to_string();
+        let diagnostic = Diagnostic::new(file, self.document, None, String::new(), message);
+        report.errors.push(diagnostic);
+        None
+    }
+}
