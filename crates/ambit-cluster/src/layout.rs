@@ -83,6 +83,11 @@ impl Layout {
         self.logs_dir().join(format!("{namespace}_{pod}_{container}.log"))
     }
 
+    /// A pod's scratch directory: its containers' HOME and default working directory.
+    pub fn pod_home(&self, namespace: &str, pod: &str) -> PathBuf {
+        self.dir.join("pods").join(format!("{namespace}_{pod}"))
+    }
+
     /// The per-namespace `/etc` overrides of a pod (resolv.conf, hosts).
     pub fn etc_dir(&self, namespace: &str, pod: &str) -> PathBuf {
         Path::new(ETC_NETNS).join(self.pod_ns(namespace, pod))

@@ -388,7 +388,7 @@ impl Runner {
             container,
             pod_ns: layout.pod_ns(&p.namespace, &p.name),
             log: layout.container_log(&p.namespace, &p.name, &spec.name),
-            workdir: layout.dir().join("pods").join(format!("{}_{}", p.namespace, p.name)),
+            workdir: layout.pod_home(&p.namespace, &p.name),
             plan: p.clone(),
             spec,
             events,

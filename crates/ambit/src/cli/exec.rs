@@ -4,7 +4,6 @@
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
-use ambit_cluster::model::ClusterPlan;
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
@@ -24,24 +23,9 @@ pub struct ExecArgs {
 
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let layout = args.cluster.resolve()?;
-    let plan: ClusterPlan = serde_json::from_slice(
-        &std::fs::read(layout.plan_file()).with_context(|| format!("cluster {} has no plan", layout.cluster()))?,
-    )?;
-    let pod = plan
-        .pod(&args.namespace, &args.pod)
-        .with_context(|| format!("pod {}/{} not found in cluster {}", args.namespace, args.pod, plan.name))?;
-    let container = match &args.container {
-        Some(name) => pod
-            .containers
-            .iter()
-            .find(|c| &c.name == name)
-            .with_context(|| format!("pod {} has no container {name}", pod.name))?,
-        None => pod.containers.first().context("pod has no containers")?,
-    };
-    let home = layout
-        .dir()
-        .join("pods")
-        .join(format!("{}_{}", pod.namespace, pod.name));
+    let plan = super::load_plan(&layout)?;
+    let (pod, container) = super::find_container(&plan, &args.namespace, &args.pod, args.container.as_deref())?;
+    let home = layout.pod_home(&pod.namespace, &pod.name);
     let env = ambit_cluster::supervisor::container_env(pod, container, &home);
     let err = std::process::Command::new("ip")
         .args(["netns", "exec", &layout.pod_ns(&pod.namespace, &pod.name)])

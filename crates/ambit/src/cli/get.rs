@@ -6,7 +6,6 @@ use ambit_cluster::endpoints::ServiceEndpoints;
 use ambit_cluster::model::ClusterPlan;
 use ambit_cluster::status::{ClusterStatus, unix_now};
 use ambit_cluster::view;
-use anyhow::Context;
 use clap::ValueEnum;
 use comfy_table::{Table, presets::NOTHING};
 
@@ -47,9 +46,7 @@ enum Output {
 
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let layout = args.cluster.resolve()?;
-    let plan: ClusterPlan = serde_json::from_slice(
-        &std::fs::read(layout.plan_file()).with_context(|| format!("cluster {} has no plan", layout.cluster()))?,
-    )?;
+    let plan = super::load_plan(&layout)?;
     let status = ClusterStatus::read(&layout.status_file()).ok();
     let ns_filter = |ns: &str| args.all_namespaces || ns == args.namespace.as_deref().unwrap_or("default");
     let objects: Vec<serde_json::Value> = match args.kind {

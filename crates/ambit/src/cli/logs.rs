@@ -4,7 +4,6 @@ use std::io::{Read, Seek, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ambit_cluster::model::ClusterPlan;
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
@@ -24,21 +23,10 @@ pub struct LogsArgs {
 
 pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let layout = args.cluster.resolve()?;
-    let plan: ClusterPlan = serde_json::from_slice(
-        &std::fs::read(layout.plan_file()).with_context(|| format!("cluster {} has no plan", layout.cluster()))?,
-    )?;
-    let pod = plan
-        .pod(&args.namespace, &args.pod)
-        .with_context(|| format!("pod {}/{} not found in cluster {}", args.namespace, args.pod, plan.name))?;
-    let container = match &args.container {
-        Some(c) => c.clone(),
-        None => pod
-            .containers
-            .first()
-            .map(|c| c.name.clone())
-            .context("pod has no containers")?,
-    };
-    let path = layout.container_log(&pod.namespace, &pod.name, &container);
+    let plan = super::load_plan(&layout)?;
+    let (pod, container) = super::find_container(&plan, &args.namespace, &args.pod, args.container.as_deref())?;
+    let container = &container.name;
+    let path = layout.container_log(&pod.namespace, &pod.name, container);
     let mut file = std::fs::File::open(&path).with_context(|| format!("no log yet for container {container}"))?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut file, &mut out)?;

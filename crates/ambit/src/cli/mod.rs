@@ -66,6 +66,36 @@ impl ClusterSelector {
     }
 }
 
+/// The plan of a running cluster.
+pub fn load_plan(layout: &ambit_cluster::layout::Layout) -> anyhow::Result<ambit_cluster::model::ClusterPlan> {
+    use anyhow::Context;
+    let bytes =
+        std::fs::read(layout.plan_file()).with_context(|| format!("cluster {} has no plan", layout.cluster()))?;
+    serde_json::from_slice(&bytes).context("the cluster's plan.json is not readable")
+}
+
+/// A pod and one of its containers: the named one, or the first.
+pub fn find_container<'a>(
+    plan: &'a ambit_cluster::model::ClusterPlan,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+) -> anyhow::Result<(
+    &'a ambit_cluster::model::PodPlan,
+    &'a ambit_cluster::model::ContainerPlan,
+)> {
+    use anyhow::Context;
+    let pod = plan
+        .pod(namespace, pod)
+        .with_context(|| format!("pod {namespace}/{pod} not found in cluster {}", plan.name))?;
+    let found = match container {
+        Some(name) => pod.containers.iter().find(|c| c.name == name),
+        None => pod.containers.first(),
+    };
+    let container = found.with_context(|| format!("pod {} has no container {}", pod.name, container.unwrap_or("")))?;
+    Ok((pod, container))
+}
+
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMBIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
