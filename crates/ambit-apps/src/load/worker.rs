@@ -200,9 +200,12 @@ async fn tcp_exchange(stream: &mut TcpStream, payload: &[u8], echo: &mut Vec<u8>
 ///
 /// In fixed-rate mode, request `k` of this connection is intended to start at
 /// `run_start + offset + k * interval` (offsets spread the connections over one
-/// interval) and its latency is measured from that intended time, not from when
-/// it could actually be sent: a stalled server shows up as latency instead of
-/// silently lowering the rate (no coordinated omission).
+/// interval). When the connection is still busy with an earlier request at that
+/// time, latency is measured from the intended time, not from when the request
+/// could actually be sent: a stalled server shows up as latency instead of
+/// silently lowering the rate (no coordinated omission). When the connection is
+/// idle, it is measured from the actual send, so timer granularity is not
+/// counted as server latency.
 pub(crate) async fn request_loop(
     plan: Arc<Plan>,
     index: usize,
@@ -236,9 +239,15 @@ pub(crate) async fn request_loop(
         if plan.deadline.is_some_and(|deadline| start >= deadline) {
             break;
         }
-        if start > now {
+        let latency_from = if start > now {
             tokio::time::sleep_until(start).await;
-        }
+            // The connection sat idle until its turn: lateness past `start` is the timer's (tokio's wheel has
+            // 1 ms granularity), not the server's, so measure from the actual send.
+            Instant::now()
+        } else {
+            // Behind schedule: the previous response held this request up, so measure from when it was due.
+            start
+        };
         let timeout = plan.timeout;
         let measure_start = plan.measure_start;
         let result = match tokio::time::timeout(timeout, worker.attempt()).await {
@@ -252,7 +261,7 @@ pub(crate) async fn request_loop(
         let connect_failed = matches!(result, Err(Failure::Connect(_)));
         if start >= measure_start {
             counted += 1;
-            record(&mut worker.stats, result, start, end);
+            record(&mut worker.stats, result, latency_from, end);
         }
         if connect_failed && schedule.is_none() {
             tokio::time::sleep(CONNECT_BACKOFF).await;
