@@ -5,8 +5,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 # What the local cluster and the tests need at run time: ip, nft, curl (a client nobody here wrote),
-# setpriv (util-linux, to check the not-root message), ps.
-APT_PACKAGES := iproute2 nftables curl procps util-linux
+# setpriv (util-linux, to check the not-root message), ps, python3 (the demo and bench scripts read JSON with it).
+APT_PACKAGES := iproute2 nftables curl procps util-linux python3
 AMBIT := target/release/ambit
 
 .PHONY: all deps build demo test lint unit e2e bench clean

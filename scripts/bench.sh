@@ -25,7 +25,11 @@ out=$(mktemp -d)
 measure() { # NAME ARGS...: three runs of `ambit app load ARGS -o json` from the client pod
   local name=$1; shift
   for i in 1 2 3; do
-    "$AMBIT" exec -n bench client -- ambit app load "$@" -d "${RUN_SECONDS}s" -o json >"$out/direct.$name.$i.json"
+    if ! "$AMBIT" exec -n bench client -- ambit app load "$@" -d "${RUN_SECONDS}s" -o json \
+        >"$out/direct.$name.$i.json" 2>"$out/stderr.log"; then
+      cat "$out/stderr.log" >&2
+      exit 1
+    fi
   done
 }
 measure bulk --tcp "$server:9001" --bulk
@@ -62,10 +66,10 @@ rows = [
 ]
 errors = sum(r["errors"] for f in glob.glob(os.path.join(out, "*.json")) for r in [json.load(open(f))])
 w = 46
-print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<34} meshed")
-print("-" * (w + 34 + 40))
+print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<42} meshed")
+print("-" * (w + 42 + 40))
 for label, name, get, fmt in rows:
-    print(f"{label:<{w}} {cell('direct', name, get, fmt):<34} {cell('meshed', name, get, fmt)}")
+    print(f"{label:<{w}} {cell('direct', name, get, fmt):<42} {cell('meshed', name, get, fmt)}")
 print(f"\nerrors across all runs: {errors}")
 print("meshed: not measured until the node proxy exists (issue 4); the column fills in then.")
 PY
