@@ -1,0 +1,1 @@
+//! The certificate authority: root or plug-in intermediate, CSR validation and signing.

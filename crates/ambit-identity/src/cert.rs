@@ -1,0 +1,1 @@
+//! Certificates, keys, CSRs and trust bundles.

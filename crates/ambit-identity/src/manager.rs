@@ -1,0 +1,1 @@
+//! The certificate manager: fetch, prefetch, rotate at half-life, retry with backoff.

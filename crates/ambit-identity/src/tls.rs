@@ -1,0 +1,1 @@
+//! rustls configurations: HBONE server and client, and the control-plane channel.
