@@ -75,6 +75,20 @@ impl Layout {
         self.dir.join("supervisor.log")
     }
 
+    /// Per-node credentials (`<node>.token`, mode 0600) with which a node proves itself to the control plane, and
+    /// `node-credentials.json` mapping every node to its token, for the control plane.
+    pub fn credentials_dir(&self) -> PathBuf {
+        self.dir.join("credentials")
+    }
+
+    pub fn node_token_file(&self, node: &str) -> PathBuf {
+        self.credentials_dir().join(format!("{node}.token"))
+    }
+
+    pub fn node_credentials_file(&self) -> PathBuf {
+        self.credentials_dir().join("node-credentials.json")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.dir.join("logs")
     }

@@ -79,11 +79,45 @@ fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
     };
     std::fs::create_dir_all(layout.logs_dir()).map_err(io(&layout.logs_dir()))?;
     write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
+    provision_credentials(layout, plan)?;
     net::create_fabric(layout, plan).map_err(RuntimeError::Network)?;
     for pod in &plan.pods {
         net::create_pod(layout, plan, pod).map_err(RuntimeError::Network)?;
     }
     start_supervisor(layout)
+}
+
+/// A random token per node, readable by root only: what a node's proxy presents to the control plane's CA.
+fn provision_credentials(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RuntimeError::Io { path, source }
+    };
+    let dir = layout.credentials_dir();
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let write_private = |path: &Path, text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io(path))
+    };
+    let mut random = std::fs::File::open("/dev/urandom").map_err(io(Path::new("/dev/urandom")))?;
+    let mut tokens = std::collections::BTreeMap::new();
+    for node in &plan.nodes {
+        let mut bytes = [0u8; 32];
+        random.read_exact(&mut bytes).map_err(io(Path::new("/dev/urandom")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&layout.node_token_file(&node.name), &token)?;
+        tokens.insert(node.name.clone(), token);
+    }
+    // A map of strings always serializes.
+    let json = serde_json::to_string_pretty(&tokens).unwrap_or_default();
+    write_private(&layout.node_credentials_file(), &json)
 }
 
 fn start_supervisor(layout: &Layout) -> Result<(), RuntimeError> {

@@ -361,6 +361,22 @@ spec:
         "{yaml}"
     );
 
+    // Each node has a private credential for the control plane, and the control plane a map of them.
+    use std::os::unix::fs::PermissionsExt;
+    let creds = PathBuf::from(format!("/run/ambit/{}/credentials", c.name));
+    for node in ["node-1", "node-2"] {
+        let file = creds.join(format!("{node}.token"));
+        let token = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token}"
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(creds.join("node-credentials.json")).unwrap()).unwrap();
+    assert_eq!(map.as_object().unwrap().len(), 2, "{map}");
+
     let pids = c.container_pids();
     assert_eq!(pids.len(), 3, "{pids:?}");
     c.down();
