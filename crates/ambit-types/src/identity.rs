@@ -31,7 +31,11 @@ pub enum IdentityError {
     #[error("{0:?} is not a workload identity: the path must be /ns/<namespace>/sa/<service-account>")]
     Path(String),
     #[error("{id:?} has an invalid {part} {value:?}: use 1 to 253 lowercase letters, digits, '-' or '.'")]
-    Segment { id: String, part: &'static str, value: String },
+    Segment {
+        id: String,
+        part: &'static str,
+        value: String,
+    },
 }
 
 // === impl TrustDomain ===
@@ -113,12 +117,17 @@ impl Identity {
 fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
 }
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(
+            f,
+            "{SCHEME}{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
@@ -126,7 +135,9 @@ impl FromStr for Identity {
     type Err = IdentityError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s.strip_prefix(SCHEME).ok_or_else(|| IdentityError::Scheme(s.to_string()))?;
+        let rest = s
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| IdentityError::Scheme(s.to_string()))?;
         let (domain, path) = rest.split_once('/').ok_or_else(|| IdentityError::Path(s.to_string()))?;
         let trust_domain = TrustDomain::new(domain).map_err(|_| IdentityError::TrustDomain(s.to_string()))?;
         match path.split('/').collect::<Vec<_>>().as_slice() {
@@ -167,17 +178,32 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        let cases: &[(&str, fn(&IdentityError) -> bool)] = &[
-            ("https://cluster.local/ns/a/sa/b", |e| matches!(e, IdentityError::Scheme(_))),
-            ("spiffe://Cluster.local/ns/a/sa/b", |e| matches!(e, IdentityError::TrustDomain(_))),
+        type Check = fn(&IdentityError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("https://cluster.local/ns/a/sa/b", |e| {
+                matches!(e, IdentityError::Scheme(_))
+            }),
+            ("spiffe://Cluster.local/ns/a/sa/b", |e| {
+                matches!(e, IdentityError::TrustDomain(_))
+            }),
             ("spiffe:///ns/a/sa/b", |e| matches!(e, IdentityError::TrustDomain(_))),
             ("spiffe://cluster.local", |e| matches!(e, IdentityError::Path(_))),
             ("spiffe://cluster.local/ns/a", |e| matches!(e, IdentityError::Path(_))),
-            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| matches!(e, IdentityError::Path(_))),
-            ("spiffe://cluster.local/sa/b/ns/a", |e| matches!(e, IdentityError::Path(_))),
-            ("spiffe://cluster.local/ns//sa/b", |e| matches!(e, IdentityError::Segment { .. })),
-            ("spiffe://cluster.local/ns/a/sa/B", |e| matches!(e, IdentityError::Segment { .. })),
-            ("spiffe://cluster.local/ns/a/sa/b?x=1", |e| matches!(e, IdentityError::Segment { .. })),
+            ("spiffe://cluster.local/ns/a/sa/b/extra", |e| {
+                matches!(e, IdentityError::Path(_))
+            }),
+            ("spiffe://cluster.local/sa/b/ns/a", |e| {
+                matches!(e, IdentityError::Path(_))
+            }),
+            ("spiffe://cluster.local/ns//sa/b", |e| {
+                matches!(e, IdentityError::Segment { .. })
+            }),
+            ("spiffe://cluster.local/ns/a/sa/B", |e| {
+                matches!(e, IdentityError::Segment { .. })
+            }),
+            ("spiffe://cluster.local/ns/a/sa/b?x=1", |e| {
+                matches!(e, IdentityError::Segment { .. })
+            }),
             ("", |e| matches!(e, IdentityError::Scheme(_))),
         ];
         for (input, want) in cases {

@@ -1,7 +1,9 @@
 //! Command-line parsing and dispatch: one module per subcommand.
 
 mod app;
+mod ca;
 mod cluster;
+mod control;
 mod exec;
 mod get;
 mod logs;
@@ -41,6 +43,11 @@ enum Command {
     /// Sample workloads: the echo server and the load generator.
     #[command(subcommand)]
     App(app::AppCommand),
+    /// Run the control plane (for now the CA service) until SIGTERM.
+    Control(control::ControlArgs),
+    /// The mesh CA: print the trust bundle, issue a certificate directly, check issued certificates.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// Which local cluster a command talks to.
@@ -117,5 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::run(args),
         Command::Logs(args) => logs::run(args),
         Command::App(cmd) => app::run(cmd),
+        Command::Control(args) => control::run(args),
+        Command::Ca(cmd) => ca::run(cmd),
     }
 }

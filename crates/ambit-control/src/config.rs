@@ -1,0 +1,43 @@
+//! The control plane's configuration (`ambit control` flags).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ambit_identity::ca::CaConfig;
+use ambit_types::TrustDomain;
+
+use crate::ca::auth::PodPlacement;
+
+/// Istio's port for the CA (and later xDS) over TLS.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15012);
+pub const DEFAULT_CA_DIR: &str = "/var/lib/ambit/ca";
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+    /// The self-signed root (when no plug-in CA is given) and the ledger `issued.jsonl`.
+    pub ca_dir: PathBuf,
+    /// Istio `cacerts` layout of a plug-in intermediate CA; overrides the root in `ca_dir`.
+    pub cacerts: Option<PathBuf>,
+    pub trust_domain: TrustDomain,
+    /// The longest validity a caller may ask for; `None` keeps the CA's default.
+    pub max_ttl: Option<Duration>,
+    /// JSON object of node name → bearer token.
+    pub node_credentials: PathBuf,
+    /// Where every pod runs and as whom (the node authorizer's index), e.g. from a cluster's `plan.json`.
+    pub pods: Vec<PodPlacement>,
+}
+
+impl ControlConfig {
+    /// The signing policy: the trust domain, the CA's default TTL (never above the maximum) and the configured maximum.
+    pub fn ca_config(&self) -> CaConfig {
+        let mut config = CaConfig::new(self.trust_domain.clone());
+        if let Some(max) = self.max_ttl {
+            config.max_ttl = max;
+            config.default_ttl = config.default_ttl.min(max);
+        }
+        config
+    }
+}
