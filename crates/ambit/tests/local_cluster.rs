@@ -89,6 +89,10 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: demo}
 ---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: demo}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: echo, namespace: demo}
@@ -123,6 +127,7 @@ kind: Pod
 metadata: {name: client, namespace: demo}
 spec:
   nodeName: node-1
+  serviceAccountName: client
   containers:
   - name: client
     command: [sh, -c, 'echo "hello from $(POD_NAME) on $(NODE_NAME)"; exec sleep infinity']
@@ -529,4 +534,87 @@ fn cluster_up_without_root_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success(), "{msg}");
     assert!(msg.contains("needs root"), "{msg}");
+}
+
+/// A child process killed on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_ca_issues_a_node_only_the_identities_of_its_own_pods() {
+    use ambit_control::ca::client::{CaClient, CaClientError};
+    use ambit_identity::cert::TrustBundle;
+    use ambit_types::{Identity, TrustDomain};
+
+    let c = TestCluster::up("ca");
+    let ca_dir = c.dir.join("ca");
+    let ca_dir = ca_dir.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["control", "--listen", &addr, "--ca-dir", ca_dir, "--cluster", &c.name];
+    let log = std::fs::File::create(c.dir.join("control.log")).unwrap();
+    let control = Command::new(AMBIT).args(args).stderr(log).spawn();
+    let _control = ChildGuard(control.expect("start ambit control"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ambit control did not listen on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bundle = TrustBundle::from_pem(&ok(&["ca", "root", "--ca-dir", ca_dir])).unwrap();
+    let token =
+        |node: &str| std::fs::read_to_string(format!("/run/ambit/{}/credentials/{node}.token", c.name)).unwrap();
+    let server = ambit_control::ca::control_identity(&TrustDomain::new("cluster.local").unwrap());
+    let client_sa: Identity = "spiffe://cluster.local/ns/demo/sa/client".parse().unwrap();
+    let echo_sa: Identity = "spiffe://cluster.local/ns/demo/sa/default".parse().unwrap();
+    let code = |e: CaClientError| match e {
+        CaClientError::Rpc(status) => status.code(),
+        other => panic!("not an RPC refusal: {other}"),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let connect = |token: String| {
+            let (addr, bundle, server) = (addr.clone(), bundle.clone(), server.clone());
+            async move { CaClient::connect(&addr, bundle, &token, server).await.unwrap() }
+        };
+        // node-1 runs the client pod: it gets the client identity, and the chain verifies against the root.
+        let node1 = connect(token("node-1")).await;
+        let cert = node1.create_certificate(&client_sa, None).await.unwrap();
+        assert_eq!(cert.identity(), &client_sa);
+        assert_eq!(
+            bundle.verify(cert.chain(), std::time::SystemTime::now()).unwrap(),
+            client_sa
+        );
+        // node-2 runs no pod of that service account; it does run an echo pod.
+        let node2 = connect(token("node-2")).await;
+        let denied = node2.create_certificate(&client_sa, None).await.unwrap_err();
+        assert_eq!(code(denied), tonic::Code::PermissionDenied);
+        assert_eq!(
+            node2.create_certificate(&echo_sa, None).await.unwrap().identity(),
+            &echo_sa
+        );
+        // A caller without a valid node credential gets nothing.
+        let stranger = connect("0".repeat(64)).await;
+        assert_eq!(
+            code(stranger.create_certificate(&echo_sa, None).await.unwrap_err()),
+            tonic::Code::Unauthenticated
+        );
+    });
+    let check = ok(&["ca", "check", "--ca-dir", ca_dir]);
+    assert!(
+        check.contains(&client_sa.to_string()) && check.contains("node-1"),
+        "{check}"
+    );
 }
