@@ -170,3 +170,31 @@ async fn plugin_ca_leaves_handshake() {
     let (c, s) = handshake(server, client).await.ok();
     assert_eq!((c.peer, s.peer), (Some(id(SERVER)), Some(id(CLIENT))));
 }
+
+/// Our client offers the post-quantum hybrid first, and still connects to a peer that only speaks classical X25519.
+#[tokio::test]
+async fn classical_key_exchange_is_the_fallback() {
+    use std::sync::Arc;
+
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let (_dir, ca) = new_ca("cluster.local");
+    let server_cert = ca.issue(&id(SERVER), None, SystemTime::now()).unwrap();
+    let client_cert = ca.issue(&id(CLIENT), None, SystemTime::now()).unwrap();
+    let mut classical = (*tls::provider()).clone();
+    classical.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let key = PrivateKeyDer::from_pem_slice(server_cert.key_pem().as_bytes()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(classical))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(server_cert.chain().to_vec(), key)
+        .unwrap();
+    server.alpn_protocols = vec![ALPN_H2.to_vec()];
+    let client = tls::client_config(&client_cert, &ca.trust_bundle(), vec![id(SERVER)]).unwrap();
+
+    let (client_side, _) = handshake(Arc::new(server), client).await.ok();
+    assert_eq!(client_side.group, Some(NamedGroup::X25519));
+    assert_eq!(client_side.peer, Some(id(SERVER)));
+}
