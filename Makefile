@@ -28,7 +28,7 @@ demo: build
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --workspace --all-targets --features ambit/netns-tests -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets --features ambit/netns-tests,ambit-capture/netns-tests -- -D warnings
 
 unit:
 	$(CARGO) test --locked --workspace
@@ -36,6 +36,7 @@ unit:
 # End-to-end tests on real network namespaces: they need root and fail (never skip) without it.
 e2e: deps
 	$(CARGO) test --locked -p ambit --features netns-tests --test local_cluster -- --test-threads=2
+	$(CARGO) test --locked -p ambit-capture --features netns-tests --test capture
 
 test: deps lint unit e2e
 

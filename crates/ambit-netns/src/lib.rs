@@ -3,13 +3,21 @@
 //!
 //! `setns(2)` changes the namespace of the calling thread only. Code that needs a socket inside a namespace runs on a
 //! fresh thread that enters it, creates the socket and returns it; the socket keeps its namespace for its whole life,
-//! so the caller can use it from any thread or runtime afterwards. Nothing else ever changes namespace.
+//! so the caller can use it from any thread or runtime afterwards. Nothing else ever changes namespace. The
+//! socket functions ([`listen_in`], [`connect_socket_in`]) create the node proxy's sockets that way.
+
+mod socket;
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
+
+pub use socket::{
+    ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, connect_socket_in, listen_in, original_dst, set_mark,
+};
 
 /// Where `ip netns` keeps its named namespaces (bind mounts of `/proc/PID/ns/net`).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -30,6 +38,21 @@ pub enum NetnsError {
     },
     #[error("the thread working inside network namespace {0} panicked")]
     Panicked(PathBuf),
+}
+
+// === impl NetnsError ===
+
+/// For the socket functions, which return [`io::Error`]: the kind is the cause's (`NotFound` for a missing
+/// namespace, `PermissionDenied` without CAP_SYS_ADMIN) and the message is this error's.
+impl From<NetnsError> for io::Error {
+    fn from(err: NetnsError) -> Self {
+        let kind = match &err {
+            NetnsError::Open { source, .. } => source.kind(),
+            NetnsError::Enter { source, .. } => io::Error::from(*source).kind(),
+            NetnsError::Panicked(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
 }
 
 /// The path of a named namespace.

@@ -1,0 +1,32 @@
+//! In-pod traffic capture, the node agent's half of Istio ambient's redirection: inside a pod's network namespace,
+//! nftables rules send the pod's TCP to the node proxy's in-pod listeners (outbound 15001, inbound 15006; HBONE
+//! 15008 is left alone), and a policy-routing rule brings the app's replies back to the proxy's transparent
+//! sockets. [`install`] applies them (replacing any previous ones), [`remove`] takes them away, and [`verify`]
+//! reads them back and reports drift. The rules themselves are pure values in [`rules`].
+//!
+//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, so the caller's thread never changes namespace.
+//! The sockets the proxy needs on the other side (SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST) are in `ambit-netns`.
+
+mod command;
+mod install;
+mod routing;
+pub mod rules;
+mod verify;
+
+pub use install::{install, remove};
+pub use rules::{CaptureConfig, pod_ruleset};
+pub use verify::{Drift, VerifyReport, verify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("network namespace {0} does not exist")]
+    NoNamespace(String),
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run `{command}` (are nftables and iproute2 installed?)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

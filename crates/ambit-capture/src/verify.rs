@@ -1,0 +1,209 @@
+//! Reading capture back from a pod namespace and reporting how it differs from what [`install`](crate::install)
+//! would have put there: missing tables, chains, rules, policy rule or route, and rules nobody asked for (an
+//! `accept` slipped in before a redirect bypasses capture).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::command::{ensure_namespace, nft};
+use crate::rules::{CaptureConfig, Chain, FAMILY, LOCAL_ROUTE, RULE_PREF, Table, normalize, pod_tables};
+use crate::{CaptureError, routing};
+
+/// Where a pod's capture differs from its configuration; empty when capture is intact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub drift: Vec<Drift>,
+}
+
+/// One difference between the capture found and the capture expected. Tables are named with their family
+/// (`inet istio-ambient-nat`); rules are normalised (see [`normalize`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    MissingTable {
+        table: String,
+    },
+    MissingChain {
+        table: String,
+        chain: String,
+    },
+    MissingRule {
+        table: String,
+        chain: String,
+        rule: String,
+    },
+    UnexpectedRule {
+        table: String,
+        chain: String,
+        rule: String,
+    },
+    /// The chain holds the expected rules, but out of order or repeated.
+    Reordered {
+        table: String,
+        chain: String,
+    },
+    MissingIpRule {
+        rule: String,
+    },
+    UnexpectedIpRule {
+        rule: String,
+    },
+    MissingRoute {
+        route: String,
+    },
+}
+
+/// A table's chains and their normalised lines, as `nft list ruleset` shows them.
+type Listing = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+// === impl VerifyReport ===
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.drift.is_empty()
+    }
+}
+
+// === impl Drift ===
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::MissingTable { table } => write!(f, "table {table} is missing"),
+            Drift::MissingChain { table, chain } => write!(f, "chain {chain} of table {table} is missing"),
+            Drift::MissingRule { table, chain, rule } => write!(f, "{table} {chain}: rule `{rule}` is missing"),
+            Drift::UnexpectedRule { table, chain, rule } => write!(f, "{table} {chain}: unexpected rule `{rule}`"),
+            Drift::Reordered { table, chain } => write!(f, "{table} {chain}: rules out of order or repeated"),
+            Drift::MissingIpRule { rule } => write!(f, "ip rule `{rule}` is missing"),
+            Drift::UnexpectedIpRule { rule } => write!(f, "unexpected ip rule `{rule}`"),
+            Drift::MissingRoute { route } => write!(f, "route `{route}` is missing"),
+        }
+    }
+}
+
+/// Reads the named namespace's nftables ruleset, policy rules and routes, and reports where they differ from what
+/// [`install`](crate::install) with `cfg` leaves. Tables and chains other than capture's are ignored.
+pub fn verify(netns: &str, cfg: &CaptureConfig) -> Result<VerifyReport, CaptureError> {
+    ensure_namespace(netns)?;
+    let listing = parse_listing(&nft(netns, &["list", "ruleset"], None)?);
+    let mut drift = table_drift(&listing, &pod_tables(cfg));
+    drift.extend(routing_drift(netns, cfg)?);
+    Ok(VerifyReport { drift })
+}
+
+fn routing_drift(netns: &str, cfg: &CaptureConfig) -> Result<Vec<Drift>, CaptureError> {
+    let want = normalize(&cfg.ip_rule());
+    let found = routing::rules(netns)?;
+    let mut drift: Vec<Drift> = found
+        .iter()
+        .filter(|rule| **rule != want)
+        .map(|rule| Drift::UnexpectedIpRule {
+            rule: format!("{RULE_PREF}: {rule}"),
+        })
+        .collect();
+    if !found.contains(&want) {
+        drift.push(Drift::MissingIpRule {
+            rule: format!("{RULE_PREF}: {want}"),
+        });
+    }
+    if !routing::has_local_route(netns, cfg)? {
+        drift.push(Drift::MissingRoute {
+            route: format!("{LOCAL_ROUTE} table {}", cfg.route_table),
+        });
+    }
+    Ok(drift)
+}
+
+fn table_drift(listing: &Listing, expected: &[Table]) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    for table in expected {
+        let name = format!("{FAMILY} {}", table.name);
+        let Some(chains) = listing.get(&name) else {
+            drift.push(Drift::MissingTable { table: name });
+            continue;
+        };
+        for chain in &table.chains {
+            match chains.get(chain.name) {
+                Some(lines) => drift.extend(chain_drift(&name, chain, lines)),
+                None => drift.push(Drift::MissingChain {
+                    table: name.clone(),
+                    chain: chain.name.to_string(),
+                }),
+            }
+        }
+    }
+    drift
+}
+
+fn chain_drift(table: &str, chain: &Chain, found: &[String]) -> Vec<Drift> {
+    let (table, name) = (table.to_string(), chain.name.to_string());
+    let missing = chain
+        .lines
+        .iter()
+        .filter(|l| !found.contains(l))
+        .map(|rule| Drift::MissingRule {
+            table: table.clone(),
+            chain: name.clone(),
+            rule: rule.clone(),
+        });
+    let unexpected = found
+        .iter()
+        .filter(|l| !chain.lines.contains(l))
+        .map(|rule| Drift::UnexpectedRule {
+            table: table.clone(),
+            chain: name.clone(),
+            rule: rule.clone(),
+        });
+    let mut drift: Vec<Drift> = missing.chain(unexpected).collect();
+    if drift.is_empty() && found != chain.lines {
+        drift.push(Drift::Reordered { table, chain: name });
+    }
+    drift
+}
+
+/// The blocks of `nft list ruleset` output being read.
+enum Block {
+    Table(String),
+    Chain(String),
+    /// Sets, maps and anything else with a body.
+    Other,
+}
+
+/// Tables, their chains and the chains' lines (normalised) from `nft list ruleset` text.
+fn parse_listing(text: &str) -> Listing {
+    let mut listing = Listing::new();
+    let mut open: Vec<Block> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line == "}" {
+            open.pop();
+        } else if let Some(head) = line.strip_suffix('{') {
+            open.push(open_block(&mut listing, &open, head));
+        } else if let [Block::Table(table), Block::Chain(chain)] = open.as_slice()
+            && let Some(lines) = listing.get_mut(table).and_then(|chains| chains.get_mut(chain))
+        {
+            lines.push(normalize(line));
+        }
+    }
+    listing
+}
+
+/// Registers a table or chain header (`table inet NAME {`, `chain NAME {`) in the listing.
+fn open_block(listing: &mut Listing, open: &[Block], head: &str) -> Block {
+    let words: Vec<&str> = head.split_whitespace().collect();
+    match (open, words.as_slice()) {
+        ([], ["table", family, name]) => {
+            let table = format!("{family} {name}");
+            listing.entry(table.clone()).or_default();
+            Block::Table(table)
+        }
+        ([Block::Table(table)], ["chain", name]) => {
+            if let Some(chains) = listing.get_mut(table) {
+                chains.entry(name.to_string()).or_default();
+            }
+            Block::Chain(name.to_string())
+        }
+        _ => Block::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! Drift detection against `nft list ruleset` text as nft 1.0.6 prints the default capture ruleset.
+
+use super::*;
+
+/// `nft list ruleset` after loading `pod_ruleset(&CaptureConfig::default())`, with a foreign table before it.
+const LISTED: &str = "table ip other {
+\tset addrs {
+\t\ttype ipv4_addr
+\t\telements = { 10.0.0.1, 10.0.0.2 }
+\t}
+
+\tchain output {
+\t\ttype filter hook output priority filter; policy accept;
+\t\tip daddr @addrs accept
+\t}
+}
+table inet istio-ambient-mangle {
+\tchain prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tjump istio-prerouting
+\t}
+
+\tchain output {
+\t\ttype route hook output priority mangle; policy accept;
+\t\tjump istio-output
+\t}
+
+\tchain istio-prerouting {
+\t\tmeta mark & 0x00000fff == 0x00000539 ct mark set ct mark & 0xfffff111 | 0x00000111
+\t}
+
+\tchain istio-output {
+\t\tct mark & 0x00000fff == 0x00000111 meta mark set ct mark
+\t}
+}
+table inet istio-ambient-nat {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tjump istio-prerouting
+\t}
+
+\tchain output {
+\t\ttype nat hook output priority -100; policy accept;
+\t\tjump istio-output
+\t}
+
+\tchain istio-prerouting {
+\t\tip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0x00000fff != 0x00000539 redirect to :15006
+\t}
+
+\tchain istio-output {
+\t\tmeta l4proto tcp meta mark & 0x00000fff == 0x00000111 accept
+\t\tip daddr != 127.0.0.1 oifname \"lo\" accept
+\t\tmeta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0x00000fff != 0x00000539 redirect to :15001
+\t}
+}
+";
+
+const NAT: &str = "inet istio-ambient-nat";
+const INBOUND: &str = "ip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006";
+const OUTBOUND: &str = "meta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0xfff != 0x539 redirect to :15001";
+
+fn drift_of(listed: &str, cfg: &CaptureConfig) -> Vec<Drift> {
+    table_drift(&parse_listing(listed), &pod_tables(cfg))
+}
+
+fn nat_rule(rule: &str) -> (String, String, String) {
+    (NAT.to_string(), "istio-output".to_string(), rule.to_string())
+}
+
+#[test]
+fn installed_listing_is_clean() {
+    assert_eq!(drift_of(LISTED, &CaptureConfig::default()), []);
+}
+
+#[test]
+fn listing_keeps_foreign_tables_apart() {
+    let listing = parse_listing(LISTED);
+    assert_eq!(listing.len(), 3);
+    assert_eq!(listing["ip other"]["output"].len(), 2);
+    assert_eq!(listing[NAT]["istio-output"][2], OUTBOUND);
+}
+
+#[test]
+fn missing_table_is_reported_once() {
+    let start = LISTED.find("table inet istio-ambient-nat").unwrap();
+    let drift = drift_of(&LISTED[..start], &CaptureConfig::default());
+    assert_eq!(drift, [Drift::MissingTable { table: NAT.to_string() }]);
+    assert_eq!(drift[0].to_string(), "table inet istio-ambient-nat is missing");
+}
+
+#[test]
+fn missing_redirect_is_reported() {
+    let listed = LISTED.replace(
+        "\t\tmeta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0x00000fff != 0x00000539 redirect to :15001\n",
+        "",
+    );
+    let drift = drift_of(&listed, &CaptureConfig::default());
+    let (table, chain, rule) = nat_rule(OUTBOUND);
+    assert_eq!(drift, [Drift::MissingRule { table, chain, rule }]);
+}
+
+#[test]
+fn slipped_in_accept_is_unexpected() {
+    let listed = LISTED.replace(
+        "\t\tmeta l4proto tcp meta mark",
+        "\t\taccept\n\t\tmeta l4proto tcp meta mark",
+    );
+    let (table, chain, rule) = nat_rule("accept");
+    assert_eq!(
+        drift_of(&listed, &CaptureConfig::default()),
+        [Drift::UnexpectedRule { table, chain, rule }]
+    );
+}
+
+#[test]
+fn swapped_rules_are_reordered() {
+    let accept = "\t\tip daddr != 127.0.0.1 oifname \"lo\" accept\n";
+    let listed = LISTED.replace(accept, "").replace(
+        "\t\tmeta l4proto tcp meta mark",
+        &format!("{accept}\t\tmeta l4proto tcp meta mark"),
+    );
+    assert_eq!(
+        drift_of(&listed, &CaptureConfig::default()),
+        [Drift::Reordered {
+            table: NAT.to_string(),
+            chain: "istio-output".to_string()
+        }]
+    );
+}
+
+#[test]
+fn bypass_inbound_expects_no_inbound_redirect() {
+    let cfg = CaptureConfig {
+        bypass_inbound: true,
+        ..CaptureConfig::default()
+    };
+    let drift = drift_of(LISTED, &cfg);
+    let unexpected = Drift::UnexpectedRule {
+        table: NAT.to_string(),
+        chain: "istio-prerouting".to_string(),
+        rule: INBOUND.to_string(),
+    };
+    assert_eq!(drift, [unexpected]);
+    let listed = LISTED.replace(
+        &format!(
+            "\t\t{}\n",
+            INBOUND.replace("0xfff", "0x00000fff").replace("0x539", "0x00000539")
+        ),
+        "",
+    );
+    assert_eq!(drift_of(&listed, &cfg), []);
+}
+
+#[test]
+fn missing_chain_is_reported() {
+    let listed = LISTED.replace("\tchain istio-output {\n\t\tct mark", "\tchain renamed {\n\t\tct mark");
+    assert_eq!(
+        drift_of(&listed, &CaptureConfig::default()),
+        [Drift::MissingChain {
+            table: "inet istio-ambient-mangle".to_string(),
+            chain: "istio-output".to_string()
+        }]
+    );
+}
