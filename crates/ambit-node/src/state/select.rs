@@ -1,0 +1,408 @@
+//! Decisions over a [`Snapshot`], without IO: where a captured outbound connection goes ([`outbound_plan`]), which
+//! application address an inbound HBONE authority names ([`inbound_target`]), and which policies apply to a
+//! workload ([`policies_for`]). Randomness comes in through [`Random`], so every decision is reproducible.
+//!
+//! Outbound follows ztunnel (ambient §5.2): a service VIP is load-balanced over the service's endpoints (§3.4), a
+//! pod IP goes to that pod, anything else passes through untouched. Waypoints are recognized but not routed yet.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ambit_hbone::{Authority, Blame, Refusal};
+use ambit_policy::Authorization;
+use ambit_types::Identity;
+
+use super::model::{
+    HealthPolicy, LoadBalancing, LoadBalancingMode, LoadBalancingScope, Port, Service, ServiceKey, TunnelProtocol,
+    Workload, WorkloadStatus, WorkloadUid,
+};
+use super::snapshot::Snapshot;
+
+/// The HBONE port: the next hop of every tunnel.
+pub const HBONE_PORT: u16 = 15008;
+/// Ports an inbound authority may not name: the proxy's own listeners (outbound capture, inbound plaintext, HBONE),
+/// so a tunnel can never loop back into the proxy.
+pub const ILLEGAL_INBOUND_PORTS: [u16; 3] = [15001, 15006, HBONE_PORT];
+
+/// A source of uniformly distributed numbers for load balancing. Closures `FnMut(u64) -> u64` are sources, so tests
+/// can script the choices.
+pub trait Random {
+    /// A number in `0..bound`; `bound` is at least 1. Values out of range are reduced modulo `bound`.
+    fn below(&mut self, bound: u64) -> u64;
+}
+
+/// The default [`Random`] for the proxy: a fast non-cryptographic generator (load balancing needs no secrecy).
+#[derive(Clone, Debug)]
+pub struct FastRandom(fastrand::Rng);
+
+/// Where a captured outbound connection goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboundPlan {
+    /// Tunnel to the destination pod's node proxy over HBONE.
+    Hbone {
+        /// `podIP:15008`.
+        next_hop: SocketAddr,
+        /// `podIP:targetPort`: the `:authority` of the CONNECT.
+        authority: SocketAddr,
+        /// The identities the server may present: the workload's, then the service's extra SANs.
+        expected_identities: Vec<Identity>,
+        destination_workload_uid: WorkloadUid,
+        /// The service the client addressed, when it dialled a VIP.
+        service: Option<ServiceKey>,
+    },
+    /// Plain TCP to `destination`, without the mesh: the destination is unknown, does not speak HBONE, or its
+    /// service asks for passthrough.
+    Passthrough {
+        destination: SocketAddr,
+        /// The destination workload, when the mesh knows it (for telemetry).
+        workload: Option<WorkloadUid>,
+        /// The service the client addressed, when it dialled a VIP.
+        service: Option<ServiceKey>,
+    },
+}
+
+/// Why no outbound plan can be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Every endpoint was filtered out: unhealthy, without the port, on another network, outside a STRICT
+    /// locality, or of capacity 0.
+    #[error("service {service} has no healthy endpoint for port {port}")]
+    NoHealthyEndpoint { service: ServiceKey, port: u16 },
+    #[error("service {service} has no port {port}")]
+    UnknownServicePort { service: ServiceKey, port: u16 },
+    /// The destination must be reached through a waypoint, which this proxy cannot route yet.
+    #[error("{destination} has waypoint {waypoint}, and routing through waypoints is not supported yet")]
+    WaypointUnsupported { destination: String, waypoint: String },
+}
+
+/// The application address an inbound tunnel leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundTarget {
+    pub app: SocketAddr,
+}
+
+/// Why an inbound authority is refused; each is answered 400 (ambient §1.3–1.4).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("the authority's address {ip} is not an address of workload {workload}")]
+    IpMismatch { ip: IpAddr, workload: WorkloadUid },
+    #[error("the authority's port {port} is one of the proxy's own ports")]
+    SelfCall { port: u16 },
+    #[error("the hostname authority {authority} is not supported yet")]
+    Unsupported { authority: String },
+}
+
+/// An endpoint that survived filtering: the workload and the address to reach its target port.
+#[derive(Clone, Copy, Debug)]
+struct Candidate<'a> {
+    workload: &'a Workload,
+    target: SocketAddr,
+}
+
+/// Decides where a connection from `source` to `original_dst` goes.
+///
+/// A service VIP is looked up first: its waypoint is refused ([`PlanError::WaypointUnsupported`]), a PASSTHROUGH
+/// service passes through, otherwise one endpoint is chosen as ztunnel does. A pod IP goes to that pod
+/// on the same port, unless the pod has a waypoint. An unknown address passes through. HBONE is used whenever the
+/// destination workload speaks it. An IPv4-mapped IPv6 destination is treated as the IPv4 address it carries.
+pub fn outbound_plan(
+    snapshot: &Snapshot,
+    source: &Workload,
+    original_dst: SocketAddr,
+    rng: &mut impl Random,
+) -> Result<OutboundPlan, PlanError> {
+    let original_dst = SocketAddr::new(original_dst.ip().to_canonical(), original_dst.port());
+    if let Some(service) = snapshot.service_by_vip(original_dst.ip()) {
+        return service_plan(snapshot, source, service, original_dst, rng);
+    }
+    match snapshot.workload_by_ip(original_dst.ip()) {
+        Some(workload) => workload_plan(workload, original_dst),
+        None => Ok(OutboundPlan::passthrough(original_dst, None, None)),
+    }
+}
+
+/// Validates an inbound HBONE authority against the local workload (ambient §1.4): a self-call port or an IP
+/// that is not the workload's is refused; the authority itself is then the application address.
+pub fn inbound_target(local: &Workload, authority: &Authority) -> Result<InboundTarget, InboundError> {
+    let Authority::Addr(addr) = authority else {
+        let authority = authority.to_string();
+        return Err(InboundError::Unsupported { authority });
+    };
+    if ILLEGAL_INBOUND_PORTS.contains(&addr.port()) {
+        return Err(InboundError::SelfCall { port: addr.port() });
+    }
+    if !local.has_address(addr.ip()) {
+        let workload = local.uid.clone();
+        return Err(InboundError::IpMismatch {
+            ip: addr.ip(),
+            workload,
+        });
+    }
+    Ok(InboundTarget { app: *addr })
+}
+
+/// The policies that apply to `workload`, in snapshot order: global ones, its namespace's (and the root
+/// namespace's), and those it names. Names the snapshot lacks are skipped ([`Snapshot::unresolved`] lists them).
+pub fn policies_for<'a>(snapshot: &'a Snapshot, workload: &Workload, root_namespace: &str) -> Vec<&'a Authorization> {
+    let named = &workload.authorization_policies;
+    ambit_policy::applicable(snapshot.policies(), workload.namespace.as_str(), named, root_namespace)
+}
+
+fn service_plan(
+    snapshot: &Snapshot,
+    source: &Workload,
+    service: &Service,
+    original_dst: SocketAddr,
+    rng: &mut impl Random,
+) -> Result<OutboundPlan, PlanError> {
+    if let Some(waypoint) = &service.waypoint {
+        let destination = format!("service {}", service.key());
+        let waypoint = waypoint.to_string();
+        return Err(PlanError::WaypointUnsupported { destination, waypoint });
+    }
+    let key = Some(service.key());
+    if service.load_balancing.as_ref().map(|lb| lb.mode) == Some(LoadBalancingMode::Passthrough) {
+        return Ok(OutboundPlan::passthrough(original_dst, None, key));
+    }
+    let chosen = choose_endpoint(snapshot, source, service, original_dst, rng)?;
+    Ok(endpoint_plan(chosen.workload, chosen.target, Some(service)))
+}
+
+fn workload_plan(workload: &Workload, original_dst: SocketAddr) -> Result<OutboundPlan, PlanError> {
+    if let Some(waypoint) = &workload.waypoint {
+        let destination = format!("workload {}", workload.uid);
+        let waypoint = waypoint.to_string();
+        return Err(PlanError::WaypointUnsupported { destination, waypoint });
+    }
+    Ok(endpoint_plan(workload, original_dst, None))
+}
+
+/// Picks one endpoint of `service` for the port the client dialled, as ztunnel does (ambient §3.4): keep the
+/// endpoints that are healthy (any, under ALLOW_ALL), on the client's network, with an address and a target port
+/// for the port; rank them by locality when the service is STRICT or FAILOVER and keep the best rank; then choose
+/// at random, weighted by capacity.
+fn choose_endpoint<'a>(
+    snapshot: &'a Snapshot,
+    source: &Workload,
+    service: &Service,
+    original_dst: SocketAddr,
+    rng: &mut impl Random,
+) -> Result<Candidate<'a>, PlanError> {
+    let (key, port) = (service.key(), original_dst.port());
+    let Some(service_port) = service.port(port) else {
+        return Err(PlanError::UnknownServicePort { service: key, port });
+    };
+    let health = service
+        .load_balancing
+        .as_ref()
+        .map_or(HealthPolicy::OnlyHealthy, |lb| lb.health_policy);
+    let candidates: Vec<_> = snapshot
+        .endpoints(&key)
+        .filter(|w| health == HealthPolicy::AllowAll || w.status == WorkloadStatus::Healthy)
+        .filter(|w| w.network == source.network)
+        .filter_map(|w| candidate(w, &key, service_port, original_dst.ip()))
+        .collect();
+    let best = best_ranked(service.load_balancing.as_ref(), source, candidates);
+    let chosen = choose_weighted(&best, |c| u64::from(c.workload.capacity), rng);
+    chosen
+        .copied()
+        .ok_or(PlanError::NoHealthyEndpoint { service: key, port })
+}
+
+/// The endpoint's address for `service_port`: its own mapping of the port, else the service's target port. A
+/// mapping to 0 (a named port left unresolved), or no mapping for a named service port, leaves it out; so does a
+/// workload without an address. The address of the dialled VIP's family is preferred.
+fn candidate<'a>(workload: &'a Workload, key: &ServiceKey, service_port: &Port, vip: IpAddr) -> Option<Candidate<'a>> {
+    let target_port = match workload.port_mapping(key, service_port.service_port) {
+        Some(mapped) => mapped,
+        None => service_port.target_port,
+    };
+    if target_port == 0 {
+        return None;
+    }
+    let same_family = workload.addresses.iter().find(|ip| ip.is_ipv6() == vip.is_ipv6());
+    let ip = same_family.or(workload.addresses.first())?;
+    let target = SocketAddr::new(*ip, target_port);
+    Some(Candidate { workload, target })
+}
+
+/// The candidates of the best locality rank under STRICT or FAILOVER; all of them otherwise.
+fn best_ranked<'a>(
+    lb: Option<&LoadBalancing>,
+    source: &Workload,
+    candidates: Vec<Candidate<'a>>,
+) -> Vec<Candidate<'a>> {
+    let Some(lb) = lb.filter(|lb| matches!(lb.mode, LoadBalancingMode::Strict | LoadBalancingMode::Failover)) else {
+        return candidates;
+    };
+    let prefs = &lb.routing_preference;
+    let mut ranked: Vec<_> = candidates
+        .into_iter()
+        .map(|c| (rank(prefs, source, c.workload), c))
+        .collect();
+    if lb.mode == LoadBalancingMode::Strict {
+        ranked.retain(|(rank, _)| *rank == prefs.len());
+    }
+    let best = ranked.iter().map(|(rank, _)| *rank).max();
+    ranked
+        .into_iter()
+        .filter(|(rank, _)| Some(*rank) == best)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// How many leading scopes of `prefs` the endpoint shares with the client.
+fn rank(prefs: &[LoadBalancingScope], source: &Workload, endpoint: &Workload) -> usize {
+    prefs
+        .iter()
+        .take_while(|scope| same_scope(**scope, source, endpoint))
+        .count()
+}
+
+fn same_scope(scope: LoadBalancingScope, a: &Workload, b: &Workload) -> bool {
+    let (la, lb) = (a.locality_or_empty(), b.locality_or_empty());
+    match scope {
+        LoadBalancingScope::Region => la.region == lb.region,
+        LoadBalancingScope::Zone => la.zone == lb.zone,
+        LoadBalancingScope::Subzone => la.subzone == lb.subzone,
+        LoadBalancingScope::Node => a.node == b.node,
+        LoadBalancingScope::Cluster => a.cluster_id == b.cluster_id,
+        LoadBalancingScope::Network => a.network == b.network,
+    }
+}
+
+/// A random item, each as likely as its weight; `None` when the weights add up to 0. The source is not consulted
+/// when only one item can be chosen.
+fn choose_weighted<'c, T>(items: &'c [T], weight: impl Fn(&T) -> u64, rng: &mut impl Random) -> Option<&'c T> {
+    let mut weighted = items.iter().filter(|item| weight(item) > 0);
+    let total: u64 = weighted.clone().map(&weight).sum();
+    if total == 0 {
+        return None;
+    }
+    if weighted.clone().count() == 1 {
+        return weighted.next();
+    }
+    let mut point = rng.below(total) % total;
+    weighted.find(|item| {
+        let w = weight(item);
+        if point < w {
+            return true;
+        }
+        point -= w;
+        false
+    })
+}
+
+/// HBONE to the workload when it speaks HBONE, plain TCP otherwise.
+fn endpoint_plan(workload: &Workload, target: SocketAddr, service: Option<&Service>) -> OutboundPlan {
+    let key = service.map(Service::key);
+    if workload.tunnel_protocol == TunnelProtocol::None {
+        return OutboundPlan::passthrough(target, Some(workload.uid.clone()), key);
+    }
+    OutboundPlan::Hbone {
+        next_hop: SocketAddr::new(target.ip(), HBONE_PORT),
+        authority: target,
+        expected_identities: expected_identities(workload, service),
+        destination_workload_uid: workload.uid.clone(),
+        service: key,
+    }
+}
+
+/// The workload's identity, then the service's SANs, each once.
+fn expected_identities(workload: &Workload, service: Option<&Service>) -> Vec<Identity> {
+    let mut identities = vec![workload.identity()];
+    for san in service.into_iter().flat_map(|s| &s.subject_alt_names) {
+        if !identities.contains(san) {
+            identities.push(san.clone());
+        }
+    }
+    identities
+}
+
+// === impl Random ===
+
+impl<F: FnMut(u64) -> u64> Random for F {
+    fn below(&mut self, bound: u64) -> u64 {
+        self(bound)
+    }
+}
+
+// === impl FastRandom ===
+
+impl FastRandom {
+    /// Seeded from the operating system.
+    pub fn new() -> Self {
+        Self(fastrand::Rng::new())
+    }
+
+    /// A reproducible sequence.
+    pub fn with_seed(seed: u64) -> Self {
+        Self(fastrand::Rng::with_seed(seed))
+    }
+}
+
+impl Default for FastRandom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Random for FastRandom {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0.u64(..bound.max(1))
+    }
+}
+
+// === impl OutboundPlan ===
+
+impl OutboundPlan {
+    fn passthrough(destination: SocketAddr, workload: Option<WorkloadUid>, service: Option<ServiceKey>) -> Self {
+        Self::Passthrough {
+            destination,
+            workload,
+            service,
+        }
+    }
+}
+
+// === impl PlanError ===
+
+impl PlanError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::NoHealthyEndpoint { .. } => Blame::Upstream,
+            Self::UnknownServicePort { .. } => Blame::Downstream,
+            Self::WaypointUnsupported { .. } => Blame::Local,
+        }
+    }
+
+    /// Whether the client may succeed later: endpoints come back; ports and waypoints do not change by retrying.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::NoHealthyEndpoint { .. })
+    }
+}
+
+// === impl InboundError ===
+
+impl InboundError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::IpMismatch { .. } | Self::SelfCall { .. } => Blame::Downstream,
+            Self::Unsupported { .. } => Blame::Local,
+        }
+    }
+
+    /// Never: the same authority is refused again.
+    pub fn retryable(&self) -> bool {
+        false
+    }
+}
+
+impl From<InboundError> for Refusal {
+    /// Every inbound error is a bad request (400), as in ztunnel.
+    fn from(error: InboundError) -> Self {
+        Refusal::BadRequest(error.to_string().into())
+    }
+}
+
+#[cfg(test)]
+mod tests;

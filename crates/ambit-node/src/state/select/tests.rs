@@ -1,0 +1,534 @@
+//! Tables for the outbound plan (service VIPs, load balancing, pod IPs, passthrough, waypoints), the inbound
+//! authority check and policy attachment.
+
+use std::collections::BTreeMap;
+
+use ambit_policy::Scope;
+
+use super::*;
+use crate::state::fixtures::{addr, endpoint, ip, key, ns, pod, policy, service, snapshot, uid};
+use crate::state::model::{GatewayAddress, Locality};
+
+/// A source of scripted values; fails the test if asked more often than scripted.
+fn scripted(values: &'static [u64]) -> impl FnMut(u64) -> u64 {
+    let mut values = values.iter().copied();
+    move |bound| {
+        let value = values
+            .next()
+            .expect("the test scripted fewer random values than were asked for");
+        assert!(value < bound, "scripted value {value} is not below {bound}");
+        value
+    }
+}
+
+fn client() -> Workload {
+    let mut client = pod("client", "10.0.9.9");
+    client.node = "node-a".to_string();
+    client.locality = Some(zone("z1"));
+    client
+}
+
+fn zone(zone: &str) -> Locality {
+    Locality {
+        region: "r1".to_string(),
+        zone: zone.to_string(),
+        subzone: String::new(),
+    }
+}
+
+/// Pods `a` (10.0.1.1) and `b` (10.0.1.2), endpoints of `echo` (VIP 10.96.0.10, port 80 → 8080).
+fn two_endpoints(edit: impl Fn(&mut Workload, &mut Workload, &mut Service)) -> Snapshot {
+    let mut a = endpoint(pod("a", "10.0.1.1"), "echo", &[]);
+    let mut b = endpoint(pod("b", "10.0.1.2"), "echo", &[]);
+    let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
+    edit(&mut a, &mut b, &mut echo);
+    snapshot(vec![client(), a, b], vec![echo])
+}
+
+fn hbone(pod_ip: &str, port: u16, pod_name: &str, service: Option<&str>, sans: &[&str]) -> OutboundPlan {
+    let workload = pod(pod_name, pod_ip);
+    let mut expected_identities = vec![workload.identity()];
+    expected_identities.extend(sans.iter().map(|s| s.parse::<Identity>().unwrap()));
+    OutboundPlan::Hbone {
+        next_hop: SocketAddr::new(ip(pod_ip), HBONE_PORT),
+        authority: SocketAddr::new(ip(pod_ip), port),
+        expected_identities,
+        destination_workload_uid: uid(pod_name),
+        service: service.map(key),
+    }
+}
+
+fn to_echo_a() -> Result<OutboundPlan, PlanError> {
+    Ok(hbone("10.0.1.1", 8080, "a", Some("echo"), &[]))
+}
+
+fn to_echo_b() -> Result<OutboundPlan, PlanError> {
+    Ok(hbone("10.0.1.2", 8080, "b", Some("echo"), &[]))
+}
+
+fn no_endpoint() -> Result<OutboundPlan, PlanError> {
+    Err(PlanError::NoHealthyEndpoint {
+        service: key("echo"),
+        port: 80,
+    })
+}
+
+fn balancing(mode: LoadBalancingMode, prefs: &[LoadBalancingScope], health: HealthPolicy) -> Option<LoadBalancing> {
+    Some(LoadBalancing {
+        routing_preference: prefs.to_vec(),
+        mode,
+        health_policy: health,
+    })
+}
+
+fn failover_zone() -> Option<LoadBalancing> {
+    let prefs = [LoadBalancingScope::Region, LoadBalancingScope::Zone];
+    balancing(LoadBalancingMode::Failover, &prefs, HealthPolicy::OnlyHealthy)
+}
+
+struct Case {
+    name: &'static str,
+    snapshot: Snapshot,
+    dst: &'static str,
+    random: &'static [u64],
+    want: Result<OutboundPlan, PlanError>,
+}
+
+fn case(
+    name: &'static str,
+    snapshot: Snapshot,
+    dst: &'static str,
+    random: &'static [u64],
+    want: Result<OutboundPlan, PlanError>,
+) -> Case {
+    Case {
+        name,
+        snapshot,
+        dst,
+        random,
+        want,
+    }
+}
+
+fn service_cases() -> Vec<Case> {
+    let unchanged = |_: &mut Workload, _: &mut Workload, _: &mut Service| {};
+    let vip = "10.96.0.10:80";
+    vec![
+        case(
+            "VIP, first of two endpoints",
+            two_endpoints(unchanged),
+            vip,
+            &[0],
+            to_echo_a(),
+        ),
+        case(
+            "VIP, second of two endpoints",
+            two_endpoints(unchanged),
+            vip,
+            &[1],
+            to_echo_b(),
+        ),
+        case(
+            "VIP, unhealthy endpoint skipped without consulting the source",
+            two_endpoints(|a, _, _| a.status = WorkloadStatus::Unhealthy),
+            vip,
+            &[],
+            to_echo_b(),
+        ),
+        case(
+            "VIP, ALLOW_ALL includes the unhealthy endpoint",
+            two_endpoints(|a, _, s| {
+                a.status = WorkloadStatus::Unhealthy;
+                s.load_balancing = balancing(LoadBalancingMode::Unspecified, &[], HealthPolicy::AllowAll);
+            }),
+            vip,
+            &[0],
+            to_echo_a(),
+        ),
+        case(
+            "VIP, every endpoint unhealthy",
+            two_endpoints(|a, b, _| {
+                a.status = WorkloadStatus::Unhealthy;
+                b.status = WorkloadStatus::Unhealthy;
+            }),
+            vip,
+            &[],
+            no_endpoint(),
+        ),
+        case(
+            "VIP, capacity 0 is never chosen",
+            two_endpoints(|a, _, _| a.capacity = 0),
+            vip,
+            &[],
+            to_echo_b(),
+        ),
+        case(
+            "VIP, capacity 0 everywhere",
+            two_endpoints(|a, b, _| (a.capacity, b.capacity) = (0, 0)),
+            vip,
+            &[],
+            no_endpoint(),
+        ),
+        case(
+            "VIP, endpoint on another network skipped",
+            two_endpoints(|a, _, _| a.network = "remote".to_string()),
+            vip,
+            &[],
+            to_echo_b(),
+        ),
+        case(
+            "VIP, port the service does not declare",
+            two_endpoints(unchanged),
+            "10.96.0.10:81",
+            &[],
+            Err(PlanError::UnknownServicePort {
+                service: key("echo"),
+                port: 81,
+            }),
+        ),
+    ]
+}
+
+fn port_cases() -> Vec<Case> {
+    let vip = "10.96.0.10:80";
+    let named = |a: &mut Workload, b: &mut Workload, s: &mut Service, a_port: u16| {
+        s.ports[0].target_port = 0;
+        *a = endpoint(a.clone(), "echo", &[(80, a_port)]);
+        *b = endpoint(b.clone(), "echo", &[(9090, 9090)]);
+    };
+    vec![
+        case(
+            "named target port resolved by the endpoint; endpoint lacking the port skipped",
+            two_endpoints(move |a, b, s| named(a, b, s, 8181)),
+            vip,
+            &[],
+            Ok(hbone("10.0.1.1", 8181, "a", Some("echo"), &[])),
+        ),
+        case(
+            "named target port the endpoint left unresolved (0)",
+            two_endpoints(move |a, b, s| named(a, b, s, 0)),
+            vip,
+            &[],
+            no_endpoint(),
+        ),
+        case(
+            "the endpoint's mapping wins over the service's target port",
+            two_endpoints(|a, b, _| {
+                *a = endpoint(a.clone(), "echo", &[(80, 7070)]);
+                b.status = WorkloadStatus::Unhealthy;
+            }),
+            vip,
+            &[],
+            Ok(hbone("10.0.1.1", 7070, "a", Some("echo"), &[])),
+        ),
+    ]
+}
+
+fn locality_cases() -> Vec<Case> {
+    let vip = "10.96.0.10:80";
+    let strict_node = || {
+        let prefs = [LoadBalancingScope::Node];
+        balancing(LoadBalancingMode::Strict, &prefs, HealthPolicy::OnlyHealthy)
+    };
+    vec![
+        case(
+            "FAILOVER prefers the client's zone",
+            two_endpoints(|a, b, s| {
+                (a.locality, b.locality) = (Some(zone("z2")), Some(zone("z1")));
+                s.load_balancing = failover_zone();
+            }),
+            vip,
+            &[],
+            to_echo_b(),
+        ),
+        case(
+            "FAILOVER falls back to another zone of the region",
+            two_endpoints(|a, b, s| {
+                (a.locality, b.locality) = (Some(zone("z2")), Some(zone("z1")));
+                b.status = WorkloadStatus::Unhealthy;
+                s.load_balancing = failover_zone();
+            }),
+            vip,
+            &[],
+            to_echo_a(),
+        ),
+        case(
+            "FAILOVER spreads over endpoints of equal rank",
+            two_endpoints(|a, b, s| {
+                (a.locality, b.locality) = (Some(zone("z1")), Some(zone("z1")));
+                s.load_balancing = failover_zone();
+            }),
+            vip,
+            &[1],
+            to_echo_b(),
+        ),
+        case(
+            "STRICT keeps only endpoints on the client's node",
+            two_endpoints(move |a, b, s| {
+                (a.node, b.node) = ("node-a".to_string(), "node-b".to_string());
+                s.load_balancing = strict_node();
+            }),
+            vip,
+            &[],
+            to_echo_a(),
+        ),
+        case(
+            "STRICT with no endpoint on the client's node",
+            two_endpoints(move |a, b, s| {
+                (a.node, b.node) = ("node-b".to_string(), "node-c".to_string());
+                s.load_balancing = strict_node();
+            }),
+            vip,
+            &[],
+            no_endpoint(),
+        ),
+        case(
+            "no LoadBalancing: locality is ignored",
+            two_endpoints(|a, b, _| (a.locality, b.locality) = (Some(zone("z2")), Some(zone("z1")))),
+            vip,
+            &[0],
+            to_echo_a(),
+        ),
+    ]
+}
+
+fn destination_cases() -> Vec<Case> {
+    let unchanged = |_: &mut Workload, _: &mut Workload, _: &mut Service| {};
+    let sans = [
+        "spiffe://cluster.local/ns/demo/sa/echo-legacy",
+        "spiffe://other.domain/ns/demo/sa/echo",
+    ];
+    let waypoint = || {
+        Some(GatewayAddress::hostname(
+            "demo/waypoint.demo.svc.cluster.local".parse().unwrap(),
+        ))
+    };
+    vec![
+        case(
+            "pod IP: HBONE to the pod, port unchanged",
+            two_endpoints(unchanged),
+            "10.0.1.2:9000",
+            &[],
+            Ok(hbone("10.0.1.2", 9000, "b", None, &[])),
+        ),
+        case(
+            "IPv4-mapped pod IP, as a dual-stack socket reports it",
+            two_endpoints(unchanged),
+            "[::ffff:10.0.1.2]:9000",
+            &[],
+            Ok(hbone("10.0.1.2", 9000, "b", None, &[])),
+        ),
+        case(
+            "pod IP of a workload without HBONE: plain TCP",
+            two_endpoints(|_, b, _| b.tunnel_protocol = TunnelProtocol::None),
+            "10.0.1.2:9000",
+            &[],
+            Ok(OutboundPlan::passthrough(addr("10.0.1.2:9000"), Some(uid("b")), None)),
+        ),
+        case(
+            "VIP whose chosen endpoint has no HBONE: plain TCP to its target port",
+            two_endpoints(|a, b, _| {
+                a.tunnel_protocol = TunnelProtocol::None;
+                b.status = WorkloadStatus::Unhealthy;
+            }),
+            "10.96.0.10:80",
+            &[],
+            Ok(OutboundPlan::passthrough(
+                addr("10.0.1.1:8080"),
+                Some(uid("a")),
+                Some(key("echo")),
+            )),
+        ),
+        case(
+            "unknown IP: passthrough",
+            two_endpoints(unchanged),
+            "192.0.2.1:443",
+            &[],
+            Ok(OutboundPlan::passthrough(addr("192.0.2.1:443"), None, None)),
+        ),
+        case(
+            "PASSTHROUGH service: the original destination",
+            two_endpoints(|_, _, s| {
+                s.load_balancing = balancing(LoadBalancingMode::Passthrough, &[], HealthPolicy::OnlyHealthy);
+            }),
+            "10.96.0.10:80",
+            &[],
+            Ok(OutboundPlan::passthrough(
+                addr("10.96.0.10:80"),
+                None,
+                Some(key("echo")),
+            )),
+        ),
+        case(
+            "expected identities: the workload's, then the service SANs, each once",
+            two_endpoints(move |a, b, s| {
+                let workload_identity = a.identity();
+                s.subject_alt_names = sans.iter().map(|s| s.parse().unwrap()).collect();
+                s.subject_alt_names.push(workload_identity);
+                b.status = WorkloadStatus::Unhealthy;
+            }),
+            "10.96.0.10:80",
+            &[],
+            Ok(hbone("10.0.1.1", 8080, "a", Some("echo"), &sans)),
+        ),
+        case(
+            "service waypoint: not supported yet",
+            two_endpoints(move |_, _, s| s.waypoint = waypoint()),
+            "10.96.0.10:80",
+            &[],
+            Err(PlanError::WaypointUnsupported {
+                destination: "service demo/echo.demo.svc.cluster.local".to_string(),
+                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
+            }),
+        ),
+        case(
+            "workload waypoint: not supported yet for pod IPs",
+            two_endpoints(move |a, _, _| a.waypoint = waypoint()),
+            "10.0.1.1:8080",
+            &[],
+            Err(PlanError::WaypointUnsupported {
+                destination: "workload Kubernetes//Pod/demo/a".to_string(),
+                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
+            }),
+        ),
+        case(
+            "workload waypoint: ignored for service-addressed traffic",
+            two_endpoints(move |a, b, _| {
+                a.waypoint = waypoint();
+                b.status = WorkloadStatus::Unhealthy;
+            }),
+            "10.96.0.10:80",
+            &[],
+            to_echo_a(),
+        ),
+    ]
+}
+
+#[test]
+fn outbound_plans() {
+    let cases = [service_cases(), port_cases(), locality_cases(), destination_cases()];
+    for case in cases.into_iter().flatten() {
+        let source = client();
+        let got = outbound_plan(&case.snapshot, &source, addr(case.dst), &mut scripted(case.random));
+        assert_eq!(got, case.want, "{}", case.name);
+    }
+}
+
+#[test]
+fn weights_are_respected() {
+    let snapshot = two_endpoints(|a, b, _| (a.capacity, b.capacity) = (3, 1));
+    let mut chosen = BTreeMap::new();
+    for value in 0..4 {
+        let mut rng = |bound| {
+            assert_eq!(bound, 4, "the total capacity");
+            value
+        };
+        let plan = outbound_plan(&snapshot, &client(), addr("10.96.0.10:80"), &mut rng).unwrap();
+        let OutboundPlan::Hbone {
+            destination_workload_uid,
+            ..
+        } = plan
+        else {
+            panic!("{plan:?} is not HBONE");
+        };
+        *chosen.entry(destination_workload_uid).or_insert(0) += 1;
+    }
+    assert_eq!(chosen, BTreeMap::from([(uid("a"), 3), (uid("b"), 1)]));
+}
+
+#[test]
+fn dual_stack_endpoint_is_reached_in_the_family_of_the_vip() {
+    let mut a = endpoint(pod("a", "10.0.1.1"), "echo", &[]);
+    a.addresses.push(ip("fd00::1:1"));
+    let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
+    echo.addresses[0].address = ip("fd00::96:10");
+    let snapshot = snapshot(vec![a], vec![echo]);
+    let plan = outbound_plan(&snapshot, &client(), addr("[fd00::96:10]:80"), &mut scripted(&[])).unwrap();
+    assert_eq!(plan, hbone("fd00::1:1", 8080, "a", Some("echo"), &[]));
+}
+
+#[test]
+fn the_default_random_source_stays_below_its_bound() {
+    let mut rng = FastRandom::with_seed(7);
+    assert!((0..1000).all(|_| rng.below(3) < 3));
+    assert_eq!(FastRandom::default().below(1), 0);
+}
+
+#[test]
+fn inbound_targets() {
+    let local = pod("a", "10.0.1.1");
+    let cases: &[(&str, Result<InboundTarget, InboundError>)] = &[
+        (
+            "10.0.1.1:8080",
+            Ok(InboundTarget {
+                app: addr("10.0.1.1:8080"),
+            }),
+        ),
+        (
+            "[::ffff:10.0.1.1]:8080",
+            Ok(InboundTarget {
+                app: addr("[::ffff:10.0.1.1]:8080"),
+            }),
+        ),
+        (
+            "10.0.1.2:8080",
+            Err(InboundError::IpMismatch {
+                ip: ip("10.0.1.2"),
+                workload: uid("a"),
+            }),
+        ),
+        ("10.0.1.1:15008", Err(InboundError::SelfCall { port: 15008 })),
+        ("10.0.1.1:15001", Err(InboundError::SelfCall { port: 15001 })),
+        ("10.0.1.1:15006", Err(InboundError::SelfCall { port: 15006 })),
+        (
+            "echo.demo.svc.cluster.local:80",
+            Err(InboundError::Unsupported {
+                authority: "echo.demo.svc.cluster.local:80".to_string(),
+            }),
+        ),
+    ];
+    for (authority, want) in cases {
+        let got = inbound_target(&local, &authority.parse().unwrap());
+        assert_eq!(&got, want, "{authority}");
+        if let Err(error) = got {
+            assert_eq!(Refusal::from(error).status(), 400, "{authority}");
+        }
+    }
+}
+
+#[test]
+fn policies_apply_by_scope_namespace_and_name() {
+    let policies = vec![
+        policy("istio-system", "global", Scope::Global),
+        policy("istio-system", "root-namespace", Scope::Namespace),
+        policy("demo", "namespace", Scope::Namespace),
+        policy("other", "other-namespace", Scope::Namespace),
+        policy("demo", "selected", Scope::WorkloadSelector),
+        policy("demo", "not-selected", Scope::WorkloadSelector),
+    ];
+    let mut workload = pod("a", "10.0.1.1");
+    let named = ["demo/selected", "demo/not-yet-sent"].map(|n| n.split_once('/').unwrap());
+    workload.authorization_policies = named
+        .iter()
+        .map(|(ns, n)| ambit_policy::PolicyRef::new(ns, n))
+        .collect();
+    let snapshot = Snapshot::new(1, vec![workload.clone()], Vec::new(), policies).unwrap();
+    let names: Vec<_> = policies_for(&snapshot, &workload, "istio-system")
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["global", "root-namespace", "namespace", "selected"]);
+    assert_eq!(workload.namespace, ns("demo"));
+}
+
+#[test]
+fn errors_name_their_blame() {
+    let no_endpoint = no_endpoint().unwrap_err();
+    assert_eq!((no_endpoint.blame(), no_endpoint.retryable()), (Blame::Upstream, true));
+    assert_eq!(
+        no_endpoint.to_string(),
+        "service demo/echo.demo.svc.cluster.local has no healthy endpoint for port 80"
+    );
+    let self_call = InboundError::SelfCall { port: 15008 };
+    assert_eq!((self_call.blame(), self_call.retryable()), (Blame::Downstream, false));
+}
