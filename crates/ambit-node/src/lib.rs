@@ -3,4 +3,5 @@
 //! `state` holds what it knows of the mesh; `admin` serves the admin, metrics and readiness endpoints.
 
 pub mod admin;
+pub mod proxy;
 pub mod state;

@@ -1,0 +1,1 @@
+//! Outbound for one local pod: original destination, plan, HBONE or passthrough, telemetry.
