@@ -1,1 +1,573 @@
 //! Outbound for one local pod: original destination, plan, HBONE or passthrough, telemetry.
+//!
+//! [`OutboundProxy::serve`] accepts the pod's captured connections and runs each on its own task, and nothing else:
+//! the plan, the certificate, the CONNECT through the pod's [`HbonePool`] (ambient §1.3, §1.5) and the copy in both
+//! directions all happen on the accepting task. Every connection is reported with `reporter="source"` through a
+//! [`ConnectionResult`] (ambient §6.1, §6.2), failures included.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use ambit_hbone::{Authority, ConnectError, ConnectHeaders, DialError, Dialer, HbonePool, PoolKey, TraceParent};
+use ambit_identity::cert::{TrustBundle, WorkloadCertificate};
+use ambit_identity::manager::{CertificateManager, ManagerError};
+use ambit_identity::tls::{self, TlsError};
+use ambit_telemetry::{
+    ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, ServiceInfo, TcpMetrics,
+    WorkloadInfo, log_connection_failed,
+};
+use ambit_types::Identity;
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, warn};
+
+use crate::state::{FastRandom, OutboundPlan, PlanError, Service, ServiceKey, Snapshot, Workload, WorkloadUid};
+
+/// Buffer size of each copy direction.
+const COPY_BUFFER: usize = 64 * 1024;
+/// Client configurations cached per certificate; beyond this many destination identity sets the cache restarts.
+const MAX_CACHED_CONFIGS: usize = 1024;
+/// Pause after a failed `accept` (out of file descriptors, typically) before trying again.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Where the local pod's certificate comes from: the node's [`CertificateManager`], or a fixed one in tests.
+pub trait CertSource: Send + Sync + 'static {
+    type Error: Error + Send + Sync + 'static;
+
+    /// A valid certificate for `id`.
+    fn certificate(&self, id: &Identity) -> impl Future<Output = Result<WorkloadCertificate, Self::Error>> + Send;
+}
+
+/// Always the same certificate, whatever identity is asked for.
+#[derive(Clone, Debug)]
+pub struct FixedCert(pub WorkloadCertificate);
+
+/// The destination a captured connection had before the redirect.
+pub trait OriginalDst: Send + Sync + 'static {
+    fn original_dst(&self, stream: &TcpStream) -> io::Result<SocketAddr>;
+}
+
+/// SO_ORIGINAL_DST, as the in-pod REDIRECT rules leave it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SoOriginalDst;
+
+/// Every connection had this destination (tests).
+#[derive(Clone, Copy, Debug)]
+pub struct FixedOriginalDst(pub SocketAddr);
+
+/// Connects from inside the pod's network namespace, with the proxy's mark so the pod's rules do not capture the
+/// connection again. Used both for the HBONE pool and for passthrough.
+#[derive(Clone, Debug)]
+pub struct PodDialer {
+    pub netns: PathBuf,
+    pub mark: u32,
+}
+
+/// Why an outbound connection failed; recorded in the access log and the failed counter.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the local workload {0} is not in the current snapshot")]
+    UnknownLocal(WorkloadUid),
+    #[error("no outbound plan")]
+    Plan(#[source] PlanError),
+    #[error("no certificate for {identity}")]
+    Certificate {
+        identity: Identity,
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    #[error("building the HBONE client configuration failed")]
+    Tls(#[source] TlsError),
+    #[error("opening the HBONE tunnel failed")]
+    Connect(#[source] ConnectError),
+    #[error("connecting to {0} failed")]
+    Passthrough(SocketAddr, #[source] io::Error),
+    #[error("copying between the client and the upstream failed")]
+    Copy(#[source] io::Error),
+}
+
+/// The outbound proxy of one local pod. See the module documentation.
+pub struct OutboundProxy<C, O, D> {
+    inner: Arc<Inner<C, O, D>>,
+}
+
+struct Inner<C, O, D> {
+    local: WorkloadUid,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    certs: C,
+    bundle: watch::Receiver<TrustBundle>,
+    pool: HbonePool<D>,
+    dialer: D,
+    metrics: Arc<TcpMetrics>,
+    original_dst: O,
+    tls_cache: Mutex<TlsCache>,
+}
+
+/// Client configurations for one certificate and bundle, per set of expected server identities.
+#[derive(Default)]
+struct TlsCache {
+    serial: String,
+    bundle: Option<TrustBundle>,
+    configs: HashMap<Vec<Identity>, Arc<rustls::ClientConfig>>,
+}
+
+/// What the plan decided (or why there is none), with the telemetry context known so far; taken out of the
+/// snapshot so that it is not held during the copy.
+struct Prepared {
+    ctx: ConnectionContext,
+    route: Result<Route, OutboundError>,
+}
+
+enum Route {
+    Hbone {
+        source: Identity,
+        next_hop: SocketAddr,
+        authority: SocketAddr,
+        expected: Vec<Identity>,
+        host: Option<String>,
+    },
+    Passthrough {
+        destination: SocketAddr,
+    },
+}
+
+/// A client stream that records its bytes on the connection's result as they flow: bytes read from the client are
+/// sent by the source workload, bytes written to it are received.
+struct Counted<'a> {
+    stream: &'a mut TcpStream,
+    result: &'a ConnectionResult,
+}
+
+// === impl CertSource ===
+
+impl CertSource for CertificateManager {
+    type Error = ManagerError;
+
+    fn certificate(&self, id: &Identity) -> impl Future<Output = Result<WorkloadCertificate, Self::Error>> + Send {
+        self.fetch(id)
+    }
+}
+
+impl CertSource for FixedCert {
+    type Error = Infallible;
+
+    async fn certificate(&self, _id: &Identity) -> Result<WorkloadCertificate, Self::Error> {
+        Ok(self.0.clone())
+    }
+}
+
+// === impl OriginalDst ===
+
+impl OriginalDst for SoOriginalDst {
+    fn original_dst(&self, stream: &TcpStream) -> io::Result<SocketAddr> {
+        ambit_netns::original_dst(stream)
+    }
+}
+
+impl OriginalDst for FixedOriginalDst {
+    fn original_dst(&self, _stream: &TcpStream) -> io::Result<SocketAddr> {
+        Ok(self.0)
+    }
+}
+
+// === impl PodDialer ===
+
+impl Dialer for PodDialer {
+    async fn dial(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let opts = ambit_netns::ConnectOptions {
+            mark: Some(self.mark),
+            ..Default::default()
+        };
+        // Creating the socket enters the namespace on a helper thread and waits for it: brief, and done once per
+        // connection, so it stays on this task.
+        let socket = ambit_netns::connect_socket_in(&self.netns, addr, opts)?;
+        let socket = TcpSocket::from_std_stream(socket.into());
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+// === impl OutboundError ===
+
+impl OutboundError {
+    /// The response flags reported for this failure.
+    pub fn response_flags(&self) -> ResponseFlags {
+        match self {
+            OutboundError::UnknownLocal(_) | OutboundError::Certificate { .. } => ResponseFlags::IdentityError,
+            OutboundError::Tls(_) => ResponseFlags::TlsFailure,
+            OutboundError::Connect(error) => connect_flags(error),
+            OutboundError::Plan(_) | OutboundError::Passthrough(..) => ResponseFlags::Connect,
+            OutboundError::Copy(_) => ResponseFlags::None,
+        }
+    }
+}
+
+fn connect_flags(error: &ConnectError) -> ResponseFlags {
+    match error {
+        ConnectError::Dial(dial) => match **dial {
+            DialError::Tls(_) => ResponseFlags::TlsFailure,
+            DialError::Handshake(_) => ResponseFlags::H2HandshakeFailure,
+            DialError::Connect(_) | DialError::Timeout(_) | DialError::Aborted => ResponseFlags::Connect,
+        },
+        ConnectError::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => ResponseFlags::Deny,
+        _ => ResponseFlags::Connect,
+    }
+}
+
+// === impl OutboundProxy ===
+
+impl<C, O, D> Clone for OutboundProxy<C, O, D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
+    /// The proxy of pod `local`. `dialer` opens both the HBONE connections of the pod's own pool and passthrough
+    /// connections.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        local: WorkloadUid,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        certs: C,
+        bundle: watch::Receiver<TrustBundle>,
+        pool_settings: ambit_hbone::PoolSettings,
+        dialer: D,
+        metrics: Arc<TcpMetrics>,
+        original_dst: O,
+    ) -> Self {
+        let pool = HbonePool::with_dialer(pool_settings, dialer.clone());
+        let inner = Inner {
+            local,
+            snapshot,
+            certs,
+            bundle,
+            pool,
+            dialer,
+            metrics,
+            original_dst,
+            tls_cache: Mutex::new(TlsCache::default()),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The pod's HBONE pool.
+    pub fn pool(&self) -> &HbonePool<D> {
+        &self.inner.pool
+    }
+
+    /// Accepts captured connections until `shutdown` resolves, each handled on its own task. Connections already
+    /// accepted go on after that.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let proxy = self.clone();
+                    let span = tracing::debug_span!("outbound", pod = %self.inner.local, %peer);
+                    tokio::spawn(async move { proxy.handle(stream).await }.instrument(span));
+                }
+                Err(error) => {
+                    warn!(%error, "accepting a captured outbound connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    /// Carries one captured connection to its destination, then records it. Failures close the client connection.
+    pub async fn handle(&self, mut client: TcpStream) {
+        let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        let src = client.peer_addr().unwrap_or(unspecified);
+        let dst = match self.inner.original_dst.original_dst(&client) {
+            Ok(dst) => dst,
+            Err(error) => {
+                let local = client.local_addr().unwrap_or(unspecified);
+                log_connection_failed(src, local, Direction::Outbound, &error);
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let prepared = {
+            let snapshot = Arc::clone(&self.inner.snapshot.borrow());
+            self.prepare(&snapshot, dst)
+        };
+        let Prepared { ctx, route } = prepared;
+        let route = match route {
+            Ok(route) => route,
+            Err(error) => {
+                let addrs = ConnectionAddrs { src, dst, hbone: None };
+                let mut result = ConnectionResult::open(&self.inner.metrics, &ctx, addrs);
+                result.fail(&error, error.response_flags());
+                result.finish();
+                return;
+            }
+        };
+        match route {
+            Route::Hbone {
+                source,
+                next_hop,
+                authority,
+                expected,
+                host,
+            } => {
+                let hbone = Some(authority.to_string());
+                let addrs = ConnectionAddrs {
+                    src,
+                    dst: next_hop,
+                    hbone,
+                };
+                let mut result = ConnectionResult::open(&self.inner.metrics, &ctx, addrs);
+                let key = PoolKey {
+                    source,
+                    destination_identities: expected,
+                    destination: next_hop,
+                };
+                let headers = ConnectHeaders {
+                    forwarded_for: Some(src),
+                    forwarded_host: host,
+                    traceparent: Some(new_traceparent()),
+                    ..ConnectHeaders::default()
+                };
+                match self.open_tunnel(&key, authority, &headers).await {
+                    Ok(mut upstream) => relay(&mut client, &mut upstream, &mut result).await,
+                    Err(error) => result.fail(&error, error.response_flags()),
+                }
+                result.finish();
+            }
+            Route::Passthrough { destination } => {
+                let addrs = ConnectionAddrs {
+                    src,
+                    dst: destination,
+                    hbone: None,
+                };
+                let mut result = ConnectionResult::open(&self.inner.metrics, &ctx, addrs);
+                match self.inner.dialer.dial(destination).await {
+                    Ok(mut upstream) => relay(&mut client, &mut upstream, &mut result).await,
+                    Err(error) => {
+                        let error = OutboundError::Passthrough(destination, error);
+                        result.fail(&error, error.response_flags());
+                    }
+                }
+                result.finish();
+            }
+        }
+    }
+
+    /// The plan and the telemetry context, from the current snapshot.
+    fn prepare(&self, snapshot: &Snapshot, dst: SocketAddr) -> Prepared {
+        let mut ctx = ConnectionContext::new(Reporter::Source);
+        let Some(local) = snapshot.workload(&self.inner.local) else {
+            let route = Err(OutboundError::UnknownLocal(self.inner.local.clone()));
+            return Prepared { ctx, route };
+        };
+        ctx.source = Some(workload_info(local));
+        let plan = match crate::state::outbound_plan(snapshot, local, dst, &mut FastRandom::new()) {
+            Ok(plan) => plan,
+            Err(error) => {
+                if let PlanError::NoHealthyEndpoint { service, .. } | PlanError::UnknownServicePort { service, .. } =
+                    &error
+                {
+                    ctx.destination_service = service_info(snapshot, service);
+                }
+                let route = Err(OutboundError::Plan(error));
+                return Prepared { ctx, route };
+            }
+        };
+        let route = match plan {
+            OutboundPlan::Hbone {
+                next_hop,
+                authority,
+                expected_identities,
+                destination_workload_uid,
+                service,
+            } => {
+                let source = local.identity();
+                ctx.mtls = true;
+                ctx.source_principal = Some(source.clone());
+                ctx.destination_principal = expected_identities.first().cloned();
+                ctx.destination = snapshot.workload(&destination_workload_uid).map(workload_info);
+                ctx.destination_service = service.as_ref().and_then(|key| service_info(snapshot, key));
+                let host = service.map(|key| key.hostname.as_str().to_owned());
+                Route::Hbone {
+                    source,
+                    next_hop,
+                    authority,
+                    expected: expected_identities,
+                    host,
+                }
+            }
+            OutboundPlan::Passthrough {
+                destination,
+                workload,
+                service,
+            } => {
+                ctx.destination = workload.and_then(|uid| snapshot.workload(&uid).map(workload_info));
+                ctx.destination_service = service.as_ref().and_then(|key| service_info(snapshot, key));
+                Route::Passthrough { destination }
+            }
+        };
+        Prepared { ctx, route: Ok(route) }
+    }
+
+    /// The pod's certificate, its client configuration for `key`, then the CONNECT through the pool.
+    async fn open_tunnel(
+        &self,
+        key: &PoolKey,
+        authority: SocketAddr,
+        headers: &ConnectHeaders,
+    ) -> Result<ambit_hbone::HboneStream, OutboundError> {
+        let cert = self
+            .inner
+            .certs
+            .certificate(&key.source)
+            .await
+            .map_err(|source| OutboundError::Certificate {
+                identity: key.source.clone(),
+                source: Box::new(source),
+            })?;
+        let tls = self.client_config(&cert, &key.destination_identities)?;
+        let authority = Authority::Addr(authority);
+        self.inner
+            .pool
+            .connect(key, &tls, &authority, headers)
+            .await
+            .map_err(OutboundError::Connect)
+    }
+
+    /// The client configuration presenting `cert` and expecting `expected`, built once per certificate serial,
+    /// trust bundle and identity set.
+    fn client_config(
+        &self,
+        cert: &WorkloadCertificate,
+        expected: &[Identity],
+    ) -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+        let bundle = self.inner.bundle.borrow();
+        let mut cache = self.inner.tls_cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.serial != cert.serial() || cache.bundle.as_ref() != Some(&*bundle) {
+            cache.serial = cert.serial().to_owned();
+            cache.bundle = Some(bundle.clone());
+            cache.configs.clear();
+        }
+        if let Some(config) = cache.configs.get(expected) {
+            return Ok(Arc::clone(config));
+        }
+        let config = tls::client_config(cert, &bundle, expected.to_vec()).map_err(OutboundError::Tls)?;
+        if cache.configs.len() >= MAX_CACHED_CONFIGS {
+            cache.configs.clear();
+        }
+        cache.configs.insert(expected.to_vec(), Arc::clone(&config));
+        Ok(config)
+    }
+}
+
+/// Copies both ways on this task until both sides are done, recording bytes as they flow and the error if any.
+async fn relay<U>(client: &mut TcpStream, upstream: &mut U, result: &mut ConnectionResult)
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let outcome = {
+        let mut counted = Counted {
+            stream: client,
+            result: &*result,
+        };
+        tokio::io::copy_bidirectional_with_sizes(&mut counted, upstream, COPY_BUFFER, COPY_BUFFER).await
+    };
+    match outcome {
+        Ok((sent, received)) => debug!(sent, received, "outbound connection done"),
+        Err(error) => result.record_error(&OutboundError::Copy(error)),
+    }
+}
+
+/// A fresh W3C trace context for one connection (ids are never all zero).
+fn new_traceparent() -> TraceParent {
+    TraceParent {
+        trace_id: fastrand::u128(1..),
+        parent_id: fastrand::u64(1..),
+    }
+}
+
+/// Telemetry's view of a workload: its workload name (else the pod name), canonical service and revision from the
+/// workload API when set, else from its labels.
+fn workload_info(workload: &Workload) -> WorkloadInfo {
+    let name = if workload.workload_name.is_empty() {
+        &workload.name
+    } else {
+        &workload.workload_name
+    };
+    let mut info = WorkloadInfo::from_labels(
+        name,
+        workload.namespace.as_str(),
+        &workload.labels,
+        &workload.cluster_id,
+    );
+    if !workload.canonical_name.is_empty() {
+        info.canonical_service = workload.canonical_name.as_str().into();
+    }
+    if !workload.canonical_revision.is_empty() {
+        info.canonical_revision = workload.canonical_revision.as_str().into();
+    }
+    if !workload.name.is_empty() {
+        info = info.with_pod(&workload.name);
+    }
+    info
+}
+
+fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<ServiceInfo> {
+    let service: &Service = snapshot.service(key)?;
+    Some(ServiceInfo {
+        hostname: service.hostname.as_str().into(),
+        name: service.name.as_str().into(),
+        namespace: service.namespace.as_str().into(),
+    })
+}
+
+// === impl Counted ===
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut *self.stream).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.result.record_sent(n as u64);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut *self.stream).poll_write(cx, buf))?;
+        self.result.record_received(n as u64);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,402 @@
+//! Loopback tests: a real HBONE server on `<random 127/8 address>:15008` in front of an echo application, the
+//! outbound proxy with [`PlainDialer`] and a fixed original destination.
+
+use std::future::pending;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ambit_hbone::drain::{self, DrainTrigger};
+use ambit_hbone::{ConnectHandler, HboneServer, InboundRequest, PlainDialer, PoolSettings, Refusal, ServerSettings};
+use ambit_hbone::{StreamStats, headers::TRACEPARENT};
+use ambit_identity::ca::{CaConfig, CertificateAuthority};
+use ambit_telemetry::prometheus_client::registry::Registry;
+use ambit_types::TrustDomain;
+use http::header::FORWARDED;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::state::{Hostname, Namespace, NetworkAddress, Port, PortMapping, ServiceAccount, TunnelProtocol};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the test HBONE server saw.
+#[derive(Default)]
+struct Seen {
+    accepts: AtomicUsize,
+    requests: Mutex<Vec<InboundRequest>>,
+}
+
+/// Connects every CONNECT to its authority, after checking it names the destination pod.
+struct EchoHandler {
+    pod_ip: IpAddr,
+    seen: Arc<Seen>,
+}
+
+impl ConnectHandler for EchoHandler {
+    type Upstream = TcpStream;
+
+    async fn connect(&self, request: InboundRequest) -> Result<TcpStream, Refusal> {
+        let addr = request.authority.addr();
+        self.seen.requests.lock().unwrap().push(request);
+        let Some(addr) = addr.filter(|a| a.ip() == self.pod_ip) else {
+            return Err(Refusal::BadRequest("authority is not the pod's address".into()));
+        };
+        TcpStream::connect(addr).await.map_err(Refusal::AppConnect)
+    }
+
+    fn completed(&self, _upstream: TcpStream, _stats: StreamStats) {}
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    ca: CertificateAuthority,
+    td: TrustDomain,
+    /// The destination pod's address, where the HBONE server listens on 15008.
+    pod_ip: IpAddr,
+    /// An echo application on the destination pod's address.
+    app: SocketAddr,
+    seen: Arc<Seen>,
+    registry: Registry,
+    metrics: Arc<TcpMetrics>,
+    _drain: DrainTrigger,
+}
+
+fn identity(td: &TrustDomain, sa: &str) -> Identity {
+    Identity::new(td.clone(), "demo", sa).unwrap()
+}
+
+fn pod(name: &str, ip: IpAddr) -> Workload {
+    let uid = WorkloadUid::new(&format!("Kubernetes//Pod/demo/{name}")).unwrap();
+    let mut workload = Workload::new(uid, Namespace::new("demo").unwrap());
+    workload.name = name.to_string();
+    workload.addresses = vec![ip];
+    workload.tunnel_protocol = TunnelProtocol::Hbone;
+    workload.service_account = ServiceAccount::new(name).unwrap();
+    workload
+}
+
+fn local_uid() -> WorkloadUid {
+    WorkloadUid::new("Kubernetes//Pod/demo/client").unwrap()
+}
+
+const VIP: &str = "10.96.0.10";
+
+/// Echoes every connection accepted on `ip` (any port).
+async fn echo_on(ip: IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A listener on `<random 127/8 address>:15008`.
+async fn bind_hbone() -> TcpListener {
+    loop {
+        let ip = Ipv4Addr::new(127, fastrand::u8(1..255), fastrand::u8(1..255), fastrand::u8(2..255));
+        if let Ok(listener) = TcpListener::bind((ip, crate::state::HBONE_PORT)).await {
+            return listener;
+        }
+    }
+}
+
+impl Harness {
+    /// The destination pod's HBONE server presents `server_sa`'s certificate (the pod's own is `dest`).
+    async fn start(server_sa: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca =
+            CertificateAuthority::load_or_create(dir.path(), CaConfig::new(td.clone()), SystemTime::now()).unwrap();
+        let listener = bind_hbone().await;
+        let pod_ip = listener.local_addr().unwrap().ip();
+        let app = echo_on(pod_ip).await;
+        let seen = Arc::new(Seen::default());
+        let (trigger, watch) = drain::channel();
+        let handler = EchoHandler {
+            pod_ip,
+            seen: Arc::clone(&seen),
+        };
+        let server = HboneServer::new(handler, ServerSettings::default(), watch);
+        let cert = ca.issue(&identity(&td, server_sa), None, SystemTime::now()).unwrap();
+        let tls = tls::server_config(&cert, &ca.trust_bundle()).unwrap();
+        let accepts = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                accepts.accepts.fetch_add(1, Ordering::SeqCst);
+                let (server, tls) = (server.clone(), Arc::clone(&tls));
+                tokio::spawn(async move {
+                    let _ = server.serve_connection(tcp, tls).await;
+                });
+            }
+        });
+        let mut registry = Registry::default();
+        let metrics = Arc::new(TcpMetrics::register(&mut registry));
+        Self {
+            _dir: dir,
+            ca,
+            td,
+            pod_ip,
+            app,
+            seen,
+            registry,
+            metrics,
+            _drain: trigger,
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let local = pod("client", IpAddr::from([127, 0, 0, 1]));
+        let mut dest = pod("dest", self.pod_ip);
+        let key: ServiceKey = "demo/echo.demo.svc.cluster.local".parse().unwrap();
+        dest.services.insert(
+            key,
+            vec![PortMapping {
+                service_port: 80,
+                target_port: self.app.port(),
+            }],
+        );
+        let mut service = Service::new(
+            "echo",
+            Namespace::new("demo").unwrap(),
+            Hostname::new("echo.demo.svc.cluster.local").unwrap(),
+        );
+        service.addresses = vec![NetworkAddress {
+            network: String::new(),
+            address: VIP.parse().unwrap(),
+        }];
+        service.ports = vec![Port {
+            service_port: 80,
+            target_port: self.app.port(),
+            ..Port::default()
+        }];
+        Snapshot::new(1, vec![local, dest], vec![service], Vec::new()).unwrap()
+    }
+
+    /// Starts an outbound proxy for the local pod whose captured connections all had `dst`; returns its address.
+    async fn proxy(&self, dst: SocketAddr) -> SocketAddr {
+        let (_, snapshot) = watch::channel(Arc::new(self.snapshot()));
+        let (_, bundle) = watch::channel(self.ca.trust_bundle());
+        let cert = self
+            .ca
+            .issue(&identity(&self.td, "client"), None, SystemTime::now())
+            .unwrap();
+        let proxy = OutboundProxy::new(
+            local_uid(),
+            snapshot,
+            FixedCert(cert),
+            bundle,
+            PoolSettings::default(),
+            PlainDialer,
+            Arc::clone(&self.metrics),
+            FixedOriginalDst(dst),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(proxy.serve(listener, pending()));
+        addr
+    }
+
+    fn metrics_text(&self) -> String {
+        ambit_telemetry::encode(&self.registry).unwrap()
+    }
+
+    /// The exposition once a `metric` series contains every one of `labels`.
+    async fn wait_for(&self, metric: &str, labels: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let text = self.metrics_text();
+            let found = text
+                .lines()
+                .any(|line| line.starts_with(metric) && labels.iter().all(|l| line.contains(l)));
+            if found {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {metric} with {labels:?} in:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Sends `msg` through the proxy and expects it echoed; then closes.
+async fn echo_through(proxy: SocketAddr, msg: &[u8]) {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client.write_all(msg).await.unwrap();
+    let mut buf = vec![0; msg.len()];
+    tokio::time::timeout(TIMEOUT, client.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf, msg);
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(TIMEOUT, client.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn pod_ip_is_tunnelled_with_its_own_authority() {
+    let h = Harness::start("dest").await;
+    let proxy = h.proxy(h.app).await;
+    echo_through(proxy, b"hello pod").await;
+
+    let requests = h.seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.authority, Authority::Addr(h.app));
+    assert_eq!(request.local_addr, SocketAddr::new(h.pod_ip, 15008));
+    assert_eq!(request.peer_identity, Some(identity(&h.td, "client")));
+    let forwarded = request.headers.get(FORWARDED).unwrap().to_str().unwrap();
+    assert!(forwarded.starts_with("for=\"127.0.0.1:"), "{forwarded}");
+    let traceparent = request.headers.get(TRACEPARENT).unwrap().to_str().unwrap();
+    assert!(traceparent.parse::<TraceParent>().is_ok(), "{traceparent}");
+}
+
+#[tokio::test]
+async fn service_vip_goes_to_the_endpoint_target_port() {
+    let h = Harness::start("dest").await;
+    let proxy = h.proxy(SocketAddr::new(VIP.parse().unwrap(), 80)).await;
+    echo_through(proxy, b"hello service").await;
+
+    let requests = h.seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].authority, Authority::Addr(h.app));
+    let forwarded = requests[0].headers.get(FORWARDED).unwrap().to_str().unwrap();
+    assert!(forwarded.ends_with(";host=echo.demo.svc.cluster.local"), "{forwarded}");
+    h.wait_for(
+        "istio_tcp_connections_closed_total",
+        &[
+            r#"destination_service="echo.demo.svc.cluster.local""#,
+            r#"destination_workload="dest""#,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_destination_passes_through() {
+    let h = Harness::start("dest").await;
+    let outside = echo_on(IpAddr::from([127, 0, 0, 3])).await;
+    let proxy = h.proxy(outside).await;
+    echo_through(proxy, b"hello outside").await;
+
+    assert!(h.seen.requests.lock().unwrap().is_empty());
+    assert_eq!(h.seen.accepts.load(Ordering::SeqCst), 0);
+    h.wait_for(
+        "istio_tcp_connections_closed_total",
+        &[
+            r#"reporter="source""#,
+            r#"connection_security_policy="unknown""#,
+            r#"response_flags="-""#,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn source_metrics_carry_mtls_and_both_principals() {
+    let h = Harness::start("dest").await;
+    let proxy = h.proxy(h.app).await;
+    echo_through(proxy, b"0123456789").await;
+
+    let labels = [
+        r#"reporter="source""#,
+        r#"connection_security_policy="mutual_tls""#,
+        r#"source_principal="spiffe://cluster.local/ns/demo/sa/client""#,
+        r#"destination_principal="spiffe://cluster.local/ns/demo/sa/dest""#,
+        r#"source_workload="client""#,
+        r#"destination_workload="dest""#,
+        r#"response_flags="-""#,
+    ];
+    let text = h.wait_for("istio_tcp_connections_closed_total", &labels).await;
+    // Source reporter: the client's 10 bytes are "received during request".
+    let received = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_received_bytes_total") && labels.iter().all(|x| l.contains(x)))
+        .unwrap();
+    assert!(received.ends_with(" 10"), "{received}");
+    assert!(!text.contains("istio_tcp_connections_failed_total{"), "{text}");
+}
+
+#[tokio::test]
+async fn unexpected_server_identity_closes_the_client_and_records_the_failure() {
+    let h = Harness::start("impostor").await;
+    let proxy = h.proxy(h.app).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let _ = client.write_all(b"secret").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, client.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(read.is_err() || buf.is_empty(), "{read:?} {buf:?}");
+    assert!(h.seen.requests.lock().unwrap().is_empty());
+    h.wait_for(
+        "istio_tcp_connections_failed_total",
+        &[r#"reporter="source""#, r#"response_flags="TLS_FAILURE""#],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn captured_connections_share_one_hbone_connection() {
+    let h = Harness::start("dest").await;
+    let proxy = h.proxy(h.app).await;
+    echo_through(proxy, b"first").await;
+    echo_through(proxy, b"second").await;
+    let mut a = TcpStream::connect(proxy).await.unwrap();
+    let mut b = TcpStream::connect(proxy).await.unwrap();
+    for (stream, msg) in [(&mut a, b"third"), (&mut b, b"forth")] {
+        stream.write_all(msg).await.unwrap();
+        let mut buf = [0; 5];
+        tokio::time::timeout(TIMEOUT, stream.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf, msg);
+    }
+    assert_eq!(h.seen.requests.lock().unwrap().len(), 4);
+    assert_eq!(h.seen.accepts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn plan_errors_close_the_client_and_record_the_failure() {
+    let h = Harness::start("dest").await;
+    // The service has no port 81.
+    let proxy = h.proxy(SocketAddr::new(VIP.parse().unwrap(), 81)).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, client.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(read.is_err() || buf.is_empty());
+    h.wait_for(
+        "istio_tcp_connections_failed_total",
+        &[
+            r#"response_flags="CONNECT""#,
+            r#"destination_service="echo.demo.svc.cluster.local""#,
+        ],
+    )
+    .await;
+}
+
+/// The production instantiation (certificate manager, SO_ORIGINAL_DST, pod dialer) can run on spawned tasks.
+#[test]
+fn production_proxy_is_spawnable() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    fn check(proxy: OutboundProxy<CertificateManager, SoOriginalDst, PodDialer>, listener: TcpListener) {
+        assert_send(&proxy.serve(listener, pending()));
+    }
+    let _ = check;
+}
