@@ -191,6 +191,8 @@ mod tests {
             nodes: vec![],
             namespaces: vec![],
             service_accounts: vec![],
+            authorization_policies: vec![],
+            peer_authentications: vec![],
             pods: vec![
                 pod("echo-a", "n1", [10, 244, 1, 2], "echo"),
                 pod("echo-b", "n2", [10, 244, 2, 2], "echo"),

@@ -67,6 +67,11 @@ impl Layout {
         self.dir.join("status.json")
     }
 
+    /// The node proxies' state file: workloads, services and policies (see `mesh`), rewritten atomically.
+    pub fn mesh_state_file(&self) -> PathBuf {
+        self.dir.join("mesh-state.json")
+    }
+
     pub fn supervisor_pid_file(&self) -> PathBuf {
         self.dir.join("supervisor.pid")
     }

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod layout;
 pub mod manifest;
+pub mod mesh;
 pub mod model;
 pub mod net;
 pub mod runtime;

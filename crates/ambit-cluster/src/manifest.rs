@@ -9,6 +9,7 @@
 //!   into the Kubernetes API types (unknown fields ignored) or the strict `Cluster` document (`cluster`).
 //! - `cluster`, `namespace`, `workload` (with `pod`, `container`, `probe`, `deployment`) and `service`: check
 //!   every object, cross-check references, expand Deployments into pods.
+//! - `policy`: check Istio AuthorizationPolicies and PeerAuthentications by translating them.
 //! - `schedule` and `service`: place pods on nodes, hand out pod IPs and ClusterIPs.
 //! - `plan`: run the stages and assemble the [`ClusterPlan`] (with `env` resolving each container's environment).
 //!
@@ -33,6 +34,7 @@ mod meta;
 mod namespace;
 mod plan;
 mod pod;
+mod policy;
 mod probe;
 mod schedule;
 mod service;

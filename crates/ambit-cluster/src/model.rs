@@ -10,6 +10,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The mesh's root namespace, as Istio's default: its AuthorizationPolicies and PeerAuthentications apply mesh-wide.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
 /// The whole cluster, as planned before anything is created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPlan {
@@ -30,6 +33,12 @@ pub struct ClusterPlan {
     pub service_accounts: Vec<ServiceAccountPlan>,
     pub pods: Vec<PodPlan>,
     pub services: Vec<ServicePlan>,
+    /// Istio AuthorizationPolicies, each already checked to translate; namespace always set.
+    #[serde(default)]
+    pub authorization_policies: Vec<ambit_policy::istio::AuthorizationPolicy>,
+    /// Istio PeerAuthentications in document order (their age), each already checked; namespace always set.
+    #[serde(default)]
+    pub peer_authentications: Vec<ambit_policy::istio::PeerAuthentication>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

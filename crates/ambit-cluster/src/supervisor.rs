@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, watch};
 use crate::dns::DnsTable;
 use crate::endpoints::{self, PodKey, ServiceEndpoints};
 use crate::layout::Layout;
+use crate::mesh;
 use crate::model::{ClusterPlan, ContainerPlan, PodPlan, Probe, ProbeAction, RestartPolicy};
-use crate::status::{ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
+use crate::status::{self, ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
 
 /// Time a container gets between SIGTERM and SIGKILL when the cluster stops.
 const GRACE: Duration = Duration::from_secs(3);
@@ -247,7 +248,8 @@ impl Supervisor {
         running && probed
     }
 
-    /// Recomputes readiness; on a change reprograms every node and the DNS table; always rewrites the status.
+    /// Recomputes readiness; on a change reprograms every node and the DNS table and rewrites the mesh state; always
+    /// rewrites the status.
     fn publish(&mut self) {
         let ready: BTreeSet<PodKey> = self
             .plan
@@ -262,6 +264,7 @@ impl Supervisor {
             self.endpoints = endpoints::compute(&self.plan, &self.ready);
             self.program_nodes();
             let _ = self.dns.send(Arc::new(dns_table(&self.plan, &self.endpoints)));
+            self.write_mesh_state();
         }
         self.write_status(false);
     }
@@ -273,6 +276,13 @@ impl Supervisor {
             if let Err(e) = crate::net::run("ip", &["netns", "exec", &ns, "nft", "-f", "-"], Some(&rules)) {
                 tracing::error!(node = %node.name, error = %e, "cannot program service rules");
             }
+        }
+    }
+
+    fn write_mesh_state(&self) {
+        let state = mesh::mesh_state(&self.plan, &self.ready, &mesh::enrolled(&self.plan));
+        if let Err(e) = status::write_json_atomic(&self.layout.mesh_state_file(), &state) {
+            tracing::error!(error = %e, "cannot write the mesh state");
         }
     }
 

@@ -382,6 +382,19 @@ spec:
         serde_json::from_slice(&std::fs::read(creds.join("node-credentials.json")).unwrap()).unwrap();
     assert_eq!(map.as_object().unwrap().len(), 2, "{map}");
 
+    // The node proxies' state file describes every pod and service in the workload API's shape.
+    let state_file = PathBuf::from(format!("/run/ambit/{}/mesh-state.json", c.name));
+    let text = std::fs::read_to_string(&state_file).unwrap();
+    let snapshot = ambit_node::state::source::parse(&state_file, &text, 1).expect("a valid state file");
+    assert_eq!(snapshot.workloads().len(), 4, "{text}");
+    assert!(
+        snapshot
+            .services()
+            .iter()
+            .any(|s| s.hostname.to_string() == "echo.demo.svc.cluster.local"),
+        "{text}"
+    );
+
     let pids = c.container_pids();
     assert_eq!(pids.len(), 3, "{pids:?}");
     c.down();

@@ -8,6 +8,7 @@
 //! keep their number), then deserialized through `serde_path_to_error`, so that a type error carries its field
 //! path. Files named `*.json` are one JSON document. A `kind: List` (v1) stands for its `items`.
 
+use ambit_policy::istio::{AuthorizationPolicy, PeerAuthentication};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use serde::de::DeserializeOwned;
@@ -33,6 +34,8 @@ pub(super) struct Objects {
     pub pods: Vec<Doc<Pod>>,
     pub deployments: Vec<Doc<Deployment>>,
     pub services: Vec<Doc<Service>>,
+    pub authorization_policies: Vec<Doc<AuthorizationPolicy>>,
+    pub peer_authentications: Vec<Doc<PeerAuthentication>>,
     /// Objects seen so far, valid or not: the next [`Origin::seq`].
     seen: usize,
 }
@@ -44,27 +47,36 @@ enum Kind {
     Pod,
     Service,
     Deployment,
+    AuthorizationPolicy,
+    PeerAuthentication,
     Cluster,
 }
 
-/// A supported kind: its name, apiVersion, and whether it lives in a namespace.
+/// A supported kind: its name, accepted apiVersions (the first is the preferred one), and whether it lives in a
+/// namespace.
 struct KindInfo {
     kind: Kind,
     name: &'static str,
-    api_version: &'static str,
+    api_versions: &'static [&'static str],
     namespaced: bool,
 }
 
-const KINDS: [KindInfo; 6] = [
-    KindInfo::new(Kind::Namespace, "Namespace", "v1", false),
-    KindInfo::new(Kind::ServiceAccount, "ServiceAccount", "v1", true),
-    KindInfo::new(Kind::Pod, "Pod", "v1", true),
-    KindInfo::new(Kind::Service, "Service", "v1", true),
-    KindInfo::new(Kind::Deployment, "Deployment", "apps/v1", true),
-    KindInfo::new(Kind::Cluster, "Cluster", "ambit.dev/v1alpha1", false),
+/// The apiVersions of Istio's security kinds: `v1beta1` is still widely written and has the same schema.
+const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+
+const KINDS: [KindInfo; 8] = [
+    KindInfo::new(Kind::Namespace, "Namespace", &["v1"], false),
+    KindInfo::new(Kind::ServiceAccount, "ServiceAccount", &["v1"], true),
+    KindInfo::new(Kind::Pod, "Pod", &["v1"], true),
+    KindInfo::new(Kind::Service, "Service", &["v1"], true),
+    KindInfo::new(Kind::Deployment, "Deployment", &["apps/v1"], true),
+    KindInfo::new(Kind::AuthorizationPolicy, "AuthorizationPolicy", ISTIO_SECURITY, true),
+    KindInfo::new(Kind::PeerAuthentication, "PeerAuthentication", ISTIO_SECURITY, true),
+    KindInfo::new(Kind::Cluster, "Cluster", &["ambit.dev/v1alpha1"], false),
 ];
 
 const SUPPORTED: &str = "Namespace, ServiceAccount, Pod, Service, List (v1), Deployment (apps/v1), \
+                         AuthorizationPolicy, PeerAuthentication (security.istio.io/v1 or v1beta1), \
                          Cluster (ambit.dev/v1alpha1)";
 
 /// The namespace of namespaced objects that name none.
@@ -227,6 +239,8 @@ impl Objects {
             Kind::Pod => push(&mut self.pods, value, origin, report),
             Kind::Service => push(&mut self.services, value, origin, report),
             Kind::Deployment => push(&mut self.deployments, value, origin, report),
+            Kind::AuthorizationPolicy => push(&mut self.authorization_policies, value, origin, report),
+            Kind::PeerAuthentication => push(&mut self.peer_authentications, value, origin, report),
             Kind::Cluster => {
                 let value = deserialize(value, &origin, report);
                 self.clusters.push(Doc { origin, value });
@@ -296,11 +310,18 @@ fn lookup(kind: &str, api_version: &str) -> Result<&'static KindInfo, Problem> {
         let message = format!("unknown kind {kind:?} (apiVersion {api_version:?}); supported: {SUPPORTED}");
         return Err(("kind", message));
     };
-    if info.api_version != api_version {
-        let message = format!("{kind} is apiVersion {:?}, not {api_version:?}", info.api_version);
+    if !info.api_versions.contains(&api_version) {
+        let expected = quoted_alternatives(info.api_versions);
+        let message = format!("{kind} is apiVersion {expected}, not {api_version:?}");
         return Err(("apiVersion", message));
     }
     Ok(info)
+}
+
+/// `"a"`, or `"a" or "b"`.
+fn quoted_alternatives(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|value| format!("{value:?}")).collect();
+    quoted.join(" or ")
 }
 
 fn required_string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Problem> {
@@ -342,11 +363,11 @@ fn type_name(value: &Value) -> &'static str {
 // === impl KindInfo ===
 
 impl KindInfo {
-    const fn new(kind: Kind, name: &'static str, api_version: &'static str, namespaced: bool) -> Self {
+    const fn new(kind: Kind, name: &'static str, api_versions: &'static [&'static str], namespaced: bool) -> Self {
         Self {
             kind,
             name,
-            api_version,
+            api_versions,
             namespaced,
         }
     }

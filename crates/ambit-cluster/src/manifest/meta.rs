@@ -18,6 +18,8 @@ pub(super) enum Kind {
     Pod,
     Deployment,
     Service,
+    AuthorizationPolicy,
+    PeerAuthentication,
 }
 
 /// The checked identity and metadata of an object.
@@ -116,6 +118,8 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Deployment => "Deployment",
             Kind::Service => "Service",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -124,7 +128,11 @@ impl Kind {
         match self {
             Kind::Namespace => syntax::dns_label,
             Kind::Service => syntax::dns_1035_label,
-            Kind::ServiceAccount | Kind::Pod | Kind::Deployment => syntax::dns_subdomain,
+            Kind::ServiceAccount
+            | Kind::Pod
+            | Kind::Deployment
+            | Kind::AuthorizationPolicy
+            | Kind::PeerAuthentication => syntax::dns_subdomain,
         }
     }
 }

@@ -1,11 +1,12 @@
-//! Namespaces and ServiceAccounts: `default` and `kube-system` exist implicitly, and so does the ServiceAccount
-//! `default` in every namespace. Declaring them explicitly is allowed (e.g. to label a namespace).
+//! Namespaces and ServiceAccounts: `default`, `kube-system` and `istio-system` (the mesh's root namespace) exist
+//! implicitly, and so does the ServiceAccount `default` in every namespace. Declaring them explicitly is allowed
+//! (e.g. to label a namespace).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 
-use crate::model::{NamespacePlan, ServiceAccountPlan};
+use crate::model::{NamespacePlan, ROOT_NAMESPACE, ServiceAccountPlan};
 
 use super::Report;
 use super::document::{DEFAULT_NAMESPACE, Doc};
@@ -13,7 +14,7 @@ use super::meta::{self, Kind, Meta};
 use super::plan::Context;
 
 /// The namespaces that always exist.
-const IMPLICIT_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "kube-system"];
+const IMPLICIT_NAMESPACES: [&str; 3] = [DEFAULT_NAMESPACE, "kube-system", ROOT_NAMESPACE];
 /// The ServiceAccount every namespace has.
 pub(super) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 

@@ -13,6 +13,7 @@ use super::env::{self, PodFacts};
 use super::hash;
 use super::meta::Registry;
 use super::namespace::{self, Accounts, Namespaces};
+use super::policy::{self, Policies};
 use super::schedule::{self, Placement};
 use super::service::{self, ServiceChecked};
 use super::workload::{self, PodSource};
@@ -34,6 +35,7 @@ pub(super) fn build(objects: &Objects, report: &mut Report) -> Option<ClusterPla
     let facts = cluster::check(&objects.clusters, report);
     let mut context = Context::new(&facts);
     let (pods, services) = check_objects(objects, &mut context, report);
+    let policies = policy::check(objects, &mut context, report);
     let cluster = facts.cluster.as_ref()?;
     let placements = schedule::place(cluster, &pods, report);
     let cluster_ips = service::allocate(&services, cluster.service_cidr, report);
@@ -43,7 +45,8 @@ pub(super) fn build(objects: &Objects, report: &mut Report) -> Option<ClusterPla
     let pod_plans = plan_pods(cluster, &pods, &placements)?;
     service::warn_unmatched(&services, &pod_plans, report);
     let service_plans = service::plans(&services, &cluster_ips);
-    Some(assemble(cluster, pod_plans, service_plans, &context))
+    let plan = assemble(cluster, pod_plans, service_plans, &context);
+    Some(with_policies(plan, policies))
 }
 
 /// Checks the Kubernetes objects: the pods to run and the services.
@@ -80,6 +83,16 @@ fn assemble(cluster: &Cluster, pods: Vec<PodPlan>, services: Vec<ServicePlan>, c
         service_accounts: context.accounts.plans(),
         pods,
         services,
+        authorization_policies: Vec::new(),
+        peer_authentications: Vec::new(),
+    }
+}
+
+fn with_policies(plan: ClusterPlan, policies: Policies) -> ClusterPlan {
+    ClusterPlan {
+        authorization_policies: policies.authorization,
+        peer_authentications: policies.peer,
+        ..plan
     }
 }
 

@@ -271,7 +271,7 @@ fn demo_service_and_named_target_port() {
 fn demo_namespaces_and_service_accounts() {
     let plan = demo().plan;
     let namespaces: Vec<&str> = plan.namespaces.iter().map(|ns| ns.name.as_str()).collect();
-    assert_eq!(namespaces, ["default", "kube-system", "shop"]);
+    assert_eq!(namespaces, ["default", "istio-system", "kube-system", "shop"]);
     let shop = plan.namespace("shop").map(|ns| ns.labels.clone()).unwrap_or_default();
     assert_eq!(shop.get("team").map(String::as_str), Some("web"));
     let accounts: Vec<(&str, &str)> = plan
@@ -283,6 +283,7 @@ fn demo_namespaces_and_service_accounts() {
         accounts,
         [
             ("default", "default"),
+            ("istio-system", "default"),
             ("kube-system", "default"),
             ("shop", "default"),
             ("shop", "echo")
@@ -1272,4 +1273,121 @@ fn diagnostic_display() {
     assert_eq!(error.to_string(), expected);
     let one = LoadError::single(Diagnostic::global("x"));
     assert_eq!(one.to_string(), "1 error in the manifests:\nx");
+}
+
+// === Istio policies ===
+
+/// An AuthorizationPolicy `name` in namespace `default` with this `spec` (indented by two).
+fn authorization_policy(api_version: &str, name: &str, spec: &str) -> String {
+    let spec: String = match spec {
+        "" => " {}\n".to_string(),
+        spec => spec
+            .lines()
+            .map(|line| format!("\n  {line}"))
+            .chain(["\n".to_string()])
+            .collect(),
+    };
+    format!("apiVersion: {api_version}\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\nspec:{spec}")
+}
+
+fn peer_authentication(namespace: &str, name: &str, mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {name}\n  namespace: \
+         {namespace}\nspec:\n  mtls:\n    mode: {mode}\n"
+    )
+}
+
+const ALLOW_FROM_BLOCK: &str = "selector:\n  matchLabels:\n    app: web\nrules:\n- from:\n  - source:\n      \
+                                ipBlocks: [10.0.0.0/8]\n";
+
+#[test]
+fn bad_istio_policies() {
+    let bad_cidr = "rules:\n- from:\n  - source:\n      ipBlocks: [10.0.0.0/8, 10.0.0.300/32]\n";
+    let twice = authorization_policy("security.istio.io/v1", "allow", "");
+    check_cases(vec![
+        case(
+            "bad ipBlocks CIDR, at its field path",
+            with_cluster(&authorization_policy("security.istio.io/v1", "allow", bad_cidr)),
+            2,
+            "spec.rules[0].from[0].source.ipBlocks[1]",
+            "10.0.0.300",
+        ),
+        case(
+            "unknown spec field",
+            with_cluster(&authorization_policy(
+                "security.istio.io/v1beta1",
+                "allow",
+                "rulez: []\n",
+            )),
+            2,
+            "spec.rulez",
+            "unknown field",
+        ),
+        case(
+            "wrong apiVersion",
+            with_cluster(&authorization_policy("security.istio.io/v2", "allow", "")),
+            2,
+            "apiVersion",
+            r#"AuthorizationPolicy is apiVersion "security.istio.io/v1" or "security.istio.io/v1beta1""#,
+        ),
+        case(
+            "duplicate name",
+            with_cluster(&format!("{twice}---\n{twice}")),
+            3,
+            "metadata.name",
+            "duplicate AuthorizationPolicy default/allow",
+        ),
+        case(
+            "undeclared namespace",
+            with_cluster(&peer_authentication("web", "default", "STRICT")),
+            2,
+            "metadata.namespace",
+            r#"namespace "web" is not defined"#,
+        ),
+        case(
+            "port-level mTLS without a selector",
+            with_cluster(
+                "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: pa\nspec:\n  \
+                 portLevelMtls:\n    8080:\n      mode: DISABLE\n",
+            ),
+            2,
+            "spec.portLevelMtls",
+            "needs a selector",
+        ),
+    ]);
+}
+
+#[test]
+fn istio_policies_load_with_their_namespace() {
+    let body = [
+        authorization_policy("security.istio.io/v1", "allow-web", ALLOW_FROM_BLOCK),
+        authorization_policy("security.istio.io/v1beta1", "deny-nothing", "action: DENY\n"),
+        peer_authentication("istio-system", "default", "STRICT"),
+    ];
+    let loaded = load_ok(&with_cluster(&body.join("---\n")));
+    let plan = &loaded.plan;
+    let names: Vec<(&str, &str)> = (plan.authorization_policies.iter())
+        .map(|p| (p.metadata.namespace.as_str(), p.metadata.name.as_str()))
+        .collect();
+    assert_eq!(names, [("default", "allow-web"), ("default", "deny-nothing")]);
+    assert_eq!(plan.peer_authentications.len(), 1);
+    assert_eq!(plan.peer_authentications[0].metadata.namespace, "istio-system");
+    assert!(plan.namespace("istio-system").is_some());
+}
+
+#[test]
+fn a_policy_not_enforced_as_written_is_a_warning() {
+    let spec = "targetRefs:\n- kind: Service\n  group: \"\"\n  name: web\n";
+    let loaded = load_ok(&with_cluster(&authorization_policy(
+        "security.istio.io/v1",
+        "waypoint",
+        spec,
+    )));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0].field, "spec");
+    assert!(
+        loaded.warnings[0].message.contains("waypoint"),
+        "{}",
+        loaded.warnings[0]
+    );
 }
