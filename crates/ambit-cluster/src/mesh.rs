@@ -23,6 +23,7 @@ use ambit_policy::istio::AuthorizationPolicy;
 use ambit_policy::{
     Authorization, MtlsPolicy, PolicyRef, WorkloadMeta, peer_authentication_policies, translate_authorization_policy,
 };
+use ambit_telemetry::WorkloadInfo;
 
 use crate::endpoints::PodKey;
 use crate::model::{ClusterPlan, PodPlan, Protocol, ROOT_NAMESPACE, ServicePlan, TargetPort};
@@ -31,15 +32,6 @@ use crate::model::{ClusterPlan, PodPlan, Protocol, ROOT_NAMESPACE, ServicePlan, 
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 /// The cluster id of every workload, as istiod's default.
 const CLUSTER_ID: &str = "Kubernetes";
-/// The labels that name a workload's canonical service, in order of preference.
-const CANONICAL_NAME_LABELS: [&str; 3] = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"];
-/// The labels that name a workload's canonical revision, in order of preference.
-const CANONICAL_REVISION_LABELS: [&str; 3] = [
-    "service.istio.io/canonical-revision",
-    "app.kubernetes.io/version",
-    "version",
-];
-const DEFAULT_REVISION: &str = "latest";
 
 /// The policies of the mesh, translated once.
 struct MeshPolicies {
@@ -97,12 +89,10 @@ fn workload(plan: &ClusterPlan, pod: &PodPlan, ready: bool, enrolled: bool) -> O
     };
     workload.service_account = ServiceAccount::new(&pod.service_account).ok()?;
     workload.node = pod.node.clone();
-    workload.canonical_name = first_label(pod, &CANONICAL_NAME_LABELS)
-        .unwrap_or(&workload_name)
-        .to_string();
-    workload.canonical_revision = first_label(pod, &CANONICAL_REVISION_LABELS)
-        .unwrap_or(DEFAULT_REVISION)
-        .to_string();
+    // Istio's canonical service and revision rules, as telemetry labels them.
+    let info = WorkloadInfo::from_labels(&workload_name, &pod.namespace, &pod.labels, CLUSTER_ID);
+    workload.canonical_name = info.canonical_service.to_string();
+    workload.canonical_revision = info.canonical_revision.to_string();
     workload.workload_type = if pod.owner.is_some() {
         WorkloadType::Deployment
     } else {
@@ -118,14 +108,6 @@ fn workload(plan: &ClusterPlan, pod: &PodPlan, ready: bool, enrolled: bool) -> O
     workload.cluster_id = CLUSTER_ID.to_string();
     workload.labels = pod.labels.clone();
     Some(workload)
-}
-
-/// The value of the first of `labels` the pod has.
-fn first_label<'a>(pod: &'a PodPlan, labels: &[&str]) -> Option<&'a str> {
-    labels
-        .iter()
-        .find_map(|label| pod.labels.get(*label))
-        .map(String::as_str)
 }
 
 /// The services that select the pod, each with its TCP ports mapped to the pod's (unresolved named ports left out).

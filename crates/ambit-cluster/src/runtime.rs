@@ -35,6 +35,12 @@ pub enum RuntimeError {
     NotReady { seconds: u64, pods: String },
 }
 
+/// Maps an IO error on `path` to [`RuntimeError::Io`].
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.display().to_string();
+    move |source| RuntimeError::Io { path, source }
+}
+
 /// What `down` removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DownReport {
@@ -73,10 +79,6 @@ pub fn up(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
 }
 
 fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| RuntimeError::Io { path, source }
-    };
     std::fs::create_dir_all(layout.logs_dir()).map_err(io(&layout.logs_dir()))?;
     write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
     provision_credentials(layout, plan)?;
@@ -91,10 +93,6 @@ fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
 fn provision_credentials(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| RuntimeError::Io { path, source }
-    };
     let dir = layout.credentials_dir();
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let write_private = |path: &Path, text: &str| {
@@ -122,20 +120,16 @@ fn provision_credentials(layout: &Layout, plan: &ClusterPlan) -> Result<(), Runt
 
 fn start_supervisor(layout: &Layout) -> Result<(), RuntimeError> {
     let log_path = layout.supervisor_log();
-    let io = |source| RuntimeError::Io {
-        path: log_path.display().to_string(),
-        source,
-    };
-    let log = std::fs::File::create(&log_path).map_err(io)?;
-    let exe = std::env::current_exe().map_err(io)?;
-    Command::new(exe)
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
+    Command::new(&exe)
         .args(["cluster", "supervise", "--name", layout.cluster()])
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(io)?)
+        .stdout(log.try_clone().map_err(io(&log_path))?)
         .stderr(log)
         .process_group(0)
         .spawn()
-        .map_err(io)?;
+        .map_err(io(&exe))?;
     Ok(())
 }
 
@@ -242,10 +236,7 @@ pub fn down(cluster: &str) -> Result<DownReport, RuntimeError> {
         let _ = std::fs::remove_dir_all(dir);
     }
     if layout.dir().exists() {
-        std::fs::remove_dir_all(layout.dir()).map_err(|source| RuntimeError::Io {
-            path: layout.dir().display().to_string(),
-            source,
-        })?;
+        std::fs::remove_dir_all(layout.dir()).map_err(io(layout.dir()))?;
     }
     Ok(report)
 }

@@ -339,7 +339,7 @@ impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateAuthority")
             .field("config", &self.config)
-            .field("not_after", &cert::rfc3339(self.not_after))
+            .field("not_after", &crate::manager::rfc3339(self.not_after))
             .field("chain_tail_len", &self.chain_tail.len())
             .field("roots", &self.bundle.roots().len())
             .finish_non_exhaustive()

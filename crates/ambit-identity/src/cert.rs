@@ -24,6 +24,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
+use crate::manager::rfc3339;
+
 /// The PEM label of a PKCS#8 private key.
 const PKCS8_LABEL: &str = "PRIVATE KEY";
 const CERTIFICATE_LABEL: &str = "CERTIFICATE";
@@ -490,29 +492,6 @@ pub(crate) fn unix_time(now: SystemTime) -> UnixTime {
 
 fn from_unix_time(time: UnixTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(time.as_secs())
-}
-
-/// `2026-11-20T10:00:00Z` (UTC, whole seconds) for messages; times outside the calendar range print as seconds.
-pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let seconds = match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => after.as_secs() as i128,
-        Err(before) => -(before.duration().as_secs() as i128),
-    };
-    let Some(utc) = i64::try_from(seconds)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-    else {
-        return format!("{seconds}s since the Unix epoch");
-    };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    )
 }
 
 #[cfg(test)]
