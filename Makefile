@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 # What the local cluster and the tests need at run time: ip, nft, curl (a client nobody here wrote),
 # setpriv (util-linux, to check the not-root message), ps, python3 (the demo and bench scripts read JSON with it).
-APT_PACKAGES := iproute2 nftables curl procps util-linux python3
+APT_PACKAGES := iproute2 nftables curl procps util-linux python3 tcpdump nginx-light
 AMBIT := target/release/ambit
 
 .PHONY: all deps build demo test lint unit e2e bench clean
@@ -41,6 +41,7 @@ unit:
 # End-to-end tests on real network namespaces: they need root and fail (never skip) without it.
 e2e: deps
 	$(CARGO) test --locked -p ambit --features netns-tests --test local_cluster -- --test-threads=2
+	$(CARGO) test --locked -p ambit --features netns-tests --test mesh -- --test-threads=2
 	$(CARGO) test --locked -p ambit-capture --features netns-tests --test capture
 
 test: deps lint unit e2e

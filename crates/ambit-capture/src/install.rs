@@ -12,7 +12,7 @@ pub fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     ensure_namespace(netns)?;
     routing::install(netns, cfg)?;
     nft(netns, &["-f", "-"], Some(&pod_ruleset(cfg)))?;
-    tracing::info!(netns, ?cfg, "capture installed");
+    tracing::debug!(netns, ?cfg, "capture installed");
     Ok(())
 }
 
@@ -22,6 +22,6 @@ pub fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     ensure_namespace(netns)?;
     nft(netns, &["-f", "-"], Some(&removal_ruleset()))?;
     routing::remove(netns, cfg)?;
-    tracing::info!(netns, "capture removed");
+    tracing::debug!(netns, "capture removed");
     Ok(())
 }

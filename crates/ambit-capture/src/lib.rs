@@ -14,7 +14,7 @@ pub mod rules;
 mod verify;
 
 pub use install::{install, remove};
-pub use rules::{CaptureConfig, pod_ruleset};
+pub use rules::{CaptureConfig, PROBE_SOURCE, pod_ruleset};
 pub use verify::{Drift, VerifyReport, verify};
 
 #[derive(Debug, thiserror::Error)]

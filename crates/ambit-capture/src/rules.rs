@@ -46,7 +46,13 @@ pub struct CaptureConfig {
     pub route_table: u32,
     /// Capture outbound traffic only (Istio's `ambient.istio.io/bypass-inbound-capture`).
     pub bypass_inbound: bool,
+    /// The source address of the node's health probes (Istio's 169.254.7.127): connections from it reach the app
+    /// directly, so probes see the app rather than the proxy, and STRICT mTLS does not fail them.
+    pub probe_source: Option<std::net::Ipv4Addr>,
 }
+
+/// The address kubelet probes come from in ambient (ambient §2.3).
+pub const PROBE_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 7, 127);
 
 /// An nftables table of capture: its name and chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +91,7 @@ impl Default for CaptureConfig {
             mask: 0xfff,
             route_table: 100,
             bypass_inbound: false,
+            probe_source: Some(PROBE_SOURCE),
         }
     }
 }
@@ -145,12 +152,22 @@ fn nat_table(cfg: &CaptureConfig) -> Table {
         "meta l4proto tcp ip daddr != 127.0.0.1 meta mark & {mask:#x} != {mark:#x} redirect to :{}",
         cfg.outbound_port
     );
-    let output = vec![
+    let mut output = Vec::new();
+    if let Some(probe) = cfg.probe_source {
+        output.push(format!("ip daddr {probe} meta l4proto tcp accept"));
+    }
+    output.extend([
         format!("meta l4proto tcp meta mark & {mask:#x} == {tproxy:#x} accept"),
         "ip daddr != 127.0.0.1 oifname \"lo\" accept".to_string(),
         outbound,
-    ];
-    let prerouting = if cfg.bypass_inbound { Vec::new() } else { vec![inbound] };
+    ]);
+    let mut prerouting = Vec::new();
+    if !cfg.bypass_inbound {
+        if let Some(probe) = cfg.probe_source {
+            prerouting.push(format!("ip saddr {probe} meta l4proto tcp accept"));
+        }
+        prerouting.push(inbound);
+    }
     Table {
         name: NAT_TABLE,
         chains: vec![

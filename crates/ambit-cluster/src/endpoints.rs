@@ -187,6 +187,7 @@ mod tests {
             pod_cidr: cidr("10.244.0.0/16"),
             service_cidr: cidr("10.96.0.0/16"),
             node_cidr: cidr("172.31.0.0/24"),
+            control_address: Ipv4Addr::new(172, 31, 0, 1),
             dns_ip: Ipv4Addr::new(10, 96, 0, 10),
             nodes: vec![],
             namespaces: vec![],

@@ -13,6 +13,14 @@ pub fn run_root() -> PathBuf {
 /// Where `ip netns exec` finds per-namespace files it bind-mounts over `/etc` (resolv.conf, hosts).
 const ETC_NETNS: &str = "/etc/netns";
 
+/// The component name of the control plane (`ambit control`), for [`Layout::component_log`].
+pub const CONTROL_COMPONENT: &str = "control";
+
+/// The component name of a node's proxy (`ambit node`), for [`Layout::component_log`]: `node.<node>`.
+pub fn node_component(node: &str) -> String {
+    format!("node.{node}")
+}
+
 /// The names and paths of one cluster's host resources.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -94,8 +102,37 @@ impl Layout {
         self.credentials_dir().join("node-credentials.json")
     }
 
+    /// The mesh CA: `root-cert.pem` (what node proxies trust), `ca-key.pem` (mode 0600) and the issuance ledger.
+    /// Created by `cluster up` before anything runs; `ambit control` serves it.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// One sub-directory per node, holding what that node's proxy reads besides the mesh state.
+    pub fn nodes_dir(&self) -> PathBuf {
+        self.dir.join("nodes")
+    }
+
+    /// The enrollment file of a node's proxy (`nodes/<node>/pods.json`): its enrolled pods whose capture is
+    /// installed, with their network namespaces.
+    pub fn node_pods_file(&self, node: &str) -> PathBuf {
+        self.nodes_dir().join(node).join("pods.json")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.dir.join("logs")
+    }
+
+    /// Logs of the cluster's own components, apart from the pods' (`<ns>_<pod>_<container>.log`) so no pod's log
+    /// name can collide with one.
+    pub fn system_logs_dir(&self) -> PathBuf {
+        self.logs_dir().join("system")
+    }
+
+    /// The log of a system component run by the supervisor: `logs/system/<name>.log`, where `name` is
+    /// [`CONTROL_COMPONENT`] or [`node_component`]`(node)`.
+    pub fn component_log(&self, name: &str) -> PathBuf {
+        self.system_logs_dir().join(format!("{name}.log"))
     }
 
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
@@ -154,5 +191,20 @@ mod tests {
         assert_eq!(a.pod_ns("default", "web"), "ambit.demo.pod.default.web");
         assert!(!b.node_ns("n1").starts_with(&a.prefix()));
         assert_eq!(a.fabric_ns(), "ambit.demo.fabric");
+    }
+
+    #[test]
+    fn node_files_live_under_the_runtime_dir() {
+        let a = Layout::new("demo");
+        assert_eq!(a.node_pods_file("n1"), a.dir().join("nodes/n1/pods.json"));
+        assert_eq!(a.ca_dir().join("root-cert.pem"), a.dir().join("ca/root-cert.pem"));
+        assert_eq!(
+            a.component_log(&node_component("n1")),
+            a.dir().join("logs/system/node.n1.log")
+        );
+        assert_eq!(
+            a.component_log(CONTROL_COMPONENT),
+            a.dir().join("logs/system/control.log")
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! pods' readiness as istiod would build the Workload API for ztunnel.
 //!
 //! - One Workload per pod: uid `Kubernetes//Pod/<ns>/<name>`, HBONE when the pod is enrolled in ambient ([`enrolled`]),
-//!   HEALTHY when ready, the canonical name and revision from the labels Istio reads, and the services that select
+//!   which is correct from the start because `cluster up` installs an enrolled pod's capture when it creates the
+//!   pod's namespace, before any of its containers starts (so it only ever talks through the tunnel); HEALTHY when
+//!   ready, the canonical name and revision from the labels Istio reads, and the services that select
 //!   it with their target ports resolved on this pod.
 //! - One Service per planned service: `<name>.<ns>.svc.<domain>`, its ClusterIP (none when headless), and its
 //!   ports, a named target port sent as 0 as Istio does.
@@ -74,14 +76,21 @@ pub fn enrolled(plan: &ClusterPlan) -> BTreeSet<PodKey> {
     keys.map(|pod| (pod.namespace.clone(), pod.name.clone())).collect()
 }
 
+/// The uid of a pod's workload, `Kubernetes//Pod/<namespace>/<name>`; None if the names are not valid in the
+/// Workload API (see [`workload`]).
+pub fn workload_uid(pod: &PodPlan) -> Option<WorkloadUid> {
+    WorkloadUid::new(&format!("{CLUSTER_ID}//Pod/{}/{}", pod.namespace, pod.name)).ok()
+}
+
 /// The workload of a pod, without its policies; None if a name of the plan is not valid in the Workload API
 /// (the loader's checks make that impossible; such a pod is left out rather than published wrong).
 fn workload(plan: &ClusterPlan, pod: &PodPlan, ready: bool, enrolled: bool) -> Option<Workload> {
-    let uid = WorkloadUid::new(&format!("{CLUSTER_ID}//Pod/{}/{}", pod.namespace, pod.name)).ok()?;
+    let uid = workload_uid(pod)?;
     let mut workload = Workload::new(uid, Namespace::new(&pod.namespace).ok()?);
     let workload_name = pod.owner.clone().unwrap_or_else(|| pod.name.clone());
     workload.name = pod.name.clone();
     workload.addresses = vec![pod.ip.into()];
+    // Capture is installed when an enrolled pod's namespace is made, before any container starts (`runtime`).
     workload.tunnel_protocol = if enrolled {
         TunnelProtocol::Hbone
     } else {

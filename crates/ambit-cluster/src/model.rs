@@ -26,6 +26,9 @@ pub struct ClusterPlan {
     pub service_cidr: Ipv4Cidr,
     /// The fabric network that connects the nodes.
     pub node_cidr: Ipv4Cidr,
+    /// The control plane's address: the first host address of `node_cidr`, held by the fabric bridge, where
+    /// `ambit control` listens (port 15012) and every node reaches it directly.
+    pub control_address: Ipv4Addr,
     /// The cluster DNS server's address (inside `service_cidr`, the tenth address, as kube-dns).
     pub dns_ip: Ipv4Addr,
     pub nodes: Vec<NodePlan>,

@@ -3,6 +3,8 @@
 //! routed to, the host's own network namespace: every link is created directly inside the namespaces it joins.
 //!
 //! Addressing (see `model.rs` for how the plan allocates it):
+//! - the fabric bridge `br0` carries the control plane's address, so `ambit control` (run in the fabric namespace)
+//!   is reached from every node directly on the fabric;
 //! - node `eth0` carries the node address on the fabric; routes to the other nodes' pod /24s go via their addresses;
 //! - a pod's `eth0` has its pod IP as a /32, a link route to its node's gateway (the /24's first address) and a
 //!   default route through it; the node side of the veth (`veth<last octet>`) carries the gateway address and a
@@ -105,6 +107,11 @@ pub fn create_fabric(layout: &Layout, plan: &ClusterPlan) -> Result<(), NetError
             "link set lo up".into(),
             format!("link add {BRIDGE} type bridge"),
             format!("link set {BRIDGE} up"),
+            format!(
+                "addr add {}/{} dev {BRIDGE}",
+                plan.control_address,
+                plan.node_cidr.prefix()
+            ),
         ],
     )?;
     for (i, node) in plan.nodes.iter().enumerate() {
@@ -129,6 +136,8 @@ fn create_node(layout: &Layout, plan: &ClusterPlan, index: usize, node: &NodePla
         format!("addr add {}/{} dev eth0", node.address, plan.node_cidr.prefix()),
         "link set eth0 up".to_string(),
         format!("addr add {}/32 dev lo", plan.dns_ip),
+        // Pod readiness probes come from here; in-pod capture lets this source through to the app.
+        format!("addr add {}/32 dev lo", ambit_capture::PROBE_SOURCE),
     ];
     for other in plan.nodes.iter().filter(|o| o.name != node.name) {
         lines.push(format!("route add {} via {} dev eth0", other.pod_cidr, other.address));

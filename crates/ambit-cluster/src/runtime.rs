@@ -1,19 +1,22 @@
-//! Bringing a cluster up and down: preflight checks, network creation, starting the supervisor, waiting for pods,
-//! and a teardown that finds every host resource from the cluster's name alone (so it also works after the
+//! Bringing a cluster up and down: preflight checks, the mesh CA, network creation, in-pod capture for enrolled pods,
+//! the node proxies' enrollment files, starting the supervisor, waiting for pods, and a teardown that finds every host resource from the cluster's name alone (so it also works after the
 //! supervisor was killed, or over a leftover cluster).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use ambit_node::app::enrollment::{EnrolledPod, EnrollmentFile};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::endpoints::PodKey;
 use crate::layout::Layout;
-use crate::model::{ClusterPlan, RestartPolicy};
-use crate::net;
+use crate::model::{ClusterPlan, PodPlan, RestartPolicy};
 use crate::status::{ClusterStatus, Phase, write_json_atomic};
+use crate::{mesh, net};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -23,6 +26,18 @@ pub enum RuntimeError {
     MissingTool { tool: &'static str, package: &'static str },
     #[error("cannot create the cluster network")]
     Network(#[source] net::NetError),
+    #[error("cannot create the mesh CA in {path}")]
+    Ca {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot install capture in pod {pod}")]
+    Capture {
+        pod: String,
+        #[source]
+        source: ambit_capture::CaptureError,
+    },
     #[error("cannot write {path}")]
     Io {
         path: String,
@@ -40,6 +55,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let path = path.display().to_string();
     move |source| RuntimeError::Io { path, source }
 }
+
+/// The mesh's trust domain: the CA's, and the one `ambit control` is started with.
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// How long `down` lets a SIGTERMed supervisor stop its containers (3 s grace), then the node proxies and the
+/// control plane (up to 7 s), before it SIGKILLs it.
+const SUPERVISOR_STOP: Duration = Duration::from_secs(14);
 
 /// What `down` removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -78,15 +100,85 @@ pub fn up(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
     Ok(layout)
 }
 
+/// Everything before the supervisor: files, the CA (so `root-cert.pem` exists when node proxies start), the network,
+/// and capture in every enrolled pod right after its namespace is made, so no container of an enrolled pod ever
+/// runs without it; then each node's enrollment file.
 fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
-    std::fs::create_dir_all(layout.logs_dir()).map_err(io(&layout.logs_dir()))?;
+    std::fs::create_dir_all(layout.system_logs_dir()).map_err(io(&layout.system_logs_dir()))?;
     write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
     provision_credentials(layout, plan)?;
+    create_ca(layout)?;
     net::create_fabric(layout, plan).map_err(RuntimeError::Network)?;
+    let enrolled = mesh::enrolled(plan);
     for pod in &plan.pods {
         net::create_pod(layout, plan, pod).map_err(RuntimeError::Network)?;
+        if enrolled.contains(&(pod.namespace.clone(), pod.name.clone())) {
+            install_capture(layout, pod)?;
+        }
     }
+    write_enrollments(layout, plan, &enrolled)?;
     start_supervisor(layout)
+}
+
+/// The mesh's self-signed root CA in [`Layout::ca_dir`], made before any component runs.
+fn create_ca(layout: &Layout) -> Result<(), RuntimeError> {
+    use ambit_identity::ca::{CaConfig, CertificateAuthority};
+    let dir = layout.ca_dir();
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Ca {
+        path: dir.display().to_string(),
+        source,
+    };
+    let trust_domain = ambit_types::TrustDomain::new(TRUST_DOMAIN).map_err(|e| failed(e.into()))?;
+    CertificateAuthority::load_or_create(&dir, CaConfig::new(trust_domain), SystemTime::now())
+        .map_err(|e| failed(e.into()))?;
+    Ok(())
+}
+
+/// Istio's nftables capture inside the pod's namespace (outbound to 15001, inbound to 15006, 15008 untouched).
+fn install_capture(layout: &Layout, pod: &PodPlan) -> Result<(), RuntimeError> {
+    let ns = layout.pod_ns(&pod.namespace, &pod.name);
+    ambit_capture::install(&ns, &ambit_capture::CaptureConfig::default()).map_err(|source| RuntimeError::Capture {
+        pod: format!("{}/{}", pod.namespace, pod.name),
+        source,
+    })
+}
+
+/// Writes every node's enrollment file (an empty one for a node without enrolled pods).
+fn write_enrollments(layout: &Layout, plan: &ClusterPlan, enrolled: &BTreeSet<PodKey>) -> Result<(), RuntimeError> {
+    for (node, file) in enrollments(layout, plan, enrolled) {
+        let path = layout.node_pods_file(&node);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        file.write(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// The enrollment file of every node of the plan: its enrolled pods, by workload uid and namespace path.
+pub fn enrollments(
+    layout: &Layout,
+    plan: &ClusterPlan,
+    enrolled: &BTreeSet<PodKey>,
+) -> BTreeMap<String, EnrollmentFile> {
+    let mut files: BTreeMap<String, EnrollmentFile> = plan
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), EnrollmentFile::default()))
+        .collect();
+    let pods = plan
+        .pods
+        .iter()
+        .filter(|p| enrolled.contains(&(p.namespace.clone(), p.name.clone())));
+    for pod in pods {
+        // Every planned name is valid in the Workload API (see `mesh::workload_uid`); `mesh` leaves such a pod out too.
+        let (Some(uid), Some(file)) = (mesh::workload_uid(pod), files.get_mut(&pod.node)) else {
+            continue;
+        };
+        let netns = ambit_netns::path_of(&layout.pod_ns(&pod.namespace, &pod.name));
+        file.pods.push(EnrolledPod { uid, netns });
+    }
+    files
 }
 
 /// A random token per node, readable by root only: what a node's proxy presents to the control plane's CA.
@@ -241,14 +333,16 @@ pub fn down(cluster: &str) -> Result<DownReport, RuntimeError> {
     Ok(report)
 }
 
-/// SIGTERM to a live supervisor (it stops the containers), SIGKILL if it has not exited in time.
+/// SIGTERM to a live supervisor (it stops the containers, then the node proxies and the control plane), SIGKILL if
+/// it has not exited in time. What it leaves behind runs in the cluster's namespaces (`ambit control` in the fabric,
+/// `ambit node` in each node), where [`kill_all_in`] finds it.
 fn stop_supervisor(layout: &Layout) -> bool {
     let Some(pid) = supervisor_pid(layout) else {
         return false;
     };
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(8);
+    let deadline = Instant::now() + SUPERVISOR_STOP;
     while supervisor_alive(layout) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -273,5 +367,59 @@ fn kill_all_in(ns: &str) -> usize {
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::manifest::{Source, load};
+
+    /// Two nodes; `web` is enrolled by its namespace, `web/b` opts out; `default/c` on node-2 is not enrolled.
+    const MANIFEST: &str = "\
+apiVersion: ambit.dev/v1alpha1
+kind: Cluster
+metadata: {name: test}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: web, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: web}
+spec: {nodeName: node-1, containers: [{name: c, command: [sleep, '1']}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: web, labels: {istio.io/dataplane-mode: none}}
+spec: {nodeName: node-1, containers: [{name: c, command: [sleep, '1']}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c}
+spec: {nodeName: node-2, containers: [{name: c, command: [sleep, '1']}]}
+";
+
+    #[test]
+    fn every_node_gets_an_enrollment_file_listing_its_enrolled_pods() {
+        let sources = [Source {
+            name: "test.yaml".to_string(),
+            text: MANIFEST.to_string(),
+        }];
+        let plan = load(&sources).unwrap_or_else(|error| panic!("{error}")).plan;
+        let layout = Layout::new("test");
+        let files = enrollments(&layout, &plan, &mesh::enrolled(&plan));
+        let nodes: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(nodes, ["node-1", "node-2"]);
+        let pods = &files["node-1"].pods;
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].uid.to_string(), "Kubernetes//Pod/web/a");
+        assert_eq!(pods[0].netns, PathBuf::from("/run/netns/ambit.test.pod.web.a"));
+        assert!(files["node-2"].pods.is_empty());
     }
 }

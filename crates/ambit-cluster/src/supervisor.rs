@@ -1,9 +1,15 @@
 //! The supervisor of a running local cluster (`ambit cluster supervise`, started in the background by `cluster up`):
+//! runs the cluster's own components (`ambit control` in the fabric namespace, one `ambit node` per node namespace),
 //! runs each container as a process inside its pod's namespace, restarts it per `restartPolicy` with backoff,
 //! probes readiness from the node, keeps service endpoints, nftables rules and the DNS table in step with the ready
-//! pods, and writes `status.json` on every change. SIGTERM stops every container and exits.
+//! pods, and writes `status.json` on every change. SIGTERM stops every container, then the node proxies and the
+//! control plane, and exits.
+//!
+//! Start order: the components first; the node proxies once the control plane accepts connections (or after
+//! [`CONTROL_WAIT`]); the containers of a node that has an enrolled pod once its proxy is ready (or after
+//! [`NODE_READY_WAIT`]: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -11,6 +17,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ambit_capture::PROBE_SOURCE;
 use anyhow::Context;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -18,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::dns::DnsTable;
 use crate::endpoints::{self, PodKey, ServiceEndpoints};
-use crate::layout::Layout;
+use crate::layout::{self, Layout};
 use crate::mesh;
 use crate::model::{ClusterPlan, ContainerPlan, PodPlan, Probe, ProbeAction, RestartPolicy};
 use crate::status::{self, ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
@@ -29,6 +36,19 @@ const GRACE: Duration = Duration::from_secs(3);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// Time the node proxies and the control plane get between SIGTERM and SIGKILL (a node proxy drains up to 5 s).
+const SYSTEM_GRACE: Duration = Duration::from_secs(7);
+/// The control plane's port (the CA over TLS gRPC), on the plan's control address.
+pub const CONTROL_PORT: u16 = 15012;
+/// How long node proxies wait for the control plane to accept connections before they start anyway.
+const CONTROL_WAIT: Duration = Duration::from_secs(10);
+/// The node proxy's readiness endpoint, on its node's address.
+pub const NODE_READY_PORT: u16 = 15021;
+pub const NODE_READY_PATH: &str = "/healthz/ready";
+/// How long the containers of a node with enrolled pods wait for the node proxy's readiness.
+const NODE_READY_WAIT: Duration = Duration::from_secs(30);
+/// How often a start gate probes.
+const GATE_POLL: Duration = Duration::from_millis(100);
 
 /// What the container runners and probes report to the supervisor's single state owner.
 #[derive(Debug)]
@@ -90,12 +110,16 @@ pub fn run(cluster: &str) -> anyhow::Result<()> {
 async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()> {
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::new(&plan.cluster_domain)));
     start_dns(&layout, &plan, dns_rx).await?;
+    // The components stop after the containers, so they have their own stop signal.
+    let (system_stop_tx, system_stop_rx) = watch::channel(false);
+    let (components, node_gates) = start_components(&layout, &plan, &system_stop_rx);
     let (events_tx, mut events) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut runners = tokio::task::JoinSet::new();
     for (pi, pod) in plan.pods.iter().enumerate() {
         for (ci, container) in pod.containers.iter().enumerate() {
-            let runner = Runner::new(&layout, &plan, pi, ci, events_tx.clone(), stop_rx.clone());
+            let mut runner = Runner::new(&layout, &plan, pi, ci, events_tx.clone(), stop_rx.clone());
+            runner.gate = node_gates.get(&pod.node).cloned();
             runners.spawn(runner.run());
             if let Some(probe) = &container.readiness {
                 let node_ns = layout.node_ns(&pod.node);
@@ -137,8 +161,83 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
         tokio::join!(drain, async { while runners.join_next().await.is_some() {} })
     })
     .await;
+    tracing::info!("stopping the node proxies and the control plane");
+    let _ = system_stop_tx.send(true);
+    stop_components(components).await;
     sup.write_status(true);
     Ok(())
+}
+
+/// Starts the control plane and one node proxy per node, and the start gates of the nodes that have enrolled pods:
+/// a receiver per such node that turns true once its proxy is ready (or [`NODE_READY_WAIT`] passed).
+fn start_components(
+    layout: &Layout,
+    plan: &ClusterPlan,
+    stop: &watch::Receiver<bool>,
+) -> (tokio::task::JoinSet<()>, BTreeMap<String, watch::Receiver<bool>>) {
+    let mut components = tokio::task::JoinSet::new();
+    components.spawn(Component::control(layout, plan, stop.clone()).run());
+    let (control_tx, control_rx) = watch::channel(false);
+    let control = Gate {
+        what: "the control plane".into(),
+        ns: layout.fabric_ns(),
+        ip: plan.control_address,
+        action: ProbeAction::Tcp { port: CONTROL_PORT },
+        limit: CONTROL_WAIT,
+    };
+    tokio::spawn(control.open(control_tx, stop.clone()));
+    for node in &plan.nodes {
+        let component = Component::node(layout, &node.name, Some(control_rx.clone()), stop.clone());
+        components.spawn(component.run());
+    }
+    let enrolled = mesh::enrolled(plan);
+    let enrolled_nodes: BTreeSet<&str> = plan
+        .pods
+        .iter()
+        .filter(|p| enrolled.contains(&(p.namespace.clone(), p.name.clone())))
+        .map(|p| p.node.as_str())
+        .collect();
+    let mut gates = BTreeMap::new();
+    for node in plan.nodes.iter().filter(|n| enrolled_nodes.contains(n.name.as_str())) {
+        let (tx, rx) = watch::channel(false);
+        let gate = Gate {
+            what: format!("the node proxy of {}", node.name),
+            ns: layout.node_ns(&node.name),
+            ip: node.address,
+            action: ProbeAction::Http {
+                port: NODE_READY_PORT,
+                path: NODE_READY_PATH.into(),
+            },
+            limit: NODE_READY_WAIT,
+        };
+        tokio::spawn(gate.open(tx, stop.clone()));
+        gates.insert(node.name.clone(), rx);
+    }
+    (components, gates)
+}
+
+/// Waits for every component to have stopped (each SIGKILLs its process group after [`SYSTEM_GRACE`]).
+async fn stop_components(mut components: tokio::task::JoinSet<()>) {
+    let all = async { while components.join_next().await.is_some() {} };
+    if tokio::time::timeout(SYSTEM_GRACE + Duration::from_secs(1), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a component did not stop in time");
+    }
+}
+
+/// Returns once the cluster stops (or the supervisor is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Waits until `gate` opens (true, or its sender is gone); false if the cluster stops first.
+async fn wait_gate(gate: &mut watch::Receiver<bool>, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = gate.wait_for(|open| *open) => true,
+        _ = stopped(stop) => false,
+    }
 }
 
 /// Binds the cluster DNS server (UDP and TCP on the DNS address) inside every node namespace.
@@ -367,6 +466,198 @@ pub fn dns_table(plan: &ClusterPlan, endpoints: &[ServiceEndpoints]) -> DnsTable
     table
 }
 
+/// A probe that opens a start gate: polled from a namespace every [`GATE_POLL`] until it succeeds, or until `limit`
+/// passed (then the gate opens anyway, with a warning).
+struct Gate {
+    what: String,
+    ns: String,
+    ip: Ipv4Addr,
+    action: ProbeAction,
+    limit: Duration,
+}
+
+// === impl Gate ===
+
+impl Gate {
+    async fn open(self, gate: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+        let started = Instant::now();
+        loop {
+            let (ns, ip, action) = (self.ns.clone(), self.ip, self.action.clone());
+            let probe = move || ambit_netns::run_in(&ns, move || probe_once(ip, &action, Duration::from_secs(1), None));
+            let ok = tokio::task::spawn_blocking(probe)
+                .await
+                .map(|r| r.unwrap_or(false))
+                .unwrap_or(false);
+            if ok {
+                tracing::info!(elapsed = ?started.elapsed(), "{} is ready", self.what);
+                break;
+            }
+            if started.elapsed() >= self.limit {
+                tracing::warn!(
+                    "{} is not ready after {:?}; starting what waits for it anyway",
+                    self.what,
+                    self.limit
+                );
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(GATE_POLL) => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+        gate.send_replace(true);
+    }
+}
+
+/// One of the cluster's own processes (`ambit control`, `ambit node`): run inside its namespace like a container,
+/// with its output appended to its component log, restarted with backoff whenever it exits, until the cluster
+/// stops; then SIGTERM, and SIGKILL to its process group after [`SYSTEM_GRACE`].
+struct Component {
+    name: String,
+    ns: String,
+    /// The supervisor's own binary, resolved when the supervisor starts, so a restart after a rebuild runs the new
+    /// binary at the same path.
+    exe: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    workdir: PathBuf,
+    /// What the first start waits for (the control plane, for a node proxy).
+    gate: Option<watch::Receiver<bool>>,
+    stop: watch::Receiver<bool>,
+}
+
+// === impl Component ===
+
+impl Component {
+    /// `ambit control` in the fabric namespace, on the control address, serving the cluster's CA and credentials.
+    fn control(layout: &Layout, plan: &ClusterPlan, stop: watch::Receiver<bool>) -> Self {
+        let path = |p: PathBuf| p.display().to_string();
+        let args = vec![
+            "control".into(),
+            "--listen".into(),
+            SocketAddr::from((plan.control_address, CONTROL_PORT)).to_string(),
+            "--ca-dir".into(),
+            path(layout.ca_dir()),
+            "--plan".into(),
+            path(layout.plan_file()),
+            "--node-credentials".into(),
+            path(layout.node_credentials_file()),
+            "--trust-domain".into(),
+            crate::runtime::TRUST_DOMAIN.into(),
+        ];
+        Self::new(
+            layout,
+            layout::CONTROL_COMPONENT.into(),
+            layout.fabric_ns(),
+            args,
+            None,
+            stop,
+        )
+    }
+
+    /// `ambit node` in the node's namespace; it finds everything else from the cluster's layout.
+    fn node(layout: &Layout, node: &str, gate: Option<watch::Receiver<bool>>, stop: watch::Receiver<bool>) -> Self {
+        let args = ["node", "--node", node, "--cluster", layout.cluster()]
+            .map(String::from)
+            .to_vec();
+        let name = layout::node_component(node);
+        Self::new(layout, name, layout.node_ns(node), args, gate, stop)
+    }
+
+    fn new(
+        layout: &Layout,
+        name: String,
+        ns: String,
+        args: Vec<String>,
+        gate: Option<watch::Receiver<bool>>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let exe = std::env::current_exe().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot find the supervisor's binary; running `ambit` from PATH");
+            PathBuf::from("ambit")
+        });
+        Self {
+            exe,
+            log: layout.component_log(&name),
+            workdir: layout.dir().to_path_buf(),
+            name,
+            ns,
+            args,
+            gate,
+            stop,
+        }
+    }
+
+    async fn run(mut self) {
+        if let Some(mut gate) = self.gate.take()
+            && !wait_gate(&mut gate, &mut self.stop).await
+        {
+            return;
+        }
+        let mut backoff = BACKOFF_START;
+        loop {
+            let began = Instant::now();
+            match self.spawn() {
+                Ok(mut child) => {
+                    let pid = child.id().unwrap_or(0);
+                    tracing::info!(component = %self.name, pid, "started");
+                    tokio::select! {
+                        status = child.wait() => {
+                            let (exit_code, reason) = exit_outcome(status);
+                            tracing::warn!(component = %self.name, exit_code, %reason, "exited");
+                        }
+                        _ = stopped(&mut self.stop) => {
+                            terminate(&mut child, pid, SYSTEM_GRACE).await;
+                            tracing::info!(component = %self.name, "stopped");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(component = %self.name, error = %e, "cannot start"),
+            }
+            if began.elapsed() >= BACKOFF_RESET {
+                backoff = BACKOFF_START;
+            }
+            tracing::info!(component = %self.name, ?backoff, "restarting");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped(&mut self.stop) => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(&self.exe)
+            .args(&self.args)
+            .env_clear()
+            .envs(component_env())
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true);
+        cmd.spawn()
+    }
+}
+
+/// The environment of a component: the supervisor's PATH, the run directory override (so `ambit node` finds the
+/// same layout), the log settings, with `AMBIT_LOG=info` unless set.
+fn component_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ["PATH", "AMBIT_RUN_DIR", "AMBIT_LOG", "AMBIT_LOG_FORMAT"]
+        .into_iter()
+        .filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?)))
+        .collect();
+    if !env.iter().any(|(key, _)| key == "AMBIT_LOG") {
+        env.push(("AMBIT_LOG".into(), "info".into()));
+    }
+    env
+}
+
 /// Runs one container, again and again as its restart policy says, until the cluster stops.
 struct Runner {
     pod: usize,
@@ -378,6 +669,8 @@ struct Runner {
     workdir: PathBuf,
     events: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
+    /// What the first start waits for (the node proxy, on a node with enrolled pods).
+    gate: Option<watch::Receiver<bool>>,
 }
 
 // === impl Runner ===
@@ -403,10 +696,16 @@ impl Runner {
             spec,
             events,
             stop,
+            gate: None,
         }
     }
 
     async fn run(mut self) {
+        if let Some(mut gate) = self.gate.take()
+            && !wait_gate(&mut gate, &mut self.stop).await
+        {
+            return;
+        }
         let mut backoff = BACKOFF_START;
         loop {
             let began = Instant::now();
@@ -478,7 +777,7 @@ impl Runner {
         tokio::select! {
             status = child.wait() => Some(exit_outcome(status)),
             _ = self.stop.changed() => {
-                terminate(&mut child, pid).await;
+                terminate(&mut child, pid, GRACE).await;
                 let ev = Event::Exited {
                     pod: self.pod, container: self.container, exit_code: 143,
                     reason: "Terminated".into(), restarting: false,
@@ -503,11 +802,11 @@ fn exit_outcome(status: std::io::Result<std::process::ExitStatus>) -> (i32, Stri
     }
 }
 
-/// SIGTERM to the container's process group, then SIGKILL after the grace period.
-async fn terminate(child: &mut tokio::process::Child, pid: u32) {
+/// SIGTERM to the process group of a container or component, then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration) {
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
     }
@@ -555,11 +854,12 @@ async fn probe_loop(
             probe.action.clone(),
             Duration::from_secs(probe.timeout_seconds.max(1).into()),
         );
-        let ok =
-            tokio::task::spawn_blocking(move || ambit_netns::run_in(&ns, move || probe_once(ip, &action, timeout)))
-                .await
-                .map(|r| r.unwrap_or(false))
-                .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || {
+            ambit_netns::run_in(&ns, move || probe_once(ip, &action, timeout, Some(PROBE_SOURCE)))
+        })
+        .await
+        .map(|r| r.unwrap_or(false))
+        .unwrap_or(false);
         if events.send(Event::Probe { pod, container, ok }).await.is_err() {
             return;
         }
@@ -568,13 +868,15 @@ async fn probe_loop(
 }
 
 /// One probe from the node: a TCP connect, or an HTTP GET answered with 200..400.
-fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration) -> bool {
+/// `source`, when given, is the local address the probe connects from (it must be on the node): pod probes come from
+/// Istio's probe address so that in-pod capture lets them reach the app directly (ambient §2.3).
+fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration, source: Option<Ipv4Addr>) -> bool {
     use std::io::{Read, Write};
     let (port, path) = match action {
         ProbeAction::Tcp { port } => (*port, None),
         ProbeAction::Http { port, path } => (*port, Some(path)),
     };
-    let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout) else {
+    let Ok(mut stream) = connect_from(source, SocketAddr::from((ip, port)), timeout) else {
         return false;
     };
     let Some(path) = path else { return true };
@@ -593,6 +895,17 @@ fn probe_once(ip: Ipv4Addr, action: &ProbeAction, timeout: Duration) -> bool {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (200..400).contains(&code)
+}
+
+/// A TCP connection to `to`, bound to `source` first when given.
+fn connect_from(source: Option<Ipv4Addr>, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&to, timeout);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&to.into(), timeout)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]

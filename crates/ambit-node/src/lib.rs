@@ -3,5 +3,6 @@
 //! `state` holds what it knows of the mesh; `admin` serves the admin, metrics and readiness endpoints.
 
 pub mod admin;
+pub mod app;
 pub mod proxy;
 pub mod state;

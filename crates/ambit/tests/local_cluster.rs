@@ -2,79 +2,13 @@
 //! it. Each test uses its own cluster name, and tears its cluster down also when it fails.
 #![cfg(feature = "netns-tests")]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-const AMBIT: &str = env!("CARGO_BIN_EXE_ambit");
-
-fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("run id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "the netns end-to-end tests need root (they create network namespaces); run them as root"
-    );
-}
-
-fn ambit(args: &[&str]) -> Output {
-    Command::new(AMBIT).args(args).output().expect("run ambit")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ambit(args);
-    assert!(out.status.success(), "ambit {args:?} failed: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn unique(tag: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "t{}{}-{tag}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-fn host_links() -> BTreeSet<String> {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
-        .collect()
-}
-
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(true)
-}
+use common::*;
 
 /// The manifests most tests start from: two nodes, an echo Deployment, a client pod, an echo Service and a
 /// Service whose selector matches nothing (a warning).
@@ -133,55 +67,25 @@ spec:
     command: [sh, -c, 'echo "hello from $(POD_NAME) on $(NODE_NAME)"; exec sleep infinity']
 "#;
 
-/// A running test cluster, removed on drop.
-struct TestCluster {
-    name: String,
-    dir: PathBuf,
-    up_output: String,
-}
-
-impl TestCluster {
+/// The tests' cluster: MANIFEST plus extra documents.
+trait Demo: Sized {
     fn up(tag: &str) -> Self {
         Self::up_with(tag, "")
     }
+    fn up_with(tag: &str, extra: &str) -> Self;
+    fn pods(&self) -> serde_json::Value;
+    fn echo_pods(&self) -> Vec<(String, String, String)>;
+    fn sh(&self, script: &str) -> Output;
+    fn sh_ok(&self, script: &str) -> String;
+}
 
-    /// Brings up MANIFEST plus `extra` documents.
+impl Demo for TestCluster {
     fn up_with(tag: &str, extra: &str) -> Self {
-        require_root();
-        let name = unique(tag);
-        let dir = std::env::temp_dir().join(format!("ambit-e2e-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("cluster.yaml");
-        std::fs::write(&file, format!("{MANIFEST}{extra}")).unwrap();
-        let mut cluster = Self {
-            name,
-            dir,
-            up_output: String::new(),
-        };
-        let out = ambit(&[
-            "cluster",
-            "up",
-            "-f",
-            file.to_str().unwrap(),
-            "--name",
-            &cluster.name,
-            "--wait",
-            "60",
-        ]);
-        cluster.up_output = text(&out);
-        assert!(out.status.success(), "cluster up failed: {}", cluster.up_output);
-        cluster
-    }
-
-    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut v = args.to_vec();
-        v.extend(["--cluster", &self.name]);
-        v
+        TestCluster::start(tag, &format!("{MANIFEST}{extra}"))
     }
 
     fn pods(&self) -> serde_json::Value {
-        let out = ok(&self.args(&["get", "pods", "-n", "demo", "-o", "json"]));
-        serde_json::from_str(&out).expect("pods as JSON")
+        self.get_pods("demo")
     }
 
     /// (name, node, ip) of the echo pods.
@@ -204,70 +108,11 @@ impl TestCluster {
 
     /// Runs a shell command in the client pod.
     fn sh(&self, script: &str) -> Output {
-        let mut args = self.args(&["exec", "-n", "demo", "client"]);
-        args.extend(["--", "sh", "-c", script]);
-        ambit(&args)
+        self.exec("demo", "client", script)
     }
 
     fn sh_ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(out.status.success(), "`{script}` in client failed: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let status = std::fs::read(format!("/run/ambit/{}/status.json", self.name)).unwrap();
-        serde_json::from_slice(&status).unwrap()
-    }
-
-    fn supervisor_pid(&self) -> u32 {
-        self.status()["supervisor_pid"].as_u64().unwrap() as u32
-    }
-
-    /// Every pid of a running container.
-    fn container_pids(&self) -> Vec<u32> {
-        self.status()["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|p| p["containers"].as_array().unwrap().iter())
-            .filter_map(|c| c["state"]["Running"]["pid"].as_u64().map(|p| p as u32))
-            .collect()
-    }
-
-    fn down(&self) {
-        ok(&["cluster", "down", "--name", &self.name]);
-    }
-
-    fn assert_gone(&self, pids: &[u32]) {
-        let prefix = format!("ambit.{}.", self.name);
-        assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new(), "namespaces left");
-        assert!(
-            !Path::new(&format!("/run/ambit/{}", self.name)).exists(),
-            "runtime dir left"
-        );
-        let etc: Vec<String> = std::fs::read_dir("/etc/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(
-            !etc.iter().any(|n| n.starts_with(&prefix)),
-            "/etc/netns entries left: {etc:?}"
-        );
-        let alive: Vec<_> = pids.iter().filter(|p| pid_alive(**p)).collect();
-        assert!(alive.is_empty(), "processes left: {alive:?}");
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(AMBIT)
-            .args(["cluster", "down", "--name", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.exec_ok("demo", "client", script)
     }
 }
 

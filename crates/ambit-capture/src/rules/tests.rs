@@ -33,9 +33,11 @@ table inet istio-ambient-nat {
     jump istio-output
   }
   chain istio-prerouting {
+    ip saddr 169.254.7.127 meta l4proto tcp accept
     ip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006
   }
   chain istio-output {
+    ip daddr 169.254.7.127 meta l4proto tcp accept
     meta l4proto tcp meta mark & 0xfff == 0x111 accept
     ip daddr != 127.0.0.1 oifname \"lo\" accept
     meta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0xfff != 0x539 redirect to :15001
@@ -128,12 +130,16 @@ fn each_rule_is_in_its_chain_in_order() {
         (
             NAT_TABLE,
             "istio-prerouting",
-            &["ip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006"],
+            &[
+                "ip saddr 169.254.7.127 meta l4proto tcp accept",
+                "ip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006",
+            ],
         ),
         (
             NAT_TABLE,
             "istio-output",
             &[
+                "ip daddr 169.254.7.127 meta l4proto tcp accept",
                 "meta l4proto tcp meta mark & 0xfff == 0x111 accept",
                 "ip daddr != 127.0.0.1 oifname \"lo\" accept",
                 "meta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0xfff != 0x539 redirect to :15001",
@@ -170,6 +176,7 @@ fn ports_and_marks_are_substituted() {
         mask: 0xff,
         route_table: 200,
         bypass_inbound: false,
+        probe_source: None,
     };
     let tables = pod_tables(&cfg);
     assert_eq!(

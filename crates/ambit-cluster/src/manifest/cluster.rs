@@ -1,8 +1,8 @@
 //! The `Cluster` document (`ambit.dev/v1alpha1`): ambit's own, so strict (unknown fields are errors).
 //!
 //! Node `i` (0-based) gets the `(i+1)`-th /24 of `podCIDR` (the first /24 is never used) and the `(i+2)`-th
-//! address of `nodeCIDR` (`.0` is the network, `.1` is left to the host side of the fabric). The DNS server takes
-//! the tenth address of `serviceCIDR`.
+//! address of `nodeCIDR` (`.0` is the network, `.1` is the control plane's address on the fabric bridge). The DNS
+//! server takes the tenth address of `serviceCIDR`.
 
 use std::net::Ipv4Addr;
 
@@ -23,6 +23,8 @@ const SERVICE_RANGE: Range = Range::new("spec.serviceCIDR", "10.96.0.0/16", 28);
 const NODE_RANGE: Range = Range::new("spec.nodeCIDR", "172.31.0.0/24", 29);
 /// The offset of the DNS server's address in serviceCIDR.
 const DNS_OFFSET: u64 = 10;
+/// The offset of the control plane's address in nodeCIDR (the fabric bridge holds it).
+const CONTROL_OFFSET: u64 = 1;
 
 const ONE_CLUSTER: &str = "there must be exactly one";
 pub(super) const NO_CLUSTER: &str =
@@ -72,6 +74,7 @@ pub(super) struct Cluster {
     pub pod_cidr: Ipv4Cidr,
     pub service_cidr: Ipv4Cidr,
     pub node_cidr: Ipv4Cidr,
+    pub control_address: Ipv4Addr,
     pub dns_ip: Ipv4Addr,
     pub nodes: Vec<NodePlan>,
 }
@@ -199,7 +202,8 @@ fn pod_room(cidr: Ipv4Cidr) -> (u64, String) {
     )
 }
 
-/// Node `i` takes address `i + 2`; the network address, `.1` and the broadcast address are not used.
+/// Node `i` takes address `i + 2`; the network address, `.1` (the control plane's) and the broadcast address are
+/// not nodes'.
 fn node_room(cidr: Ipv4Cidr) -> (u64, String) {
     let room = cidr.size() - 3;
     (
@@ -287,12 +291,14 @@ impl Cluster {
         let (pod_cidr, service_cidr, node_cidr) = (cidrs.pod?, cidrs.service?, cidrs.node?);
         let nodes = node_plans(nodes, pod_cidr, node_cidr)?;
         let dns_ip = service_cidr.nth(DNS_OFFSET)?;
+        let control_address = node_cidr.nth(CONTROL_OFFSET)?;
         Some(Self {
             name,
             domain,
             pod_cidr,
             service_cidr,
             node_cidr,
+            control_address,
             dns_ip,
             nodes,
         })

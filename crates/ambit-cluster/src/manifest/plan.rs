@@ -77,6 +77,7 @@ fn assemble(cluster: &Cluster, pods: Vec<PodPlan>, services: Vec<ServicePlan>, c
         pod_cidr: cluster.pod_cidr,
         service_cidr: cluster.service_cidr,
         node_cidr: cluster.node_cidr,
+        control_address: cluster.control_address,
         dns_ip: cluster.dns_ip,
         nodes: cluster.nodes.clone(),
         namespaces: context.namespaces.plans(),

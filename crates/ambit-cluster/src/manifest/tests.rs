@@ -94,6 +94,7 @@ fn demo_nodes_and_ranges() {
     assert_eq!(plan.pod_cidr.to_string(), "10.244.0.0/16");
     assert_eq!(plan.service_cidr.to_string(), "10.96.0.0/16");
     assert_eq!(plan.node_cidr.to_string(), "172.31.0.0/24");
+    assert_eq!(plan.control_address, Ipv4Addr::new(172, 31, 0, 1));
     assert_eq!(plan.dns_ip, Ipv4Addr::new(10, 96, 0, 10));
     let nodes: Vec<(&str, String, String)> = plan
         .nodes

@@ -89,7 +89,8 @@ struct Registration {
     connections: Connections,
 }
 
-/// The [`ConnectHandler`] of one local pod's HBONE listener.
+/// The [`ConnectHandler`] of one local pod's HBONE listener. Clones share the live connections.
+#[derive(Clone)]
 pub struct InboundHandler<C = PodAppConnector> {
     local: WorkloadUid,
     snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -287,7 +288,15 @@ impl<C: AppConnector> InboundHandler<C> {
         )
     }
 
-    async fn accept(&self, req: InboundRequest) -> Result<InboundUpstream, Refusal> {
+    /// Accepts a plaintext connection captured on the pod's inbound port (ambient §2.3): the same checks as a tunnel,
+    /// with no peer identity, so PERMISSIVE admits it and STRICT (a DENY on a missing identity) refuses it.
+    /// `req.authority` is the connection's original destination; `req.peer_identity` is ignored.
+    pub async fn accept_plaintext(&self, mut req: InboundRequest) -> Result<InboundUpstream, Refusal> {
+        req.peer_identity = None;
+        self.accept(req, false).await
+    }
+
+    async fn accept(&self, req: InboundRequest, tunnel: bool) -> Result<InboundUpstream, Refusal> {
         let snapshot = Arc::clone(&self.snapshot.borrow());
         let dst = req.local_addr;
         let early = |refusal: Refusal| {
@@ -305,17 +314,17 @@ impl<C: AppConnector> InboundHandler<C> {
             destination_ip: target.app.ip(),
             destination_port: target.app.port(),
         };
-        let ctx = self.context(&snapshot, workload, &req);
+        let ctx = self.context(&snapshot, workload, &req, tunnel);
         let addrs = ConnectionAddrs {
             src: req.peer_addr,
             dst,
-            hbone: Some(req.authority.to_string()),
+            hbone: tunnel.then(|| req.authority.to_string()),
         };
         let mut result = ConnectionResult::open(&self.metrics, &ctx, addrs);
 
         let decision = authorize(&snapshot, workload, &self.root_namespace, &conn);
         if decision.verdict == Verdict::Deny {
-            let refusal = Refusal::Denied(format!("{:?}", decision.reason).into());
+            let refusal = Refusal::Denied(decision.reason.to_string().into());
             result.fail(&refusal, ResponseFlags::Deny);
             result.finish();
             return Err(refusal);
@@ -350,9 +359,9 @@ impl<C: AppConnector> InboundHandler<C> {
 
     /// Telemetry's view of the connection: the peer's verified identity and, when the snapshot knows its address,
     /// its workload; the local pod and its own identity.
-    fn context(&self, snapshot: &Snapshot, local: &Workload, req: &InboundRequest) -> ConnectionContext {
+    fn context(&self, snapshot: &Snapshot, local: &Workload, req: &InboundRequest, tunnel: bool) -> ConnectionContext {
         let mut ctx = ConnectionContext::new(Reporter::Destination);
-        ctx.mtls = true;
+        ctx.mtls = tunnel;
         ctx.source_principal = req.peer_identity.clone();
         ctx.destination_principal = Some(local.identity());
         ctx.source = snapshot.workload_by_ip(req.peer_addr.ip()).map(workload_info);
@@ -385,7 +394,7 @@ impl<C: AppConnector> ConnectHandler for InboundHandler<C> {
     type Upstream = InboundUpstream;
 
     fn connect(&self, request: InboundRequest) -> impl Future<Output = Result<InboundUpstream, Refusal>> + Send {
-        self.accept(request)
+        self.accept(request, true)
     }
 
     fn completed(&self, upstream: InboundUpstream, stats: StreamStats) {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
+use ambit_hbone::drain::DrainWatch;
 use ambit_hbone::{Authority, ConnectError, ConnectHeaders, DialError, Dialer, HbonePool, PoolKey, TraceParent};
 use ambit_identity::cert::{TrustBundle, WorkloadCertificate};
 use ambit_identity::manager::{CertificateManager, ManagerError};
@@ -269,20 +270,30 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         &self.inner.pool
     }
 
-    /// Accepts captured connections until `shutdown` resolves, each handled on its own task. Connections already
-    /// accepted go on after that.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
+    /// Accepts captured connections until draining starts, each handled on its own task that holds `drain` until
+    /// the connection ends; a connection still open at the drain deadline is closed.
+    pub async fn serve(self, listener: TcpListener, drain: DrainWatch) {
+        let mut signal = drain.clone();
+        let mut draining = std::pin::pin!(signal.signaled());
         loop {
             let accepted = tokio::select! {
-                () = &mut shutdown => return,
+                _ = &mut draining => return,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     let proxy = self.clone();
+                    let mut watch = drain.clone();
                     let span = tracing::debug_span!("outbound", pod = %self.inner.local, %peer);
-                    tokio::spawn(async move { proxy.handle(stream).await }.instrument(span));
+                    let task = async move {
+                        tokio::select! {
+                            () = proxy.handle(stream) => {}
+                            () = async { tokio::time::sleep_until(watch.signaled().await).await } => {
+                                debug!("closing an outbound connection at the drain deadline");
+                            }
+                        }
+                    };
+                    tokio::spawn(task.instrument(span));
                 }
                 Err(error) => {
                     warn!(%error, "accepting a captured outbound connection failed");

@@ -7,6 +7,7 @@ mod control;
 mod exec;
 mod get;
 mod logs;
+mod node;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     App(app::AppCommand),
     /// Run the control plane (for now the CA service) until SIGTERM.
     Control(control::ControlArgs),
+    /// Run the node proxy of one node until SIGTERM.
+    Node(node::NodeArgs),
     /// The mesh CA: print the trust bundle, issue a certificate directly, check issued certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -125,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args),
         Command::App(cmd) => app::run(cmd),
         Command::Control(args) => control::run(args),
+        Command::Node(args) => node::run(args),
         Command::Ca(cmd) => ca::run(cmd),
     }
 }

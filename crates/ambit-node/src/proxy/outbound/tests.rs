@@ -1,7 +1,6 @@
 //! Loopback tests: a real HBONE server on `<random 127/8 address>:15008` in front of an echo application, the
 //! outbound proxy with [`PlainDialer`] and a fixed original destination.
 
-use std::future::pending;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -199,7 +198,7 @@ impl Harness {
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, pending()));
+        tokio::spawn(proxy.serve(listener, never_drains()));
         addr
     }
 
@@ -396,7 +395,12 @@ async fn plan_errors_close_the_client_and_record_the_failure() {
 fn production_proxy_is_spawnable() {
     fn assert_send<T: Send + 'static>(_: &T) {}
     fn check(proxy: OutboundProxy<CertificateManager, SoOriginalDst, PodDialer>, listener: TcpListener) {
-        assert_send(&proxy.serve(listener, pending()));
+        assert_send(&proxy.serve(listener, never_drains()));
     }
     let _ = check;
+}
+
+/// A drain watch whose trigger is gone: it never signals.
+fn never_drains() -> ambit_hbone::drain::DrainWatch {
+    ambit_hbone::drain::channel().1
 }

@@ -1,0 +1,252 @@
+//! The node proxy process (`ambit node`): wires the state source, the certificate manager, the per-pod proxies and
+//! the admin endpoints together, and runs until SIGTERM, SIGINT or `POST /quitquitquit`.
+//!
+//! Threads: the data plane runs on a multi-threaded tokio runtime (`worker_threads`, 2 by default, as ztunnel);
+//! the admin, metrics and readiness servers run on their own single-threaded runtime, so a scrape never competes
+//! with traffic. Each enrolled pod gets a [`pods::PodProxy`] holding its three in-pod listeners.
+//!
+//! Shutdown (ambient §7.2): readiness turns false, every listener stops accepting, inbound HBONE connections get
+//! GOAWAY, connections keep running until the drain deadline (`drain_grace`), and what is left is closed then.
+
+pub mod ca;
+pub mod dump;
+pub mod enrollment;
+pub mod pods;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ambit_identity::cert::TrustBundle;
+use ambit_identity::manager::{CertificateManager, ManagerConfig, SystemClock};
+use ambit_telemetry::Metrics;
+use ambit_telemetry::prometheus_client::registry::Registry;
+use ambit_types::TrustDomain;
+use anyhow::Context;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::{AdminState, serve_admin, serve_metrics, serve_readiness};
+use crate::state::source::watch_file;
+
+/// Istio's root namespace: policies there apply mesh-wide.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// Everything `ambit node` is told.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node this proxy serves (its pods' certificates are the only ones the CA gives it).
+    pub node: String,
+    /// Workloads, services and policies (see `state::source`).
+    pub state_file: PathBuf,
+    /// The enrolled pods of this node and their network namespaces (see [`enrollment`]).
+    pub enrollment_file: PathBuf,
+    /// How often the two files are checked for changes.
+    pub poll_interval: Duration,
+    /// The CA's `host:port`.
+    pub ca_address: String,
+    /// The mesh's trust bundle (PEM): the CA and peers are verified against it.
+    pub ca_root: PathBuf,
+    /// The node's bearer token for the CA.
+    pub token_file: PathBuf,
+    pub trust_domain: TrustDomain,
+    pub root_namespace: String,
+    /// Admin endpoints (`/config_dump`, `/quitquitquit`, ...): localhost only.
+    pub admin_address: SocketAddr,
+    pub metrics_address: SocketAddr,
+    pub readiness_address: SocketAddr,
+    /// How long connections may finish after shutdown (or a pod's removal) starts before they are closed.
+    pub drain_grace: Duration,
+    /// Data-plane worker threads.
+    pub worker_threads: usize,
+}
+
+/// What every pod proxy of the node shares.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub snapshot: watch::Receiver<Arc<crate::state::Snapshot>>,
+    pub certificates: CertificateManager,
+    pub bundle: watch::Receiver<TrustBundle>,
+    pub metrics: Metrics,
+    pub root_namespace: String,
+    pub drain_grace: Duration,
+}
+
+/// Runs the node proxy until it is asked to stop, then drains. Blocks the calling thread.
+pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let bundle_pem = std::fs::read_to_string(&config.ca_root)
+        .with_context(|| format!("cannot read the trust bundle {}", config.ca_root.display()))?;
+    let bundle = TrustBundle::from_pem(&bundle_pem)
+        .with_context(|| format!("{} is not a PEM trust bundle", config.ca_root.display()))?;
+    let token = std::fs::read_to_string(&config.token_file)
+        .with_context(|| format!("cannot read the node token {}", config.token_file.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the node token {} is empty",
+        config.token_file.display()
+    );
+
+    let bind = |addr: SocketAddr, what: &str| -> anyhow::Result<std::net::TcpListener> {
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+    let admin_listener = bind(config.admin_address, "admin")?;
+    let metrics_listener = bind(config.metrics_address, "metrics")?;
+    let readiness_listener = bind(config.readiness_address, "readiness")?;
+
+    let dataplane = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads.max(1))
+        .thread_name("ambit-dataplane")
+        .enable_all()
+        .build()
+        .context("cannot start the data-plane runtime")?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let manager_metrics = pods::ManagerMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
+
+    // The certificate manager and the CA channel spawn their tasks on the runtime they are created in.
+    let _entered = dataplane.enter();
+    let source = ca::LazyCaClient::new(config.ca_address.clone(), bundle.clone(), token, &config.trust_domain);
+    let certificates = CertificateManager::new(Arc::new(source), Arc::new(SystemClock), ManagerConfig::default());
+    let (snapshot, state_task) = dataplane
+        .block_on(watch_file(config.state_file.clone(), config.poll_interval))
+        .context("cannot load the mesh state")?;
+    let (_bundle_tx, bundle_rx) = watch::channel(bundle);
+    let context = NodeContext {
+        snapshot,
+        certificates: certificates.clone(),
+        bundle: bundle_rx,
+        metrics,
+        root_namespace: config.root_namespace.clone(),
+        drain_grace: config.drain_grace,
+    };
+    let manager = pods::PodManager::new(context.clone(), manager_metrics);
+    let dump = Arc::new(dump::NodeDump::new(config.node.clone(), context, manager.clone()));
+    let admin = AdminState::new(dump, ready_rx.clone(), quit_tx);
+
+    let admin_thread = std::thread::Builder::new()
+        .name("ambit-admin".into())
+        .spawn(move || {
+            serve_admin_thread(
+                admin_listener,
+                metrics_listener,
+                readiness_listener,
+                admin,
+                registry,
+                ready_rx,
+                stop_admin_rx,
+            )
+        })
+        .context("cannot start the admin thread")?;
+
+    info!(node = %config.node, admin = %config.admin_address, metrics = %config.metrics_address,
+        readiness = %config.readiness_address, "node proxy starting");
+    let result = dataplane.block_on(serve(config, manager, ready_tx, quit_rx));
+    state_task.abort();
+    let _ = stop_admin_tx.send(true);
+    if admin_thread.join().is_err() {
+        warn!("the admin thread panicked");
+    }
+    drop(_entered);
+    dataplane.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Keeps the pods in step with the enrollment file and readiness in step with the pods, until a stop signal; then
+/// drains every pod.
+async fn serve(
+    config: NodeConfig,
+    manager: pods::PodManager,
+    ready: watch::Sender<bool>,
+    mut quit: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut tick = tokio::time::interval(config.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = None;
+    let reason = loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = quit.wait_for(|quit| *quit) => break "/quitquitquit",
+        }
+        match enrollment::EnrollmentFile::read(&config.enrollment_file) {
+            Ok(pods) => {
+                last_error = None;
+                manager.reconcile(&pods);
+            }
+            Err(error) => {
+                // The pods keep their listeners: the last good enrollment stays in force.
+                let text = format!("{:#}", anyhow::Error::new(error));
+                if last_error.as_ref() != Some(&text) {
+                    warn!(error = %text, "ignoring an invalid enrollment file");
+                    last_error = Some(text);
+                }
+            }
+        }
+        ready.send_if_modified(|ready| {
+            let now = manager.all_ready();
+            let changed = *ready != now;
+            if changed {
+                info!(ready = now, pods = manager.len(), "readiness changed");
+            }
+            *ready = now;
+            changed
+        });
+    };
+    info!(signal = reason, grace = ?config.drain_grace, "draining");
+    ready.send_replace(false);
+    manager.drain_all(config.drain_grace).await;
+    info!("drained; exiting");
+    Ok(())
+}
+
+/// The admin, metrics and readiness servers on a single-threaded runtime, until `stop` turns true.
+fn serve_admin_thread(
+    admin: std::net::TcpListener,
+    metrics: std::net::TcpListener,
+    readiness: std::net::TcpListener,
+    state: AdminState,
+    registry: Arc<Registry>,
+    ready: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            warn!(%error, "cannot start the admin runtime; admin endpoints are off");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let listener = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
+        let (admin, metrics, readiness) = match (listener(admin), listener(metrics), listener(readiness)) {
+            (Ok(a), Ok(m), Ok(r)) => (a, m, r),
+            _ => {
+                warn!("cannot register the admin listeners; admin endpoints are off");
+                return;
+            }
+        };
+        tokio::join!(
+            serve_admin(admin, state, stopped(stop.clone())),
+            serve_metrics(metrics, registry, stopped(stop.clone())),
+            serve_readiness(readiness, ready, stopped(stop)),
+        );
+    });
+}

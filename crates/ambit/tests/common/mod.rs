@@ -1,0 +1,214 @@
+//! Helpers shared by the end-to-end tests: running `ambit`, and a local cluster that is torn down on drop.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const AMBIT: &str = env!("CARGO_BIN_EXE_ambit");
+
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("run id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the netns end-to-end tests need root (they create network namespaces); run them as root"
+    );
+}
+
+pub fn ambit(args: &[&str]) -> Output {
+    Command::new(AMBIT).args(args).output().expect("run ambit")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = ambit(args);
+    assert!(out.status.success(), "ambit {args:?} failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}{}-{tag}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn host_links() -> BTreeSet<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
+        .collect()
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true)
+}
+
+/// A running test cluster, removed on drop.
+pub struct TestCluster {
+    pub name: String,
+    pub dir: PathBuf,
+    pub up_output: String,
+}
+
+impl TestCluster {
+    /// Brings up a cluster from `manifest` under a unique name (`t<pid><n>-<tag>`), waiting up to 60 s for it.
+    pub fn start(tag: &str, manifest: &str) -> Self {
+        require_root();
+        let name = unique(tag);
+        let dir = std::env::temp_dir().join(format!("ambit-e2e-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cluster.yaml");
+        std::fs::write(&file, manifest).unwrap();
+        let mut cluster = Self {
+            name,
+            dir,
+            up_output: String::new(),
+        };
+        let out = ambit(&[
+            "cluster",
+            "up",
+            "-f",
+            file.to_str().unwrap(),
+            "--name",
+            &cluster.name,
+            "--wait",
+            "60",
+        ]);
+        cluster.up_output = text(&out);
+        assert!(out.status.success(), "cluster up failed: {}", cluster.up_output);
+        cluster
+    }
+
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend(["--cluster", &self.name]);
+        v
+    }
+
+    /// The pods of `namespace` as `ambit get pods -o json` lists them.
+    pub fn get_pods(&self, namespace: &str) -> serde_json::Value {
+        let out = ok(&self.args(&["get", "pods", "-n", namespace, "-o", "json"]));
+        serde_json::from_str(&out).expect("pods as JSON")
+    }
+
+    /// The IP of pod `namespace/name`.
+    pub fn pod_ip(&self, namespace: &str, name: &str) -> String {
+        let pods = self.get_pods(namespace);
+        let pod = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["metadata"]["name"] == name);
+        let pod = pod.unwrap_or_else(|| panic!("no pod {namespace}/{name}"));
+        pod["status"]["podIP"].as_str().unwrap().to_string()
+    }
+
+    /// Runs a shell command in a pod.
+    pub fn exec(&self, namespace: &str, pod: &str, script: &str) -> Output {
+        let mut args = self.args(&["exec", "-n", namespace, pod]);
+        args.extend(["--", "sh", "-c", script]);
+        ambit(&args)
+    }
+
+    pub fn exec_ok(&self, namespace: &str, pod: &str, script: &str) -> String {
+        let out = self.exec(namespace, pod, script);
+        assert!(
+            out.status.success(),
+            "`{script}` in {namespace}/{pod} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The cluster's runtime directory.
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/ambit/{}", self.name))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let status = std::fs::read(format!("/run/ambit/{}/status.json", self.name)).unwrap();
+        serde_json::from_slice(&status).unwrap()
+    }
+
+    pub fn supervisor_pid(&self) -> u32 {
+        self.status()["supervisor_pid"].as_u64().unwrap() as u32
+    }
+
+    /// Every pid of a running container.
+    pub fn container_pids(&self) -> Vec<u32> {
+        self.status()["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["containers"].as_array().unwrap().iter())
+            .filter_map(|c| c["state"]["Running"]["pid"].as_u64().map(|p| p as u32))
+            .collect()
+    }
+
+    pub fn down(&self) {
+        ok(&["cluster", "down", "--name", &self.name]);
+    }
+
+    pub fn assert_gone(&self, pids: &[u32]) {
+        let prefix = format!("ambit.{}.", self.name);
+        assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new(), "namespaces left");
+        assert!(
+            !Path::new(&format!("/run/ambit/{}", self.name)).exists(),
+            "runtime dir left"
+        );
+        let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            !etc.iter().any(|n| n.starts_with(&prefix)),
+            "/etc/netns entries left: {etc:?}"
+        );
+        let alive: Vec<_> = pids.iter().filter(|p| pid_alive(**p)).collect();
+        assert!(alive.is_empty(), "processes left: {alive:?}");
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(AMBIT)
+            .args(["cluster", "down", "--name", &self.name])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

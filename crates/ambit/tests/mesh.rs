@@ -1,0 +1,572 @@
+//! End-to-end tests of the mesh on the local cluster: enrolled pods on two nodes talk through the node proxies over
+//! HBONE, the fabric between the nodes carries only TLS to port 15008, and L4 policy is enforced. They need root
+//! and fail (never skip) without it.
+#![cfg(feature = "netns-tests")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// Two nodes; namespaces `mesh`, `guarded` and `strict` enrolled in ambient, `plain` not. `guarded` admits only
+/// the `mesh/client` identity; `strict` requires mTLS.
+const MANIFEST: &str = r#"
+apiVersion: ambit.dev/v1alpha1
+kind: Cluster
+metadata: {name: unused}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: guarded, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: strict, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: mesh}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: other, namespace: mesh}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: mesh}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+      - name: echo
+        command: [ambit, app, echo, --http, "0.0.0.0:8080", --tcp, "0.0.0.0:9000"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: mesh}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: mesh}
+spec:
+  nodeName: node-1
+  serviceAccountName: client
+  containers:
+  - {name: client, command: [sleep, infinity]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: mesh}
+spec:
+  nodeName: node-1
+  serviceAccountName: other
+  containers:
+  - {name: other, command: [sleep, infinity]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: mesh}
+spec:
+  nodeName: node-2
+  containers:
+  - name: nginx
+    command:
+    - sh
+    - -c
+    - |
+      mkdir -p www logs && echo nginx-says-hello > www/index.html
+      printf 'user root;\npid nginx.pid;\nevents {}\nhttp {\n  access_log off;\n  server { listen 8080; root www; }\n}\n' > nginx.conf
+      exec nginx -p "$PWD/" -e stderr -c nginx.conf -g 'daemon off;'
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vault, namespace: guarded}
+spec:
+  nodeName: node-2
+  containers:
+  - name: echo
+    command: [ambit, app, echo, --http, "0.0.0.0:8080"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-client, namespace: guarded}
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/mesh/sa/client"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: locked, namespace: strict}
+spec:
+  nodeName: node-2
+  containers:
+  - name: echo
+    command: [ambit, app, echo, --http, "0.0.0.0:8080"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: strict}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: outsider, namespace: plain}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: outsider, command: [sleep, infinity]}
+"#;
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/mesh/sa/client";
+const ECHO_ID: &str = "spiffe://cluster.local/ns/mesh/sa/default";
+
+/// `curl` from a pod: (succeeded, body).
+fn curl(c: &TestCluster, ns: &str, pod: &str, url: &str) -> (bool, String) {
+    let out = c.exec(ns, pod, &format!("curl -sS -m 5 {url}"));
+    (out.status.success(), text(&out))
+}
+
+/// A packet capture on one fabric port, stopped (and read) by [`Capture::finish`].
+struct Capture {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts tcpdump on `port` inside the fabric namespace; returns once it captures.
+    fn start(c: &TestCluster, port: &str) -> Self {
+        let file = c.dir.join(format!("{port}.pcap"));
+        let fabric = format!("ambit.{}.fabric", c.name);
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &fabric,
+                "tcpdump",
+                "-i",
+                port,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&file)
+            .arg("tcp")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tcpdump must be installed (make deps installs it)");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self { child, file }
+    }
+
+    /// Stops the capture and returns its IPv4 TCP segments.
+    fn finish(mut self) -> Vec<Segment> {
+        // Let the last packets reach the file before stopping.
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = self.child.id().to_string();
+        // tcpdump runs as the child of `ip netns exec`, which execs it: the pid is tcpdump's.
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = self.child.wait();
+        parse_pcap(&std::fs::read(&self.file).expect("read the capture"))
+    }
+}
+
+/// One captured TCP segment.
+#[derive(Debug)]
+struct Segment {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: Vec<u8>,
+}
+
+/// The IPv4 TCP segments of an Ethernet pcap file (microsecond or nanosecond, little-endian as written here).
+fn parse_pcap(data: &[u8]) -> Vec<Segment> {
+    let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let u16be = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    assert!(data.len() >= 24, "capture too short");
+    let magic = u32le(&data[0..4]);
+    assert!(
+        magic == 0xa1b2c3d4 || magic == 0xa1b23c4d,
+        "not a little-endian pcap file"
+    );
+    assert_eq!(u32le(&data[20..24]), 1, "not an Ethernet capture");
+    let mut segments = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32le(&data[at + 8..at + 12]) as usize;
+        let frame = &data[at + 16..(at + 16 + len).min(data.len())];
+        at += 16 + len;
+        if frame.len() < 14 + 20 || u16be(&frame[12..14]) != 0x0800 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16be(&ip[2..4])).min(ip.len());
+        if ip[9] != 6 || total < header + 20 {
+            continue;
+        }
+        let tcp = &ip[header..total];
+        let offset = usize::from(tcp[12] >> 4) * 4;
+        let addr = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+        segments.push(Segment {
+            src: (addr(&ip[12..16]), u16be(&tcp[0..2])),
+            dst: (addr(&ip[16..20]), u16be(&tcp[2..4])),
+            payload: tcp[offset.min(tcp.len())..].to_vec(),
+        });
+    }
+    segments
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn node_metrics(c: &TestCluster, node: &str) -> String {
+    let ns = format!("ambit.{}.node.{node}", c.name);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://127.0.0.1:15020/metrics",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "metrics of {node}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The series of `metric` whose labels include every `label="value"` of `labels`.
+fn series<'a>(metrics: &'a str, metric: &str, labels: &[&str]) -> Vec<&'a str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .collect()
+}
+
+/// Rewrites the cluster's mesh state file through `edit` (atomically, as the supervisor does).
+fn edit_mesh_state(c: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = c.run_dir().join("mesh-state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut state);
+    let tmp = path.with_extension("json.edit");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+/// Retries `check` every 100 ms for up to `limit`; returns whether it held.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
+    let c = TestCluster::start("mesh", MANIFEST);
+    let client_ip = c.pod_ip("mesh", "client");
+    let web_ip = c.pod_ip("mesh", "web");
+    let pods = c.get_pods("mesh");
+    let echo: Vec<(String, String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "echo")
+        .map(|p| {
+            let field = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+            (
+                field(&p["metadata"]["name"]),
+                field(&p["spec"]["nodeName"]),
+                field(&p["status"]["podIP"]),
+            )
+        })
+        .collect();
+    let (remote_echo, remote_echo_ip) = echo
+        .iter()
+        .find(|(_, node, _)| node == "node-2")
+        .map(|(name, _, ip)| (name.clone(), ip.clone()))
+        .expect("an echo pod on node-2");
+
+    // The node proxies poll the mesh state: the last readiness changes reach them a moment after `cluster up`.
+    let synced = eventually(Duration::from_secs(5), || {
+        echo.iter()
+            .all(|(_, _, ip)| curl(&c, "mesh", "client", &format!("http://{ip}:8080/")).0)
+            && curl(&c, "mesh", "client", "http://echo.mesh.svc.cluster.local/").0
+    });
+    assert!(synced, "the echo pods are not reachable through the mesh");
+
+    // Everything the enrolled client says to node-2 crosses the fabric through node-1's port: read it there.
+    let capture = Capture::start(&c, "node0");
+
+    // A ClusterIP reaches endpoints on both nodes, through the tunnel, and the server sees the client's pod IP.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let (ok, body) = curl(
+            &c,
+            "mesh",
+            "client",
+            "http://echo.mesh.svc.cluster.local/MESH-MARKER-7f3a",
+        );
+        assert!(ok, "client -> echo service: {body}");
+        assert!(
+            body.contains(&format!("peer={client_ip}:")),
+            "the app must see the client's pod IP: {body}"
+        );
+        let pod = body
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        seen.insert(pod);
+    }
+    let names: std::collections::BTreeSet<String> = echo.iter().map(|(name, ..)| format!("pod={name}")).collect();
+    assert_eq!(
+        seen, names,
+        "the ClusterIP must spread over the endpoints on both nodes"
+    );
+
+    // A program nobody here wrote, on both ends: curl against Debian's nginx.
+    let (ok, body) = curl(&c, "mesh", "client", &format!("-i http://{web_ip}:8080/"));
+    assert!(
+        ok && body.contains("nginx-says-hello") && body.contains("Server: nginx"),
+        "curl -> nginx: {body}"
+    );
+
+    // A client outside the mesh talks plaintext (PERMISSIVE accepts it): proof that the capture sees payloads.
+    let (ok, body) = curl(
+        &c,
+        "plain",
+        "outsider",
+        &format!("http://{remote_echo_ip}:8080/PLAIN-MARKER-19c2"),
+    );
+    assert!(ok, "outsider -> echo (PERMISSIVE): {body}");
+    assert!(body.contains(&format!("pod={remote_echo}")), "{body}");
+
+    let segments = capture.finish();
+    let client: Ipv4Addr = client_ip.parse().unwrap();
+    let from_client: Vec<&Segment> = segments
+        .iter()
+        .filter(|s| s.src.0 == client || s.dst.0 == client)
+        .collect();
+    assert!(!from_client.is_empty(), "no traffic of the client was captured");
+    let not_hbone: Vec<_> = from_client
+        .iter()
+        .filter(|s| s.src.1 != 15008 && s.dst.1 != 15008)
+        .collect();
+    assert!(
+        not_hbone.is_empty(),
+        "the enrolled client sent non-HBONE traffic on the fabric: {not_hbone:?}"
+    );
+    let plaintext = segments
+        .iter()
+        .filter(|s| contains(&s.payload, "MESH-MARKER-7f3a"))
+        .count();
+    assert_eq!(
+        plaintext, 0,
+        "application plaintext of the enrolled client crossed the fabric"
+    );
+    // TLS records (type, then version 3.3) in both directions.
+    let record =
+        |s: &&&Segment| s.payload.len() > 5 && (0x14..=0x17).contains(&s.payload[0]) && s.payload[1..3] == [3, 3];
+    assert!(
+        from_client.iter().filter(|s| s.dst.1 == 15008).any(|s| record(&s)),
+        "no TLS record sent to 15008"
+    );
+    assert!(
+        from_client.iter().filter(|s| s.src.1 == 15008).any(|s| record(&s)),
+        "no TLS record from 15008"
+    );
+    assert!(
+        segments.iter().any(|s| contains(&s.payload, "PLAIN-MARKER-19c2")),
+        "the capture must see the unenrolled client's plaintext (else it proves nothing)"
+    );
+
+    // Metrics on both nodes: mutual TLS, both SPIFFE principals.
+    let labels = [
+        "connection_security_policy=\"mutual_tls\"",
+        &format!("source_principal=\"{CLIENT_ID}\""),
+        &format!("destination_principal=\"{ECHO_ID}\""),
+    ];
+    let source = node_metrics(&c, "node-1");
+    let mut source_labels = labels.to_vec();
+    source_labels.push("reporter=\"source\"");
+    assert!(
+        !series(&source, "istio_tcp_connections_opened_total", &source_labels).is_empty(),
+        "node-1 metrics lack the mTLS source series:\n{source}"
+    );
+    let destination = node_metrics(&c, "node-2");
+    let mut destination_labels = labels.to_vec();
+    destination_labels.push("reporter=\"destination\"");
+    assert!(
+        !series(&destination, "istio_tcp_connections_opened_total", &destination_labels).is_empty(),
+        "node-2 metrics lack the mTLS destination series:\n{destination}"
+    );
+
+    // ALLOW by principal: only mesh/client reaches guarded/vault.
+    let vault_ip = c.pod_ip("guarded", "vault");
+    let (ok, body) = curl(&c, "mesh", "client", &format!("http://{vault_ip}:8080/"));
+    assert!(ok, "the allowed principal is refused: {body}");
+    let (ok, body) = curl(&c, "mesh", "other", &format!("http://{vault_ip}:8080/"));
+    assert!(!ok, "a principal the ALLOW policy does not name got through: {body}");
+    let (ok, body) = curl(&c, "plain", "outsider", &format!("http://{vault_ip}:8080/"));
+    assert!(!ok, "a plaintext client got past an ALLOW-by-principal policy: {body}");
+
+    // STRICT refuses the unenrolled client; mTLS clients pass.
+    let locked_ip = c.pod_ip("strict", "locked");
+    let (ok, body) = curl(&c, "plain", "outsider", &format!("http://{locked_ip}:8080/"));
+    assert!(!ok, "STRICT accepted a plaintext client: {body}");
+    let (ok, body) = curl(&c, "mesh", "client", &format!("http://{locked_ip}:8080/"));
+    assert!(ok, "STRICT refused an mTLS client: {body}");
+
+    // A peer presenting the wrong identity is refused: the state says strict/locked runs as `impostor`, but its
+    // node proxy proves `default`.
+    let original = std::fs::read(c.run_dir().join("mesh-state.json")).unwrap();
+    edit_mesh_state(&c, |state| {
+        for workload in state["workloads"].as_array_mut().unwrap() {
+            if workload["name"] == "locked" {
+                workload["service_account"] = "impostor".into();
+            }
+        }
+    });
+    let refused = eventually(Duration::from_secs(5), || {
+        !curl(&c, "mesh", "client", &format!("http://{locked_ip}:8080/")).0
+    });
+    assert!(refused, "a server proving another identity than expected was accepted");
+    let failures = series(
+        &node_metrics(&c, "node-1"),
+        "istio_tcp_connections_failed_total",
+        &[
+            "response_flags=\"TLS_FAILURE\"",
+            "destination_principal=\"spiffe://cluster.local/ns/strict/sa/impostor\"",
+        ],
+    )
+    .len();
+    assert!(failures > 0, "the identity mismatch is not reported as TLS_FAILURE");
+    let tmp = c.run_dir().join("mesh-state.json.edit");
+    std::fs::write(&tmp, &original).unwrap();
+    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
+    let back = eventually(Duration::from_secs(5), || {
+        curl(&c, "mesh", "client", &format!("http://{locked_ip}:8080/")).0
+    });
+    assert!(back, "restoring the identity did not restore the connection");
+
+    // A DENY policy takes effect within 1 s and closes the live connection it now forbids.
+    let script = format!(
+        "import socket,time\n\
+         s=socket.create_connection(('{remote_echo_ip}',9000),timeout=5)\n\
+         s.settimeout(5)\n\
+         print('connected',flush=True)\n\
+         give_up=time.time()+15\n\
+         while time.time()<give_up:\n\
+         \x20 try:\n\
+         \x20   s.sendall(b'ping')\n\
+         \x20   d=s.recv(64)\n\
+         \x20   assert d\n\
+         \x20 except Exception as e:\n\
+         \x20   print('closed',repr(time.time()),flush=True)\n\
+         \x20   break\n\
+         \x20 time.sleep(0.02)\n\
+         else:\n\
+         \x20 print('still open',flush=True)\n"
+    );
+    let args = [
+        "exec",
+        "-n",
+        "mesh",
+        "client",
+        "--cluster",
+        &c.name,
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ];
+    let mut live = Command::new(AMBIT).args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "connected");
+    std::thread::sleep(Duration::from_millis(300));
+    edit_mesh_state(&c, |state| {
+        let deny = serde_json::json!({
+            "name": "deny-all", "namespace": "mesh", "scope": "NAMESPACE", "action": "DENY", "groups": [{}]
+        });
+        state["policies"].as_array_mut().unwrap().push(deny);
+    });
+    let written = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let closed = lines.next().expect("the live connection's end").unwrap();
+    let _ = live.wait();
+    let closed_at: f64 = closed.strip_prefix("closed ").expect(&closed).parse().unwrap();
+    assert!(
+        closed_at - written < 1.0,
+        "the live connection was closed {:.3} s after the DENY policy was written",
+        closed_at - written
+    );
+    let (ok, body) = curl(&c, "mesh", "client", &format!("http://{remote_echo_ip}:8080/"));
+    assert!(!ok, "a new connection passed the DENY policy: {body}");
+    let node2 = node_metrics(&c, "node-2");
+    let denied = series(
+        &node2,
+        "istio_tcp_connections_failed_total",
+        &["reporter=\"destination\"", "response_flags=\"DENY\""],
+    );
+    assert!(
+        !denied.is_empty(),
+        "denied connections are not counted with response_flags=DENY"
+    );
+    std::fs::write(&tmp, &original).unwrap();
+    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
+    let lifted = eventually(Duration::from_secs(5), || {
+        curl(&c, "mesh", "client", &format!("http://{remote_echo_ip}:8080/")).0
+    });
+    assert!(lifted, "removing the DENY policy did not restore traffic");
+}
