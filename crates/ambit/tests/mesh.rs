@@ -453,6 +453,47 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
         "node-2 metrics lack the mTLS destination series:\n{destination}"
     );
 
+    // The admin endpoint shows what node-2 serves: its pods with their identities, their certificates, the state.
+    let ns = format!("ambit.{}.node.node-2", c.name);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://127.0.0.1:15000/config_dump",
+        ])
+        .output()
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config_dump is JSON");
+    let pods = dump["pods"].as_array().expect("pods in the config dump");
+    let remote_uid = format!("Kubernetes//Pod/mesh/{remote_echo}");
+    let pod = pods
+        .iter()
+        .find(|p| p["uid"] == remote_uid.as_str())
+        .expect("node-2 serves the remote echo pod");
+    assert_eq!(
+        (pod["state"].as_str(), pod["identity"].as_str()),
+        (Some("Ready"), Some(ECHO_ID)),
+        "{pod}"
+    );
+    assert!(
+        pods.iter()
+            .all(|p| !p["uid"].as_str().unwrap().contains("/mesh/client")),
+        "node-2 serves node-1's pod"
+    );
+    let certs = dump["certificates"].as_array().unwrap();
+    assert!(
+        certs
+            .iter()
+            .any(|c| c["identity"] == ECHO_ID && c["state"] == "Available"),
+        "{certs:?}"
+    );
+    assert!(dump["workloads"].as_array().unwrap().len() >= 8 && !dump["policies"].as_array().unwrap().is_empty());
+
     // ALLOW by principal: only mesh/client reaches guarded/vault.
     let vault_ip = c.pod_ip("guarded", "vault");
     let (ok, body) = curl(&c, "mesh", "client", &format!("http://{vault_ip}:8080/"));
@@ -502,37 +543,7 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
     assert!(back, "restoring the identity did not restore the connection");
 
     // A DENY policy takes effect within 1 s and closes the live connection it now forbids.
-    let script = format!(
-        "import socket,time\n\
-         s=socket.create_connection(('{remote_echo_ip}',9000),timeout=5)\n\
-         s.settimeout(5)\n\
-         print('connected',flush=True)\n\
-         give_up=time.time()+15\n\
-         while time.time()<give_up:\n\
-         \x20 try:\n\
-         \x20   s.sendall(b'ping')\n\
-         \x20   d=s.recv(64)\n\
-         \x20   assert d\n\
-         \x20 except Exception as e:\n\
-         \x20   print('closed',repr(time.time()),flush=True)\n\
-         \x20   break\n\
-         \x20 time.sleep(0.02)\n\
-         else:\n\
-         \x20 print('still open',flush=True)\n"
-    );
-    let args = [
-        "exec",
-        "-n",
-        "mesh",
-        "client",
-        "--cluster",
-        &c.name,
-        "--",
-        "python3",
-        "-c",
-        &script,
-    ];
-    let mut live = Command::new(AMBIT).args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut live = live_connection(&c, "mesh", "client", &remote_echo_ip, 9000, 15);
     let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "connected");
     std::thread::sleep(Duration::from_millis(300));
@@ -542,7 +553,7 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
         });
         state["policies"].as_array_mut().unwrap().push(deny);
     });
-    let written = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let written = unix_now();
     let closed = lines.next().expect("the live connection's end").unwrap();
     let _ = live.wait();
     let closed_at: f64 = closed.strip_prefix("closed ").expect(&closed).parse().unwrap();
@@ -569,4 +580,131 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
         curl(&c, "mesh", "client", &format!("http://{remote_echo_ip}:8080/")).0
     });
     assert!(lifted, "removing the DENY policy did not restore traffic");
+}
+
+/// One enrolled client on node-1 and an enrolled TCP echo server on node-2.
+const DRAIN_MANIFEST: &str = r#"
+apiVersion: ambit.dev/v1alpha1
+kind: Cluster
+metadata: {name: unused}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: mesh}
+spec:
+  nodeName: node-2
+  containers:
+  - name: echo
+    command: [ambit, app, echo, --http, "0.0.0.0:8080", --tcp, "0.0.0.0:9000"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: mesh}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: client, command: [sleep, infinity]}
+"#;
+
+/// A python loop in `pod` that exchanges a few bytes with `addr` every 20 ms over one connection; prints
+/// `connected`, then `closed <unix time>` when the connection fails, or `still open` after `seconds`.
+fn live_connection(c: &TestCluster, ns: &str, pod: &str, ip: &str, port: u16, seconds: u32) -> Child {
+    let script = format!(
+        "import socket,time\n\
+         s=socket.create_connection(('{ip}',{port}),timeout=5)\n\
+         s.settimeout(5)\n\
+         print('connected',flush=True)\n\
+         give_up=time.time()+{seconds}\n\
+         while time.time()<give_up:\n\
+         \x20 try:\n\
+         \x20   s.sendall(b'ping')\n\
+         \x20   d=s.recv(64)\n\
+         \x20   assert d\n\
+         \x20 except Exception as e:\n\
+         \x20   print('closed',repr(time.time()),flush=True)\n\
+         \x20   break\n\
+         \x20 time.sleep(0.02)\n\
+         else:\n\
+         \x20 print('still open',flush=True)\n"
+    );
+    let args = [
+        "exec",
+        "-n",
+        ns,
+        pod,
+        "--cluster",
+        &c.name,
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ];
+    Command::new(AMBIT).args(args).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+/// The pid of the `ambit node` process of `node`.
+fn node_proxy_pid(c: &TestCluster, node: &str) -> Option<u32> {
+    let ns = format!("ambit.{}.node.{node}", c.name);
+    let out = Command::new("ip").args(["netns", "pids", &ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"node"[..]) && args.windows(2).any(|w| w[0] == b"--node" && w[1] == node.as_bytes())
+        })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back() {
+    let c = TestCluster::start("drain", DRAIN_MANIFEST);
+    let server_ip = c.pod_ip("mesh", "server");
+    let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
+    assert!(
+        eventually(Duration::from_secs(5), reachable),
+        "client -> server through the mesh"
+    );
+
+    let mut live = live_connection(&c, "mesh", "client", &server_ip, 9000, 20);
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "connected");
+    let pid = node_proxy_pid(&c, "node-2").expect("node-2's proxy runs");
+    let signalled = unix_now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // The connection keeps working through the drain (5 s by default) and is closed at its deadline.
+    let line = lines.next().expect("the live connection's end").unwrap();
+    let _ = live.wait();
+    let closed_at: f64 = line.strip_prefix("closed ").expect(&line).parse().unwrap();
+    let after = closed_at - signalled;
+    assert!(
+        (3.0..9.0).contains(&after),
+        "the drained connection ended {after:.2} s after SIGTERM, not near the 5 s deadline"
+    );
+
+    // The supervisor restarts the proxy, which serves the pod again.
+    assert!(
+        eventually(Duration::from_secs(15), || node_proxy_pid(&c, "node-2")
+            .is_some_and(|p| p != pid)
+            && reachable()),
+        "the node proxy did not come back"
+    );
 }
