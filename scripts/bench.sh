@@ -1,19 +1,69 @@
 #!/usr/bin/env bash
 # `make bench`: load measurements on the local cluster, client and server pods on different nodes, each the median
-# of 3 runs with min and max, printed as one table with the direct path beside the meshed one.
+# of 3 runs with min and max, printed as one table with the direct path (namespace `bench`) beside the meshed one
+# (namespace `bench-mesh`, enrolled in ambient: through both node proxies over HBONE), the node proxies' cost, and
+# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike.
+# Exits non-zero only when a run produced no result; a missed target is reported, not fatal.
 set -euo pipefail
 AMBIT=$(realpath "${1:-target/release/ambit}")
 RUN_SECONDS=${BENCH_SECONDS:-5}
 CLUSTER=bench
+NODES=(node-1 node-2)
+DIRECT_NS=bench
+MESH_NS=bench-mesh
 cd "$(dirname "$0")/.."
-cleanup() { "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true; }
+out=$(mktemp -d)
+cleanup() {
+  "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
+  rm -rf "$out"
+}
 trap cleanup EXIT
 
-"$AMBIT" cluster up -f benches/local/cluster.yaml >/dev/null
+if ! "$AMBIT" cluster up -f benches/local/cluster.yaml >"$out/up.log" 2>&1; then
+  cat "$out/up.log" >&2
+  exit 1
+fi
 export AMBIT_CLUSTER=$CLUSTER
-server=$("$AMBIT" get pods -n bench -o json | python3 -c '
+pod_ip() { # NAMESPACE POD
+  "$AMBIT" get pods -n "$1" -o json | python3 -c '
 import json,sys
-print([p["status"]["podIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"]=="server"][0])')
+print([p["status"]["podIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"]==sys.argv[1]][0])' "$2"
+}
+declare -A server=([direct]=$(pod_ip "$DIRECT_NS" server) [meshed]=$(pod_ip "$MESH_NS" server))
+declare -A namespace=([direct]=$DIRECT_NS [meshed]=$MESH_NS)
+
+# Waits until every node proxy is ready (`cluster up` already waited for the pods), at most 30 s.
+for node in "${NODES[@]}"; do
+  ready=false
+  for _ in $(seq 60); do
+    if ip netns exec "ambit.$CLUSTER.node.$node" curl -sf -o /dev/null -m 1 http://127.0.0.1:15021/healthz/ready; then
+      ready=true
+      break
+    fi
+    sleep 0.5
+  done
+  $ready || echo "bench: warning: the node proxy of $node is not ready after 30 s" >&2
+done
+
+# The node proxies: `ambit node ...` processes (`node` is their 2nd argument) in the node namespaces.
+# proxy_stat prints one line per node proxy: NODE PID CPU_TICKS (utime+stime) VMHWM_KIB.
+proxy_stat() {
+  local node pid arg stat rest hwm fields
+  for node in "${NODES[@]}"; do
+    for pid in $(ip netns pids "ambit.$CLUSTER.node.$node" 2>/dev/null); do
+      arg=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | sed -n 2p) || continue
+      [[ $arg == node ]] || continue
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+      rest=${stat##*) }                   # fields from the 3rd on; the 14th and 15th are utime and stime
+      read -ra fields <<<"$rest"
+      hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || hwm=0
+      echo "$node $pid $((fields[11] + fields[12])) ${hwm:-0}"
+    done
+  done
+}
+if [[ -z $(proxy_stat) ]]; then
+  echo "bench: warning: no node proxy process found in ambit.$CLUSTER.node.*; node proxy cost not measured" >&2
+fi
 
 # Waits until the machine is idle (1-minute load under 0.5), at most 30 s.
 for _ in $(seq 30); do
@@ -21,56 +71,139 @@ for _ in $(seq 30); do
   sleep 1
 done
 
-out=$(mktemp -d)
-measure() { # NAME ARGS...: three runs of `ambit app load ARGS -o json` from the client pod
-  local name=$1; shift
+failed=0
+run() { # PATH NAME I ARGS...: one run of `ambit app load ARGS -o json` from the path's client pod
+  local path=$1 name=$2 i=$3 target=${server[$1]}; shift 3
+  local json="$out/$path.$name.$i.json"
+  [[ $path == meshed ]] && proxy_stat >"$out/proxy.$name.$i.before"
+  # The target's address is the path's server; ARGS name it SERVER.
+  if ! timeout -k 5 $((RUN_SECONDS + 60)) "$AMBIT" exec -n "${namespace[$path]}" client -- \
+      ambit app load "${@//SERVER/$target}" -d "${RUN_SECONDS}s" -o json >"$json" 2>"$out/stderr.log" \
+      || ! python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$json" 2>/dev/null; then
+    echo "bench: $path run $i of $name produced no result:" >&2
+    sed 's/^/  /' "$out/stderr.log" >&2
+    rm -f "$json"
+    failed=1
+  fi
+  [[ $path == meshed ]] && proxy_stat >"$out/proxy.$name.$i.after"
+  return 0
+}
+measure() { # NAME ARGS...: three runs on each path, direct run i then meshed run i
+  local name=$1 i; shift
   for i in 1 2 3; do
-    if ! "$AMBIT" exec -n bench client -- ambit app load "$@" -d "${RUN_SECONDS}s" -o json \
-        >"$out/direct.$name.$i.json" 2>"$out/stderr.log"; then
-      cat "$out/stderr.log" >&2
-      exit 1
-    fi
+    run direct "$name" "$i" "$@"
+    run meshed "$name" "$i" "$@"
   done
 }
-measure bulk --tcp "$server:9001" --bulk
-measure http1 --url "http://$server:8080/" -c 1
-measure http16 --url "http://$server:8080/" -c 16
-measure newconn --url "http://$server:8080/" -c 4 --new-connection
-measure rate1000 --url "http://$server:8080/" -c 4 --rate 1000
+measure bulk --tcp SERVER:9001 --bulk
+measure http1 --url http://SERVER:8080/ -c 1
+measure http16 --url http://SERVER:8080/ -c 16
+measure newconn --url http://SERVER:8080/ -c 4 --new-connection
+measure rate1000 --url http://SERVER:8080/ -c 4 --rate 1000
 
-python3 - "$out" <<'PY'
-import json, statistics, sys, glob, os
-out = sys.argv[1]
+python3 - "$out" "$(getconf CLK_TCK)" "$RUN_SECONDS" "$DIRECT_NS" "$MESH_NS" <<'PY'
+import glob, json, os, statistics, sys
+out, tck, seconds, direct_ns, mesh_ns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+names = ["bulk", "http1", "http16", "newconn", "rate1000"]
+http = ["http1", "http16", "newconn", "rate1000"]
 def runs(path, name):
     return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, f"{path}.{name}.*.json")))]
-def cell(path, name, get, fmt):
+def median(path, name, get):
+    vals = [get(r) for r in runs(path, name)]
+    return statistics.median(vals) if vals else None
+def cell(path, name, get, fmt, unit):
     vals = [get(r) for r in runs(path, name)]
     if not vals:
         return "not measured"
-    return f"{fmt(statistics.median(vals))} [{fmt(min(vals))}-{fmt(max(vals))}]"
-gbit = lambda v: f"{v * 8 / 1e9:.2f} Gbit/s"
-rps = lambda v: f"{v:,.0f}/s"
-us = lambda v: f"{v:,.0f} us"
+    return f"{fmt(statistics.median(vals))} [{fmt(min(vals))}-{fmt(max(vals))}] {unit}"
+gbit = (lambda v: f"{v * 8 / 1e9:.2f}", "Gbit/s")
+rps = (lambda v: f"{v:,.0f}", "/s")
+us = (lambda v: f"{v:,.0f}", "us")
+bps, reqs, p = (lambda r: r["bytes_per_sec"]), (lambda r: r["requests_per_sec"]), (lambda q: lambda r: r["latency_us"][q])
+# (label, run name, value, format, target): a target is ("ratio", minimum) or ("plus", maximum added microseconds).
 rows = [
-    ("single-stream throughput", "bulk", lambda r: r["bytes_per_sec"], gbit),
-    ("HTTP req/s, 1 connection", "http1", lambda r: r["requests_per_sec"], rps),
-    ("  p50 latency, 1 connection", "http1", lambda r: r["latency_us"]["p50"], us),
-    ("  p99 latency, 1 connection", "http1", lambda r: r["latency_us"]["p99"], us),
-    ("HTTP req/s, 16 connections", "http16", lambda r: r["requests_per_sec"], rps),
-    ("  p50 latency, 16 connections", "http16", lambda r: r["latency_us"]["p50"], us),
-    ("  p99 latency, 16 connections", "http16", lambda r: r["latency_us"]["p99"], us),
-    ("new connections/s (connect, request, close)", "newconn", lambda r: r["requests_per_sec"], rps),
-    ("1000 req/s over 4 connections: p50", "rate1000", lambda r: r["latency_us"]["p50"], us),
-    ("1000 req/s over 4 connections: p90", "rate1000", lambda r: r["latency_us"]["p90"], us),
-    ("1000 req/s over 4 connections: p99", "rate1000", lambda r: r["latency_us"]["p99"], us),
+    ("single-stream throughput", "bulk", bps, gbit, ("ratio", 0.50)),
+    ("HTTP req/s, 1 connection", "http1", reqs, rps, None),
+    ("  p50 latency, 1 connection", "http1", p("p50"), us, ("plus", 20)),
+    ("  p99 latency, 1 connection", "http1", p("p99"), us, None),
+    ("HTTP req/s, 16 connections", "http16", reqs, rps, ("ratio", 0.40)),
+    ("  p50 latency, 16 connections", "http16", p("p50"), us, None),
+    ("  p99 latency, 16 connections", "http16", p("p99"), us, None),
+    ("new connections/s (connect, request, close)", "newconn", reqs, rps, ("ratio", 0.50)),
+    ("1000 req/s over 4 connections: p50", "rate1000", p("p50"), us, None),
+    ("1000 req/s over 4 connections: p90", "rate1000", p("p90"), us, None),
+    ("1000 req/s over 4 connections: p99", "rate1000", p("p99"), us, None),
 ]
-errors = sum(r["errors"] for f in glob.glob(os.path.join(out, "*.json")) for r in [json.load(open(f))])
-w = 46
-print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<42} meshed")
-print("-" * (w + 42 + 40))
-for label, name, get, fmt in rows:
-    print(f"{label:<{w}} {cell('direct', name, get, fmt):<42} {cell('meshed', name, get, fmt)}")
-print(f"\nerrors across all runs: {errors}")
-print("meshed: not measured until the node proxy exists (issue 4); the column fills in then.")
+w, c, d = 46, 30, 17
+print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<{c}} {'meshed':<{c}} {'meshed vs direct':<{d}} target")
+print("-" * (w + 2 * c + d + 20))
+for label, name, get, (fmt, unit), target in rows:
+    a, b = median("direct", name, get), median("meshed", name, get)
+    latency = unit == "us"
+    if a is None or b is None:
+        versus = "-"
+    elif latency:
+        versus = f"{b - a:+,.0f} us"
+    else:
+        versus = f"{b / a:.0%}" if a else "-"
+    goal = ""
+    if target:
+        kind, limit = target
+        goal = f">= {limit:.0%} of direct" if kind == "ratio" else f"<= direct + {limit} us"
+        if a is None or b is None or (kind == "ratio" and not a):
+            goal += "  not measured"
+        else:
+            ok = b >= limit * a if kind == "ratio" else b <= a + limit
+            goal += "  PASS" if ok else "  FAIL"
+    print(f"{label:<{w}} {cell('direct', name, get, fmt, unit):<{c}} {cell('meshed', name, get, fmt, unit):<{c}} "
+          f"{versus:<{d}} {goal}".rstrip())
+
+# Node proxies: CPU (utime+stime) over the meshed runs only, from the snapshots taken around each of them.
+def snapshot(f):
+    snap = {}
+    for line in open(f):
+        node, pid, ticks, hwm = line.split()
+        snap[node] = (pid, int(ticks), int(hwm))
+    return snap
+cpu, warned, last = {}, set(), {}
+for name in names:
+    for before_file in sorted(glob.glob(os.path.join(out, f"proxy.{name}.*.before"))):
+        after_file = before_file[: -len(".before")] + ".after"
+        before, after = snapshot(before_file), snapshot(after_file) if os.path.exists(after_file) else {}
+        total = 0
+        for node, (pid, ticks, hwm) in after.items():
+            last[node] = hwm
+            old = before.get(node)
+            if old and old[0] == pid:
+                total += ticks - old[1]
+            else:  # started (or restarted) during the run: all of its CPU time is the run's
+                total += ticks
+                if node not in warned:
+                    print(f"bench: warning: the node proxy of {node} (re)started during the meshed runs", file=sys.stderr)
+                    warned.add(node)
+        cpu[name] = cpu.get(name, 0) + total / tck
+if last:
+    requests = sum(r["requests"] for n in http for r in runs("meshed", n))
+    http_cpu = sum(cpu.get(n, 0) for n in http)
+    per_k = f"{http_cpu / requests * 1e6:,.1f} ms per 1000 requests of the HTTP runs" if requests else ""
+    cpu_cell = f"{sum(cpu.values()):.2f} s, both nodes" + (f"; {per_k}" if per_k else "")
+    by_run = [(n, cpu.get(n, 0), sum(r["requests"] for r in runs("meshed", n))) for n in http]
+    per_run = ", ".join(f"{n} {t / q * 1e6:,.1f}" for n, t, q in by_run if q)
+    rss_cell = ", ".join(f"{node} {kib / 1024:.1f} MiB" for node, kib in sorted(last.items()))
+else:
+    cpu_cell = rss_cell = "not measured"
+print(f"{'node proxies: CPU seconds during meshed runs':<{w}} {'-':<{c}} {cpu_cell}")
+if last and per_run:
+    print(f"{'  CPU ms per 1000 requests, by run':<{w}} {'-':<{c}} {per_run}")
+print(f"{'node proxies: peak RSS':<{w}} {'-':<{c}} {rss_cell}")
+
+def errors(path):
+    counts = {n: sum(r["errors"] for r in runs(path, n)) for n in names}
+    listed = ", ".join(f"{n} {v}" for n, v in counts.items() if v)
+    return f"{sum(counts.values())}" + (f" ({listed})" if listed else "")
+print(f"\nerrors across all runs: direct {errors('direct')}, meshed {errors('meshed')}")
+print(f"figures: `ambit exec -n {direct_ns}|{mesh_ns} client -- ambit app load ... -d {seconds}s -o json` from node-1 "
+      f"to the server pod on node-2, BENCH_SECONDS={seconds}, 3 runs per path alternating direct and meshed; "
+      "targets are informational.")
 PY
-rm -rf "$out"
+exit "$failed"

@@ -76,6 +76,8 @@ pub enum ConnectError {
 pub(crate) struct Dialed {
     pub(crate) send: SendRequest<Bytes>,
     pub(crate) conn: Connection<TlsStream<TcpStream>, Bytes>,
+    /// The identity the server proved (its certificate's SPIFFE URI SAN).
+    pub(crate) peer: Option<ambit_types::Identity>,
 }
 
 /// An established tunnel (the server answered 200). Reads return the server's bytes and EOF on its END_STREAM;
@@ -176,8 +178,9 @@ pub(crate) async fn dial<D: Dialer>(
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
         .map_err(DialError::Tls)?;
+    let peer = ambit_identity::tls::peer_identity(tls.get_ref().1);
     let (send, conn) = settings.builder().handshake(tls).await.map_err(DialError::Handshake)?;
-    Ok(Dialed { send, conn })
+    Ok(Dialed { send, conn, peer })
 }
 
 /// The CONNECT request: `:authority` = target, no `:scheme` or `:path`, and the metadata headers.
@@ -231,6 +234,11 @@ pub(crate) async fn open(lease: Lease, request: Request<()>) -> Result<HboneStre
 // === impl HboneStream ===
 
 impl HboneStream {
+    /// The SPIFFE identity the server proved in the TLS handshake of this stream's connection.
+    pub fn peer_identity(&self) -> Option<&ambit_types::Identity> {
+        self._lease.peer_identity()
+    }
+
     /// Headers of the server's 200 (e.g. the destination's `baggage`).
     pub fn response_headers(&self) -> &HeaderMap {
         &self.response_headers

@@ -77,6 +77,8 @@ struct ConnState {
     /// Cleared when the connection failed or was refused: no new streams go to it.
     usable: AtomicBool,
     epoch: Instant,
+    /// The SPIFFE identity the server proved in the TLS handshake.
+    peer: Option<Identity>,
 }
 
 /// A reserved stream slot on a connection.
@@ -208,7 +210,7 @@ impl<D: Dialer> Inner<D> {
     ) {
         let limit = self.settings.connect_timeout;
         let dialed = time::timeout(limit, client::dial(&self.dialer, key.destination, tls, &self.settings)).await;
-        let Dialed { send, conn } = match dialed.unwrap_or(Err(DialError::Timeout(limit))) {
+        let Dialed { send, conn, peer } = match dialed.unwrap_or(Err(DialError::Timeout(limit))) {
             Ok(dialed) => dialed,
             Err(error) => {
                 debug!(?error, "dialing failed");
@@ -218,7 +220,7 @@ impl<D: Dialer> Inner<D> {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(ConnState::new(self.epoch));
+        let state = Arc::new(ConnState::new(self.epoch, peer));
         self.install(
             &key,
             Pooled {
@@ -382,12 +384,13 @@ impl Pooled {
 // === impl ConnState ===
 
 impl ConnState {
-    fn new(epoch: Instant) -> Self {
+    fn new(epoch: Instant, peer: Option<Identity>) -> Self {
         let state = Self {
             active: AtomicUsize::new(0),
             last_used: AtomicU64::new(0),
             usable: AtomicBool::new(true),
             epoch,
+            peer,
         };
         state.touch();
         state
@@ -415,6 +418,11 @@ impl ConnState {
 // === impl StreamLease ===
 
 impl StreamLease {
+    /// The identity the connection's server proved.
+    pub(crate) fn peer_identity(&self) -> Option<&Identity> {
+        self.state.peer.as_ref()
+    }
+
     /// Takes the connection out of service if `error` shows it cannot carry new streams, and returns the error.
     pub(crate) fn failed(&self, error: ConnectError) -> ConnectError {
         let broken = match &error {

@@ -136,6 +136,7 @@ enum Route {
         authority: SocketAddr,
         expected: Vec<Identity>,
         host: Option<String>,
+        baggage: String,
     },
     Passthrough {
         destination: SocketAddr,
@@ -338,6 +339,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                 authority,
                 expected,
                 host,
+                baggage,
             } => {
                 let hbone = Some(authority.to_string());
                 let addrs = ConnectionAddrs {
@@ -345,7 +347,6 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                     dst: next_hop,
                     hbone,
                 };
-                let mut result = ConnectionResult::open(&self.inner.metrics, &ctx, addrs);
                 let key = PoolKey {
                     source,
                     destination_identities: expected,
@@ -354,10 +355,20 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                 let headers = ConnectHeaders {
                     forwarded_for: Some(src),
                     forwarded_host: host,
+                    baggage: Some(baggage),
                     traceparent: Some(new_traceparent()),
                     ..ConnectHeaders::default()
                 };
-                match self.open_tunnel(&key, authority, &headers).await {
+                // The result opens once the tunnel is up, so that it reports the identity the server proved (one
+                // of the expected ones); its duration still counts from here.
+                let start = std::time::Instant::now();
+                let tunnel = self.open_tunnel(&key, authority, &headers).await;
+                let mut ctx = ctx;
+                if let Some(peer) = tunnel.as_ref().ok().and_then(|upstream| upstream.peer_identity()) {
+                    ctx.destination_principal = Some(peer.clone());
+                }
+                let mut result = ConnectionResult::open_at(&self.inner.metrics, &ctx, addrs, start);
+                match tunnel {
                     Ok(mut upstream) => relay(&mut client, &mut upstream, &mut result).await,
                     Err(error) => result.fail(&error, error.response_flags()),
                 }
@@ -423,6 +434,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                     authority,
                     expected: expected_identities,
                     host,
+                    baggage: baggage(local),
                 }
             }
             OutboundPlan::Passthrough {
@@ -505,6 +517,38 @@ where
         Ok((sent, received)) => debug!(sent, received, "outbound connection done"),
         Err(error) => result.record_error(&OutboundError::Copy(error)),
     }
+}
+
+/// The `baggage` header describing the source workload (ambient §1.3): cluster, namespace, `k8s.<type>.name`,
+/// canonical service and revision, and the locality when known. Empty values are left out.
+pub fn baggage(workload: &Workload) -> String {
+    use crate::state::model::WorkloadType;
+    let kind = match workload.workload_type {
+        WorkloadType::Deployment => "deployment",
+        WorkloadType::Cronjob => "cronjob",
+        WorkloadType::Pod => "pod",
+        WorkloadType::Job => "job",
+    };
+    let name = if workload.workload_name.is_empty() {
+        &workload.name
+    } else {
+        &workload.workload_name
+    };
+    let locality = workload.locality_or_empty();
+    let pairs = [
+        ("k8s.cluster.name", workload.cluster_id.as_str()),
+        ("k8s.namespace.name", workload.namespace.as_str()),
+        (&format!("k8s.{kind}.name"), name.as_str()),
+        ("service.name", workload.canonical_name.as_str()),
+        ("service.version", workload.canonical_revision.as_str()),
+        ("cloud.region", locality.region.as_str()),
+        ("cloud.availability_zone", locality.zone.as_str()),
+    ];
+    let present = pairs.iter().filter(|(_, value)| !value.is_empty());
+    present
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A fresh W3C trace context for one connection (ids are never all zero).

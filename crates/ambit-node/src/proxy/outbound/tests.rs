@@ -261,6 +261,38 @@ async fn pod_ip_is_tunnelled_with_its_own_authority() {
     assert!(forwarded.starts_with("for=\"127.0.0.1:"), "{forwarded}");
     let traceparent = request.headers.get(TRACEPARENT).unwrap().to_str().unwrap();
     assert!(traceparent.parse::<TraceParent>().is_ok(), "{traceparent}");
+    let baggage = request.headers.get("baggage").unwrap().to_str().unwrap();
+    assert!(baggage.contains("k8s.namespace.name="), "{baggage}");
+}
+
+#[test]
+fn baggage_describes_the_source_workload() {
+    use crate::state::model::{Locality, Namespace, WorkloadType};
+    let uid = WorkloadUid::new("Kubernetes//Pod/shop/cart-1").unwrap();
+    let mut workload = Workload::new(uid, Namespace::new("shop").unwrap());
+    workload.name = "cart-1".into();
+    workload.workload_name = "cart".into();
+    workload.workload_type = WorkloadType::Deployment;
+    workload.canonical_name = "cart".into();
+    workload.canonical_revision = "v2".into();
+    workload.cluster_id = "Kubernetes".into();
+    assert_eq!(
+        super::baggage(&workload),
+        "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,k8s.deployment.name=cart,service.name=cart,service.version=v2"
+    );
+    workload.workload_type = WorkloadType::Pod;
+    workload.workload_name.clear();
+    workload.canonical_revision.clear();
+    workload.locality = Some(Locality {
+        region: "eu".into(),
+        zone: "eu-1".into(),
+        subzone: String::new(),
+    });
+    assert_eq!(
+        super::baggage(&workload),
+        "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,k8s.pod.name=cart-1,service.name=cart,\
+         cloud.region=eu,cloud.availability_zone=eu-1"
+    );
 }
 
 #[tokio::test]
