@@ -1,53 +1,239 @@
 #!/usr/bin/env bash
-# `make demo`: a two-node local cluster with a client and a two-replica echo service; traffic pod to pod across
-# nodes, through the ClusterIP and by DNS name; a short load run; then a clean teardown, checked.
+# `make demo`: a two-node local cluster running the ambient mesh. Namespaces `demo` and `payments` are enrolled
+# (their pods' TCP traffic goes through the node proxies over mTLS, HBONE on port 15008), `legacy` is not.
+# Shows: traffic pod to pod across nodes, through the ClusterIP and by DNS name, load balancing, a short load run;
+# the SPIFFE identities the node proxies hold; what crosses the wire (TLS to 15008 only, plaintext for the
+# unenrolled pod); an ALLOW-by-principal AuthorizationPolicy and a STRICT PeerAuthentication at work; Istio's TCP
+# metrics; the access log of a denial; then a clean teardown, checked.
+# Every step checks its outcome and fails the script if it is not the expected one: the demo is also a smoke test.
 set -euo pipefail
 AMBIT=${1:-target/release/ambit}
 AMBIT=$(realpath "$AMBIT")
 CLUSTER=demo
+TD=cluster.local
 cd "$(dirname "$0")/.."
+export AMBIT_CLUSTER=$CLUSTER
+TMP=$(mktemp -d)
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-cleanup() { "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true; }
+note() { printf '\033[2m%s\033[0m\n' "$*"; }
+fail() { printf '\n\033[1;31mDEMO FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
+cleanup() {
+  "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
+# curl from a pod: `from NS POD URL` prints the answer (or curl's error) and returns curl's status.
+from() { "$AMBIT" exec -n "$1" "$2" -- curl -sS --max-time 5 "$3" 2>&1; }
+# The node proxies poll the mesh state: right after `cluster up` they may not have seen the last readiness change.
+retry() {
+  local out i
+  for i in $(seq 15); do
+    if out=$("$@"); then printf '%s\n' "$out"; return 0; fi
+    sleep 0.2
+  done
+  printf '%s\n' "$out"
+  return 1
+}
+# A node proxy's admin (15000) or metrics (15020) endpoint, read from inside the node's namespace.
+node_get() { ip netns exec "ambit.$CLUSTER.node.$1" curl -sS --max-time 5 "http://127.0.0.1:$2"; }
+node_log() { printf '/run/ambit/%s/logs/system/node.%s.log' "$CLUSTER" "$1"; }
+# pods NS: "name node ip" per pod.
+pods() {
+  "$AMBIT" get pods -n "$1" -o json | python3 -c '
+import json,sys
+for p in json.load(sys.stdin)["items"]:
+    print(p["metadata"]["name"], p["spec"]["nodeName"], p["status"]["podIP"])'
+}
+first_line() { printf '%s\n' "$1" | head -n 1; }
+
 say "Bringing up cluster '$CLUSTER' from examples/demo"
+note "the control plane (CA) and one node proxy per node start with it; enrolled pods get in-pod capture"
 "$AMBIT" cluster up -f examples/demo
-export AMBIT_CLUSTER=$CLUSTER
 
 say "Nodes, pods and services"
+note "enrolled in ambient (istio.io/dataplane-mode=ambient): namespaces demo and payments; legacy is not"
 "$AMBIT" get nodes
 echo
-"$AMBIT" get pods -n demo -o wide
+"$AMBIT" get pods -A -o wide
 echo
-"$AMBIT" get services -n demo -o wide
+"$AMBIT" get services -A -o wide
 
-client_node=$("$AMBIT" get pods -n demo -o json | python3 -c '
+read -r _ client_node client_ip < <(pods demo | awk '$1 == "client"') || fail "no pod demo/client"
+read -r _ ledger_node _ < <(pods payments | awk '$1 == "ledger"') || fail "no pod payments/ledger"
+read -r remote_pod remote_node remote_ip < <(pods demo | awk -v n="$client_node" '$1 ~ /^echo-/ && $2 != n' | head -n 1) ||
+  fail "no echo pod on another node than the client's ($client_node)"
+# The fabric port of a node is node<i>, i its position in the cluster's node list.
+fabric_port=$("$AMBIT" get nodes -o json | python3 -c '
 import json,sys
-for p in json.load(sys.stdin)["items"]:
-    if p["metadata"]["name"] == "client": print(p["spec"]["nodeName"])')
-read -r remote_pod remote_ip < <("$AMBIT" get pods -n demo -o json | python3 -c '
-import json,sys
-node=sys.argv[1]
-for p in json.load(sys.stdin)["items"]:
-    if p["metadata"].get("labels",{}).get("app")=="echo" and p["spec"]["nodeName"]!=node:
-        print(p["metadata"]["name"], p["status"]["podIP"]); break' "$client_node")
+names=[n["metadata"]["name"] for n in json.load(sys.stdin)["items"]]
+print("node%d" % names.index(sys.argv[1]))' "$client_node")
 
-say "Pod to pod across nodes: client ($client_node) -> $remote_pod ($remote_ip) with curl"
-"$AMBIT" exec -n demo client -- curl -sS --max-time 5 "http://$remote_ip:8080/hello"
+say "Pod to pod across nodes: client ($client_node) -> $remote_pod ($remote_node, $remote_ip)"
+note "through both node proxies: captured in the client pod, carried over HBONE, delivered from the client's IP"
+out=$(retry from demo client "http://$remote_ip:8080/hello") || fail "client -> $remote_pod: $out"
+printf '%s\n' "$out"
+grep -q "peer=$client_ip:" <<<"$out" || fail "the echo pod did not see the client's pod IP $client_ip"
 
 say "Through the ClusterIP, by each DNS name form (svc, svc.ns, svc.ns.svc.cluster.local)"
 for name in echo echo.demo echo.demo.svc.cluster.local; do
-  printf '%-32s -> ' "$name"
-  "$AMBIT" exec -n demo client -- curl -sS --max-time 5 "http://$name/" | head -n 1
+  out=$(retry from demo client "http://$name/") || fail "client -> http://$name/: $out"
+  printf '%-32s -> %s\n' "$name" "$(first_line "$out")"
 done
 
 say "ClusterIP load balancing: 20 requests to http://echo/, answered by"
 "$AMBIT" exec -n demo client -- sh -c 'for i in $(seq 20); do curl -sS --max-time 5 http://echo/ | head -n 1; done' \
-  | awk '{print $1}' | sort | uniq -c
+  >"$TMP/lb.txt" || fail "a request to http://echo/ failed"
+awk '{print $1}' "$TMP/lb.txt" | sort | uniq -c
+[ "$(awk '{print $1}' "$TMP/lb.txt" | sort -u | grep -c '^pod=echo-')" = 2 ] ||
+  fail "20 requests did not reach both echo pods"
 
-say "Load: 4 keep-alive connections for 3 s from the client to http://echo/"
-"$AMBIT" exec -n demo client -- ambit app load --url http://echo/ -c 4 -d 3s
+say "Load: 4 keep-alive connections for 3 s from the client to http://echo/ (through the mesh)"
+"$AMBIT" exec -n demo client -- ambit app load --url http://echo/ -c 4 -d 3s || fail "the load run failed"
+
+say "Identities: the pods each node proxy serves and their SPIFFE certificates (from :15000/config_dump)"
+note "issued by the CA of 'ambit control' to each node for the service accounts of the pods on that node only"
+for node in node-1 node-2; do node_get "$node" 15000/config_dump >"$TMP/dump.$node.json" || fail "config dump of $node"; done
+python3 - "$TMP" "$TD" <<'EOF' || fail "the node proxies do not serve the enrolled pods with their identities"
+import json, sys
+tmp, td = sys.argv[1], sys.argv[2]
+expected = {"demo/client": "demo/sa/client", "demo/intruder": "demo/sa/intruder", "payments/ledger": "payments/sa/default"}
+served, problems = {}, []
+for node in ("node-1", "node-2"):
+    dump = json.load(open(f"{tmp}/dump.{node}.json"))
+    print(node)
+    for p in dump["pods"]:
+        name = p["uid"].split("/Pod/", 1)[1]
+        served[name] = p["identity"]
+        print(f"  pod  {name:<28} {p['identity']:<46} {p['state']}")
+        if p["state"] != "Ready":
+            problems.append(f"{node}: pod {name} is {p['state']}: {p['error']}")
+    for c in dump["certificates"]:
+        print(f"  cert {c['identity']:<75} {c['state']}, expires {c['not_after']}")
+        if c["state"] != "Available":
+            problems.append(f"{node}: certificate {c['identity']} is {c['state']}: {c['last_error']}")
+for name, sa in expected.items():
+    if served.get(name) != f"spiffe://{td}/ns/{sa}":
+        problems.append(f"{name} is served as {served.get(name)}, expected spiffe://{td}/ns/{sa}")
+if sum(n.startswith("demo/echo-") for n in served) != 2:
+    problems.append("the two echo pods are not both served")
+if "legacy/outsider" in served:
+    problems.append("the unenrolled legacy/outsider is served by a node proxy")
+for p in problems:
+    print("  !", p)
+sys.exit(1 if problems else 0)
+EOF
+
+# capture FILTER CMD...: tcpdump on the client node's fabric port while CMD runs, for ~2 s or 10 packets.
+capture() {
+  local filter=$1 pid i
+  shift
+  # `ip netns exec` execs tcpdump: $! is tcpdump's pid.
+  ip netns exec "ambit.$CLUSTER.fabric" tcpdump -i "$fabric_port" -n -l -A -c 10 "$filter" \
+    >"$TMP/cap.txt" 2>"$TMP/cap.err" &
+  pid=$!
+  for i in $(seq 100); do grep -q 'listening on' "$TMP/cap.err" && break; sleep 0.1; done
+  grep -q 'listening on' "$TMP/cap.err" || fail "tcpdump did not start: $(cat "$TMP/cap.err")"
+  "$@" >/dev/null || fail "the traffic for the capture failed: $*"
+  for i in $(seq 20); do grep -q ') [RSD]' "/proc/$pid/stat" 2>/dev/null || break; sleep 0.1; done
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  # The packet lines (the payloads, printed by -A for the checks, are left out).
+  grep -aE '^[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]+ IP ' "$TMP/cap.txt" | cut -c 1-110 >"$TMP/cap.lines" || true
+}
+three_requests() { for _ in 1 2 3; do from "$@" || return 1; done; }
+
+say "mTLS on the wire: tcpdump on $client_node's fabric port ($fabric_port) while the client calls $remote_ip:8080"
+note "pod IPs appear only with port 15008: the request (GET /SECRET-7f3a) travels inside TLS 1.3 (HBONE)"
+capture 'tcp and net 10.244.0.0/16' three_requests demo client "http://$remote_ip:8080/SECRET-7f3a"
+cat "$TMP/cap.lines"
+grep -q "IP $client_ip\.[0-9]* > $remote_ip\.15008:" "$TMP/cap.lines" || fail "no packet from the client to $remote_ip:15008"
+if grep -vE '\.15008( >|:)' "$TMP/cap.lines"; then fail "the packets above are pod traffic outside HBONE"; fi
+if grep -aq 'SECRET-7f3a' "$TMP/cap.txt"; then fail "the enrolled client's request crossed the fabric in plaintext"; fi
+
+say "For contrast: the unenrolled legacy/outsider calls $remote_ip:8080 (PERMISSIVE accepts plaintext)"
+note "the same kind of request crosses the fabric to port 8080, readable by anyone on the path"
+capture 'tcp port 8080' from legacy outsider "http://$remote_ip:8080/PLAIN-19c2"
+head -n 4 "$TMP/cap.lines"
+grep -aom1 'GET /PLAIN-19c2 HTTP/1.1' "$TMP/cap.txt" | sed 's/^/    payload: /' ||
+  fail "the outsider's plaintext request was not seen on the fabric (so the capture proves nothing)"
+
+say "Policy: ledger ALLOWs only principal $TD/ns/demo/sa/client; payments is STRICT"
+note "checked by ledger's node proxy ($ledger_node) on each connection, before the app sees it"
+check() { # check NS POD URL allowed|denied WHY
+  local out
+  if out=$(from "$1" "$2" "$3"); then
+    [ "$4" = allowed ] || fail "$1/$2 -> $3 should be denied ($5) but got: $(first_line "$out")"
+    printf '%-16s -> %-22s allowed  %-34s %s\n' "$1/$2" "${3#http://}" "($5)" "$(first_line "$out" | cut -d' ' -f1)"
+  else
+    [ "$4" = denied ] || fail "$1/$2 -> $3 should be allowed ($5) but failed: $out"
+    printf '%-16s -> %-22s denied   %-34s %s\n' "$1/$2" "${3#http://}" "($5)" "$out"
+  fi
+}
+retry from demo client http://ledger.payments/ >/dev/null || true
+check demo client http://ledger.payments/ allowed "principal named by the policy"
+check demo intruder http://ledger.payments/ denied "mTLS, but principal not allowed"
+check legacy outsider http://ledger.payments/ denied "plaintext: STRICT needs mTLS"
+check legacy outsider http://echo.demo/ allowed "demo is PERMISSIVE: plaintext ok"
+
+say "The denials in ledger's node proxy access log ($ledger_node)"
+note "one line per connection; the fields kept here: who, to what, and why it was refused"
+for _ in $(seq 10); do
+  grep -q 'src.workload="outsider".*error="denied' "$(node_log "$ledger_node")" && break
+  sleep 0.1
+done
+{ grep 'error="denied' "$(node_log "$ledger_node")" || true; } | python3 -c '
+import re,sys
+for line in sys.stdin:
+    f = dict(re.findall(r"(\S+)=\"([^\"]*)\"", line))
+    print(line.split()[1], "src=%s/%s" % (f.get("src.namespace"), f.get("src.workload")),
+          "identity=%s" % f.get("src.identity", "(none: plaintext)"),
+          "dst=%s/%s" % (f.get("dst.namespace"), f.get("dst.workload")), f.get("direction"))
+    print("      error=%s" % f.get("error"))' | tee "$TMP/denials.txt"
+grep -q 'src=demo/intruder' "$TMP/denials.txt" || fail "the intruder's denial is not in the access log"
+grep -q 'src=legacy/outsider' "$TMP/denials.txt" || fail "the outsider's denial is not in the access log"
+
+say "Metrics: Istio's istio_tcp_* series from each node proxy's :15020/metrics"
+note "summed per node, reporter and peers (principals without the spiffe://$TD/ prefix; 'unknown' = plaintext)"
+for node in node-1 node-2; do node_get "$node" 15020/metrics >"$TMP/metrics.$node.txt" || fail "metrics of $node"; done
+python3 - "$TMP" "$TD" "$client_node" "$ledger_node" <<'EOF' || fail "the metrics lack the expected series"
+import collections, re, sys
+tmp, td, client_node, ledger_node = sys.argv[1:]
+short = lambda p: p.replace(f"spiffe://{td}/", "")
+rows = collections.Counter()
+for node in ("node-1", "node-2"):
+    for line in open(f"{tmp}/metrics.{node}.txt"):
+        m = re.match(r"(istio_tcp_connections_(?:opened|failed)_total)\{(.*)\} (\S+)$", line)
+        if not m:
+            continue
+        l = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        key = (m.group(1), node, l["reporter"], short(l["source_principal"]), short(l["destination_principal"]),
+               l["connection_security_policy"], l["response_flags"])
+        rows[key] += float(m.group(3))
+fmt = "  {:<7} {:<12} {:<22} {:<22} {:<11} {:>5}"
+for metric in ("istio_tcp_connections_opened_total", "istio_tcp_connections_failed_total"):
+    print(metric)
+    print(fmt.format("node", "reporter", "source_principal", "destination_principal", "security", "count"),
+          "response_flags" if "failed" in metric else "")
+    for key, n in sorted(rows.items()):
+        if key[0] == metric:
+            print(fmt.format(*key[1:6], int(n)), key[6] if "failed" in metric else "")
+def has(metric, node, reporter, src, dst, security, flags=None):
+    ok = any(k[:6] == (metric, node, reporter, src, dst, security) and (flags is None or k[6] == flags) for k in rows)
+    if not ok:
+        print(f"  ! missing: {metric} node={node} reporter={reporter} {src} -> {dst} {security} {flags or ''}")
+    return ok
+opened, failed = "istio_tcp_connections_opened_total", "istio_tcp_connections_failed_total"
+ledger = "ns/payments/sa/default"
+checks = [
+    has(opened, client_node, "source", "ns/demo/sa/client", ledger, "mutual_tls"),
+    has(opened, ledger_node, "destination", "ns/demo/sa/client", ledger, "mutual_tls"),
+    has(failed, ledger_node, "destination", "ns/demo/sa/intruder", ledger, "mutual_tls", "DENY"),
+    has(failed, ledger_node, "destination", "unknown", ledger, "unknown", "DENY"),
+]
+sys.exit(0 if all(checks) else 1)
+EOF
 
 say "Logs of the client pod"
 "$AMBIT" logs -n demo client
@@ -55,11 +241,14 @@ say "Logs of the client pod"
 say "Tearing down"
 "$AMBIT" cluster down --name "$CLUSTER"
 trap - EXIT
+rm -rf "$TMP"
 left=$(ip netns list | grep -c "^ambit\.$CLUSTER\." || true)
-procs=$(pgrep -fc "cluster supervise --name $CLUSTER" || true)
-if [ "$left" != 0 ] || [ "$procs" != 0 ] || [ -e "/run/ambit/$CLUSTER" ]; then
-  echo "teardown left $left namespaces and $procs supervisor processes" >&2
-  exit 1
+supervisors=$(pgrep -fc "ambit cluster supervise --name $CLUSTER\$" || true)
+proxies=$(pgrep -fc "ambit node .*--cluster $CLUSTER( |\$)" || true)
+controls=$(pgrep -fc "ambit control .*/run/ambit/$CLUSTER/" || true)
+if [ "$left" != 0 ] || [ "$supervisors" != 0 ] || [ "$proxies" != 0 ] || [ "$controls" != 0 ] ||
+  [ -e "/run/ambit/$CLUSTER" ]; then
+  fail "teardown left $left namespaces, $supervisors supervisor, $proxies node proxy and $controls control processes"
 fi
-echo "nothing left behind: no ambit namespace, link, file or process of cluster '$CLUSTER'"
-say "Demo done"
+echo "nothing left behind: no namespace, link, file or process (supervisor, control plane, node proxy) of '$CLUSTER'"
+say "Demo done in ${SECONDS} s"
