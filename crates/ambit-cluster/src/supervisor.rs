@@ -648,10 +648,16 @@ impl Component {
 /// The environment of a component: the supervisor's PATH, the run directory override (so `ambit node` finds the
 /// same layout), the log settings, with `AMBIT_LOG=info` unless set.
 fn component_env() -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = ["PATH", "AMBIT_RUN_DIR", "AMBIT_LOG", "AMBIT_LOG_FORMAT"]
-        .into_iter()
-        .filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?)))
-        .collect();
+    let mut env: Vec<(String, String)> = [
+        "PATH",
+        "AMBIT_RUN_DIR",
+        "AMBIT_LOG",
+        "AMBIT_LOG_FORMAT",
+        "AMBIT_NODE_WORKERS",
+    ]
+    .into_iter()
+    .filter_map(|key| Some((key.to_string(), std::env::var(key).ok()?)))
+    .collect();
     if !env.iter().any(|(key, _)| key == "AMBIT_LOG") {
         env.push(("AMBIT_LOG".into(), "info".into()));
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::{Connection, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::io::poll_read_buf;
 
+use crate::Wire;
 use crate::authority::Authority;
 use crate::blame::Blame;
 use crate::headers::{ConnectHeaders, HeaderError};
@@ -75,7 +77,7 @@ pub enum ConnectError {
 /// A new connection: the handle to open streams with, and the driver to poll.
 pub(crate) struct Dialed {
     pub(crate) send: SendRequest<Bytes>,
-    pub(crate) conn: Connection<TlsStream<TcpStream>, Bytes>,
+    pub(crate) conn: Connection<TlsStream<Wire>, Bytes>,
     /// The identity the server proved (its certificate's SPIFFE URI SAN).
     pub(crate) peer: Option<ambit_types::Identity>,
 }
@@ -175,7 +177,7 @@ pub(crate) async fn dial<D: Dialer>(
     let tcp = dialer.dial(addr).await.map_err(DialError::Connect)?;
     tcp.set_nodelay(true).map_err(DialError::Connect)?;
     let tls = TlsConnector::from(tls)
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .connect(ServerName::IpAddress(addr.ip().into()), crate::wire(tcp))
         .await
         .map_err(DialError::Tls)?;
     let peer = ambit_identity::tls::peer_identity(tls.get_ref().1);
@@ -242,6 +244,56 @@ impl HboneStream {
     /// Headers of the server's 200 (e.g. the destination's `baggage`).
     pub fn response_headers(&self) -> &HeaderMap {
         &self.response_headers
+    }
+
+    /// Reads from `source` straight into the stream's send block and queues what was read, with no buffer in
+    /// between: `Ready(Ok(0))` at the source's EOF (the caller then shuts the stream down). At most `max` bytes per
+    /// call, and no more than h2's flow control allows.
+    pub fn poll_send_from<R: AsyncRead + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut source: Pin<&mut R>,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = ready!(self.poll_capacity(cx, max.max(1)))?;
+        if self.block.capacity() < n {
+            // Reuses the previous block in place once h2 has released every chunk of it.
+            self.block.reserve(WRITE_BLOCK.max(n));
+        }
+        let read = ready!(poll_read_buf(source.as_mut(), cx, &mut (&mut self.block).limit(n)))?;
+        if read == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let data = self.block.split().freeze();
+        self.send.send_data(data, false).map_err(io_error)?;
+        Poll::Ready(Ok(read))
+    }
+
+    /// Writes the server's bytes straight from h2's buffers into `sink`: `Ready(Ok(0))` once the server ended the
+    /// stream (the caller then shuts `sink`'s write side).
+    pub fn poll_recv_into<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut sink: Pin<&mut W>,
+    ) -> Poll<io::Result<usize>> {
+        while self.unread.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => self.unread = data,
+                Some(Err(error)) => return Poll::Ready(Err(io_error(error))),
+                None => return Poll::Ready(Ok(0)),
+            }
+        }
+        let n = ready!(sink.as_mut().poll_write(cx, &self.unread))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.unread.advance(n);
+        // Fails only once the stream is gone, which the next `poll_data` reports.
+        let _ = self.recv.flow_control().release_capacity(n);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_capacity(&mut self, cx: &mut Context<'_>, wanted: usize) -> Poll<io::Result<usize>> {
@@ -335,6 +387,70 @@ impl std::fmt::Debug for HboneStream {
             .field("stream_id", &self.send.stream_id())
             .finish_non_exhaustive()
     }
+}
+
+/// Largest read from the client per DATA frame handed to h2.
+const RELAY_CHUNK: usize = 64 * 1024;
+
+/// Relays between a client connection and an established tunnel until both directions are done, with no buffer
+/// in between: the client's bytes are read into the stream's send block, the server's written from h2's buffers.
+/// `sent` and `received` are told each chunk as it moves (client to server, server to client). A half-close in
+/// either direction is passed on. Returns the totals, or the first error.
+pub async fn relay<C>(
+    client: &mut C,
+    stream: &mut HboneStream,
+    mut sent: impl FnMut(u64),
+    mut received: impl FnMut(u64),
+) -> io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut up, mut down) = (0u64, 0u64);
+    let (mut up_done, mut down_done) = (false, false);
+    poll_fn(|cx| {
+        loop {
+            let mut progress = false;
+            if !up_done {
+                match stream.poll_send_from(cx, Pin::new(&mut *client), RELAY_CHUNK) {
+                    Poll::Ready(Ok(0)) => {
+                        ready!(Pin::new(&mut *stream).poll_shutdown(cx))?;
+                        up_done = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        up += n as u64;
+                        sent(n as u64);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {}
+                }
+            }
+            if !down_done {
+                match stream.poll_recv_into(cx, Pin::new(&mut *client)) {
+                    Poll::Ready(Ok(0)) => {
+                        ready!(Pin::new(&mut *client).poll_shutdown(cx))?;
+                        down_done = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        down += n as u64;
+                        received(n as u64);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {}
+                }
+            }
+            if up_done && down_done {
+                return Poll::Ready(Ok((up, down)));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
 
 /// An h2 failure as the `io::Error` a byte copier understands: resets and GOAWAYs are `ConnectionReset`.

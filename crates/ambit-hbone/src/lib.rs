@@ -54,8 +54,19 @@ mod server;
 pub mod settings;
 
 pub use authority::{Authority, AuthorityError};
+
+/// The TCP side of an HBONE connection: reads go through a 64 KiB buffer, because rustls asks for at most 4 KiB
+/// per read and a bulk transfer would otherwise cost one `recv` per 4 KiB. Writes pass straight through.
+pub(crate) type Wire = tokio::io::BufReader<tokio::net::TcpStream>;
+
+/// Wraps an established TCP connection for TLS (see [`Wire`]).
+pub(crate) fn wire(tcp: tokio::net::TcpStream) -> Wire {
+    tokio::io::BufReader::with_capacity(WIRE_READ_BUFFER, tcp)
+}
+
+const WIRE_READ_BUFFER: usize = 64 * 1024;
 pub use blame::Blame;
-pub use client::{ConnectError, DialError, Dialer, HboneStream, PlainDialer};
+pub use client::{ConnectError, DialError, Dialer, HboneStream, PlainDialer, relay};
 pub use headers::{ConnectHeaders, TraceParent};
 pub use pool::{HbonePool, PoolKey};
 pub use relay::{RelayError, StreamStats};

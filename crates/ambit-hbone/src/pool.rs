@@ -12,10 +12,11 @@ use std::time::Duration;
 use ambit_types::Identity;
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{self, Instant};
 use tokio_rustls::client::TlsStream;
+
+use crate::Wire;
 use tracing::{Instrument, debug};
 
 use crate::authority::Authority;
@@ -303,7 +304,7 @@ fn expire<D>(pool: &Weak<Inner<D>>, key: &PoolKey, id: u64, idle_timeout: Durati
 /// Polls the connection (which moves every stream's bytes), sends keepalive PINGs and checks for idleness until the
 /// connection ends. Once the pool has dropped its handle and the last stream is gone, h2 closes it with GOAWAY.
 async fn drive(
-    mut conn: Connection<TlsStream<TcpStream>, Bytes>,
+    mut conn: Connection<TlsStream<Wire>, Bytes>,
     h2: &H2Settings,
     mut expire: impl FnMut() -> Option<Instant>,
     idle_timeout: Duration,

@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{self, Instant};
 use tokio_rustls::TlsAcceptor;
+
+use crate::Wire;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, warn};
 
@@ -264,10 +266,13 @@ impl<H: ConnectHandler> HboneServer<H> {
         &self,
         tcp: TcpStream,
         tls: Arc<rustls::ServerConfig>,
-    ) -> Result<(Option<Identity>, Connection<TlsStream<TcpStream>, Bytes>), ServeError> {
+    ) -> Result<(Option<Identity>, Connection<TlsStream<Wire>, Bytes>), ServeError> {
         // Latency over batching: h2 coalesces frames itself before each write.
         tcp.set_nodelay(true).map_err(ServeError::Addr)?;
-        let tls = TlsAcceptor::from(tls).accept(tcp).await.map_err(ServeError::Tls)?;
+        let tls = TlsAcceptor::from(tls)
+            .accept(crate::wire(tcp))
+            .await
+            .map_err(ServeError::Tls)?;
         let peer_identity = ambit_identity::tls::peer_identity(tls.get_ref().1);
         let conn = self
             .inner
@@ -282,7 +287,7 @@ impl<H: ConnectHandler> HboneServer<H> {
     /// The connection's event loop: accepts streams, runs them, answers PINGs, and walks the shutdown phases.
     async fn drive(
         &self,
-        mut conn: Connection<TlsStream<TcpStream>, Bytes>,
+        mut conn: Connection<TlsStream<Wire>, Bytes>,
         ctx: &ConnContext,
         mut drain: DrainWatch,
     ) -> Result<(), ServeError> {

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 
 pub use socket::{
-    ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, connect_socket_in, listen_in, original_dst, set_mark,
+    ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, SocketFactory, connect_socket_in, listen_in,
+    original_dst, set_mark,
 };
 
 /// Where `ip netns` keeps its named namespaces (bind mounts of `/proc/PID/ns/net`).

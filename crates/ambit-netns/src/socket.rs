@@ -10,10 +10,12 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Mutex, PoisonError};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
-use crate::run_in_path;
+use crate::{NetnsError, run_in_path};
 
 /// The backlog of the in-pod listeners (ztunnel's).
 pub const DEFAULT_BACKLOG: i32 = 128;
@@ -93,6 +95,74 @@ pub fn connect_socket_in(netns: &Path, upstream: SocketAddr, opts: ConnectOption
     run_in_path(netns, move || upstream_socket(&steps, upstream, opts))?
 }
 
+/// Unconnected TCP sockets made ahead of time inside one network namespace, so that opening a connection from it
+/// costs no thread: a background thread that entered the namespace keeps up to `depth` fresh IPv4 sockets ready, and
+/// [`SocketFactory::take`] takes one and applies the options (options, bind and connect do not depend on the calling
+/// thread's namespace, only creation does). The thread exits when the factory is dropped.
+#[derive(Debug)]
+pub struct SocketFactory {
+    netns: PathBuf,
+    ready: Mutex<Receiver<Socket>>,
+}
+
+impl SocketFactory {
+    /// Starts the thread for the namespace at `netns`; fails if the namespace cannot be opened or entered.
+    pub fn new(netns: &Path, depth: usize) -> io::Result<Self> {
+        let file = std::fs::File::open(netns).map_err(|source| NetnsError::Open {
+            path: netns.to_path_buf(),
+            source,
+        })?;
+        let (tx, rx) = sync_channel(depth.max(1));
+        let (entered_tx, entered_rx) = sync_channel(1);
+        let path = netns.to_path_buf();
+        std::thread::Builder::new()
+            .name("ambit-sockets".into())
+            .spawn(move || {
+                let entered = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| NetnsError::Enter { path, source });
+                let failed = entered.is_err();
+                let _ = entered_tx.send(entered);
+                if failed {
+                    return;
+                }
+                drop(file);
+                // Blocks while `depth` sockets wait; ends once the factory (the receiver) is gone, or when no socket
+                // can be made (out of descriptors): callers then fall back to `connect_socket_in`.
+                while let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) {
+                    if tx.send(socket).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        entered_rx.recv().map_err(io::Error::other)??;
+        Ok(Self {
+            netns: netns.to_path_buf(),
+            ready: Mutex::new(rx),
+        })
+    }
+
+    /// A ready socket for `upstream` with `opts` applied, as [`connect_socket_in`] makes it (unconnected,
+    /// non-blocking), without leaving this thread; `None` when none is ready (or for IPv6): then call
+    /// [`connect_socket_in`], off the async runtime.
+    pub fn take(&self, upstream: SocketAddr, opts: ConnectOptions) -> Option<io::Result<Socket>> {
+        if !upstream.is_ipv4() || opts.bind.is_some_and(|bind| !bind.is_ipv4()) {
+            return None;
+        }
+        let socket = self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_recv()
+            .ok()?;
+        Some(configure_upstream(&Steps::new(&self.netns), socket, upstream, opts))
+    }
+
+    /// The namespace the sockets are made in.
+    pub fn netns(&self) -> &Path {
+        &self.netns
+    }
+}
+
 /// The destination a connection had before a REDIRECT (or DNAT) rewrote it: SO_ORIGINAL_DST, or its IPv6 form for
 /// an IPv6 socket. `stream` is any TCP stream type (std, tokio) that was accepted from a redirected connection.
 pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
@@ -129,6 +199,11 @@ fn listener(steps: &Steps, addr: SocketAddr, opts: ListenOptions) -> io::Result<
 
 fn upstream_socket(steps: &Steps, upstream: SocketAddr, opts: ConnectOptions) -> io::Result<Socket> {
     let socket = steps.check("create a TCP socket", tcp_socket(upstream))?;
+    configure_upstream(steps, socket, upstream, opts)
+}
+
+/// Applies `opts` to a fresh TCP socket of `upstream`'s family (wherever it was created) and makes it non-blocking.
+fn configure_upstream(steps: &Steps, socket: Socket, upstream: SocketAddr, opts: ConnectOptions) -> io::Result<Socket> {
     apply_mark(steps, &socket, opts.mark)?;
     if opts.transparent {
         apply_transparent(steps, &socket, upstream.is_ipv6())?;
@@ -230,6 +305,33 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         assert!(err.to_string().contains("ambit-no-such-namespace-for-test"), "{err}");
         let err = connect_socket_in(netns, "10.0.0.1:80".parse().unwrap(), ConnectOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn a_factory_hands_out_ready_sockets_and_leaves_ipv6_to_the_caller() {
+        // The process's own namespace: entering it needs CAP_SYS_ADMIN, as every namespace does.
+        let factory = SocketFactory::new(Path::new("/proc/self/ns/net"), 4).expect("enter our own namespace");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The thread fills the queue in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let socket = loop {
+            if let Some(socket) = factory.take(addr, ConnectOptions::default()) {
+                break socket.unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "no socket became ready");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        socket.set_nonblocking(false).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        assert!(listener.accept().is_ok());
+        assert!(
+            factory
+                .take("[::1]:80".parse().unwrap(), ConnectOptions::default())
+                .is_none()
+        );
+        let err = SocketFactory::new(Path::new("/run/netns/ambit-no-such-namespace-for-test"), 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 

@@ -75,6 +75,7 @@ pub struct NodeContext {
 
 /// Runs the node proxy until it is asked to stop, then drains. Blocks the calling thread.
 pub fn run(config: NodeConfig) -> anyhow::Result<()> {
+    raise_file_limit();
     let bundle_pem = std::fs::read_to_string(&config.ca_root)
         .with_context(|| format!("cannot read the trust bundle {}", config.ca_root.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
@@ -160,6 +161,21 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     drop(_entered);
     dataplane.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Raises the soft limit on open files to the hard limit: each proxied connection holds two or three descriptors,
+/// and each pod a few more, so the usual soft limit of 1024 would cap the node at a few hundred connections.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(%error, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 /// Keeps the pods in step with the enrollment file and readiness in step with the pods, until a stop signal; then

@@ -16,7 +16,7 @@ use ambit_hbone::drain::{self, DrainTrigger, DrainWatch};
 use ambit_hbone::{HboneServer, PoolSettings, ServerSettings};
 use ambit_identity::cert::{TrustBundle, WorkloadCertificate};
 use ambit_identity::tls;
-use ambit_netns::ListenOptions;
+use ambit_netns::{ListenOptions, SocketFactory};
 use ambit_telemetry::prometheus_client::metrics::counter::Counter;
 use ambit_telemetry::prometheus_client::metrics::gauge::Gauge;
 use ambit_telemetry::prometheus_client::registry::Registry;
@@ -36,6 +36,8 @@ use crate::state::WorkloadUid;
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 pub const HBONE_PORT: u16 = 15008;
+/// Sockets kept ready in each pod's namespace for its upstream connections.
+const SOCKETS_READY: usize = 16;
 /// Pause between attempts to bind a pod's listeners.
 const BIND_RETRY: Duration = Duration::from_secs(1);
 
@@ -210,12 +212,22 @@ impl PodManager {
         let (trigger, watch) = drain::channel();
         let status = Arc::new(Mutex::new(PodStatus::default()));
         let context = &self.inner.context;
+        // Sockets for the pod's upstream connections, made ahead inside its namespace.
+        let sockets = match SocketFactory::new(&netns, SOCKETS_READY) {
+            Ok(factory) => Some(Arc::new(factory)),
+            Err(error) => {
+                warn!(pod = %uid, %error, "cannot prepare sockets in the pod's namespace; making each on demand");
+                None
+            }
+        };
+        let mut connector = PodAppConnector::new(netns.clone());
+        connector.sockets = sockets.clone();
         let inbound = InboundHandler::new(
             uid.clone(),
             context.snapshot.clone(),
             context.root_namespace.clone(),
             Arc::clone(&context.metrics.tcp),
-            PodAppConnector::new(netns.clone()),
+            connector,
         );
         let connections = inbound.connections().clone();
         let task = run_pod(
@@ -223,6 +235,7 @@ impl PodManager {
             uid.clone(),
             netns.clone(),
             inbound,
+            sockets,
             Arc::clone(&status),
             watch,
         );
@@ -287,6 +300,7 @@ async fn run_pod(
     uid: WorkloadUid,
     netns: PathBuf,
     inbound: InboundHandler<PodAppConnector>,
+    sockets: Option<Arc<SocketFactory>>,
     status: Arc<Mutex<PodStatus>>,
     drain: DrainWatch,
 ) {
@@ -314,6 +328,7 @@ async fn run_pod(
     let dialer = PodDialer {
         netns: netns.clone(),
         mark: INBOUND_MARK,
+        sockets,
     };
     let outbound = OutboundProxy::new(
         uid.clone(),

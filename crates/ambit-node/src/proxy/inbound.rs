@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use ambit_hbone::{ConnectHandler, InboundRequest, Refusal, StreamStats};
-use ambit_netns::{ConnectOptions, connect_socket_in};
+use ambit_netns::{ConnectOptions, SocketFactory, connect_socket_in};
 use ambit_policy::{ConnInfo, Decision, Verdict, evaluate};
 use ambit_telemetry::{
     ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, TcpMetrics, WorkloadInfo,
@@ -58,6 +58,9 @@ pub trait AppConnector: Send + Sync + 'static {
 pub struct PodAppConnector {
     pub netns: PathBuf,
     pub mark: u32,
+    /// Sockets made ahead of time in the pod's namespace; without one (or when it has none ready), each socket is
+    /// made on a thread that enters the namespace.
+    pub sockets: Option<Arc<SocketFactory>>,
 }
 
 /// A plain `TcpStream::connect` from the current namespace (tests, and hosts without in-pod redirection).
@@ -118,35 +121,51 @@ impl PodAppConnector {
         Self {
             netns,
             mark: INBOUND_MARK,
+            sockets: None,
         }
+    }
+
+    /// Takes sockets from `sockets` (made in the same namespace) when it has them ready.
+    pub fn with_sockets(mut self, sockets: Arc<SocketFactory>) -> Self {
+        self.sockets = Some(sockets);
+        self
     }
 }
 
 impl AppConnector for PodAppConnector {
     async fn connect(&self, app: SocketAddr, client: SocketAddr) -> io::Result<TcpStream> {
-        let (netns, mark) = (self.netns.clone(), self.mark);
-        // Entering the namespace happens on a dedicated thread that this call waits for: keep it off the runtime.
-        let socket = tokio::task::spawn_blocking(move || {
-            let plain = ConnectOptions {
-                mark: Some(mark),
-                bind: None,
-                transparent: false,
-            };
-            if client.is_ipv4() != app.is_ipv4() {
-                return connect_socket_in(&netns, app, plain);
+        let plain = ConnectOptions {
+            mark: Some(self.mark),
+            bind: None,
+            transparent: false,
+        };
+        // The client's address, when it can be bound (same family as the app): the app then sees its real peer.
+        let transparent = (client.is_ipv4() == app.is_ipv4()).then_some(ConnectOptions {
+            bind: Some(SocketAddr::new(client.ip(), 0)),
+            transparent: true,
+            ..plain
+        });
+        let ready = self
+            .sockets
+            .as_ref()
+            .and_then(|sockets| sockets.take(app, transparent.unwrap_or(plain)));
+        let socket = match ready {
+            Some(Ok(socket)) => socket,
+            _ => {
+                let netns = self.netns.clone();
+                // Entering the namespace happens on a dedicated thread that this call waits for: keep it off the
+                // runtime.
+                tokio::task::spawn_blocking(move || match transparent {
+                    None => connect_socket_in(&netns, app, plain),
+                    Some(transparent) => connect_socket_in(&netns, app, transparent).or_else(|error| {
+                        debug!(%error, %client, "binding to the client's address failed; connecting from the pod's address");
+                        connect_socket_in(&netns, app, plain)
+                    }),
+                })
+                .await
+                .map_err(io::Error::other)??
             }
-            let transparent = ConnectOptions {
-                bind: Some(SocketAddr::new(client.ip(), 0)),
-                transparent: true,
-                ..plain
-            };
-            connect_socket_in(&netns, app, transparent).or_else(|error| {
-                debug!(%error, %client, "binding to the client's address failed; connecting from the pod's address");
-                connect_socket_in(&netns, app, plain)
-            })
-        })
-        .await
-        .map_err(io::Error::other)??;
+        };
         TcpSocket::from_std_stream(std::net::TcpStream::from(socket))
             .connect(app)
             .await

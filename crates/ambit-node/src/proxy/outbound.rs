@@ -72,6 +72,8 @@ pub struct FixedOriginalDst(pub SocketAddr);
 pub struct PodDialer {
     pub netns: PathBuf,
     pub mark: u32,
+    /// Sockets made ahead of time in the pod's namespace (see [`PodAppConnector`](super::inbound::PodAppConnector)).
+    pub sockets: Option<Arc<ambit_netns::SocketFactory>>,
 }
 
 /// Why an outbound connection failed; recorded in the access log and the failed counter.
@@ -190,9 +192,16 @@ impl Dialer for PodDialer {
             mark: Some(self.mark),
             ..Default::default()
         };
-        // Creating the socket enters the namespace on a helper thread and waits for it: brief, and done once per
-        // connection, so it stays on this task.
-        let socket = ambit_netns::connect_socket_in(&self.netns, addr, opts)?;
+        let ready = self.sockets.as_ref().and_then(|sockets| sockets.take(addr, opts));
+        let socket = match ready {
+            Some(Ok(socket)) => socket,
+            _ => {
+                let netns = self.netns.clone();
+                tokio::task::spawn_blocking(move || ambit_netns::connect_socket_in(&netns, addr, opts))
+                    .await
+                    .map_err(io::Error::other)??
+            }
+        };
         let socket = TcpSocket::from_std_stream(socket.into());
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -369,7 +378,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                 }
                 let mut result = ConnectionResult::open_at(&self.inner.metrics, &ctx, addrs, start);
                 match tunnel {
-                    Ok(mut upstream) => relay(&mut client, &mut upstream, &mut result).await,
+                    Ok(mut upstream) => relay_tunnel(&mut client, &mut upstream, &mut result).await,
                     Err(error) => result.fail(&error, error.response_flags()),
                 }
                 result.finish();
@@ -549,6 +558,25 @@ pub fn baggage(workload: &Workload) -> String {
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Relays between the client and its tunnel without an intermediate buffer (see [`ambit_hbone::relay`]),
+/// recording bytes as they flow and the error if any.
+async fn relay_tunnel(client: &mut TcpStream, upstream: &mut ambit_hbone::HboneStream, result: &mut ConnectionResult) {
+    let outcome = {
+        let result = &*result;
+        ambit_hbone::relay(
+            client,
+            upstream,
+            |n| result.record_sent(n),
+            |n| result.record_received(n),
+        )
+        .await
+    };
+    match outcome {
+        Ok((sent, received)) => debug!(sent, received, "outbound connection done"),
+        Err(error) => result.record_error(&OutboundError::Copy(error)),
+    }
 }
 
 /// A fresh W3C trace context for one connection (ids are never all zero).

@@ -48,9 +48,10 @@ pub struct NodeArgs {
     /// How often the state and enrollment files are checked for changes.
     #[arg(long, default_value = "200ms", value_name = "DURATION", value_parser = ambit_apps::load::parse_duration)]
     poll_interval: Duration,
-    /// Data-plane worker threads.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    /// Data-plane worker threads (default: half the machine's cores, at least 1 and at most 2, as ztunnel's 2 on a
+    /// node with 4 or more).
+    #[arg(long, env = "AMBIT_NODE_WORKERS")]
+    workers: Option<usize>,
     #[command(flatten)]
     cluster: super::ClusterSelector,
 }
@@ -106,8 +107,15 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         metrics_address: args.metrics_address,
         readiness_address: args.readiness_address,
         drain_grace: args.drain_grace,
-        worker_threads: args.workers,
+        worker_threads: args.workers.unwrap_or_else(default_workers),
     };
     ambit_node::app::run(config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Half the cores this process may run on, clamped to 1..=2: the proxy shares the node with its workloads, and on a
+/// small machine one thread per proxy avoids cross-thread wake-ups on every hop.
+fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / 2).clamp(1, 2)
 }
