@@ -530,3 +530,82 @@ async fn h2_over(
     let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
     h2::client::handshake(tls).await.unwrap()
 }
+
+#[tokio::test]
+async fn broken_peers_are_refused_without_affecting_others() {
+    use common::Pki;
+    let harness = Harness::start().await;
+    let pool = HbonePool::new(PoolSettings::default());
+    let tls = harness.client_tls(&client_id());
+    // A connection that stays open across the broken peers below.
+    let mut open = pool
+        .connect(
+            &harness.key(client_id()),
+            &tls,
+            &target(ECHO),
+            &ConnectHeaders::default(),
+        )
+        .await
+        .unwrap();
+    echo_once(&mut open, b"before").await;
+
+    // Not TLS at all.
+    let mut garbage = TcpStream::connect(harness.addr).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(LIMIT, garbage.read_to_end(&mut rest)).await.unwrap();
+
+    // A client certificate from another CA: an identity the mesh does not know.
+    let stranger = Pki::new().client_tls(&client_id(), vec![server_id()]);
+    let refused = pool
+        .connect(
+            &harness.key(identity("other", "stranger")),
+            &stranger,
+            &target(ECHO),
+            &ConnectHeaders::default(),
+        )
+        .await;
+    assert!(refused.is_err(), "a client from a foreign CA got a tunnel");
+
+    // Valid TLS, then bytes that are not HTTP/2.
+    let tcp = TcpStream::connect(harness.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls_only = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls_only
+        .write_all(b"this is not an HTTP/2 connection preface\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = timeout(LIMIT, tls_only.read_to_end(&mut rest)).await.unwrap();
+
+    eventually("the three refusals to be reported", || {
+        harness.errors.lock().unwrap().len() >= 3
+    })
+    .await;
+    let errors = harness.errors.lock().unwrap();
+    assert!(
+        errors.iter().filter(|e| matches!(e, ServeError::Tls(_))).count() >= 2,
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| matches!(e, ServeError::Handshake(_))),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| e.blame() == Blame::Downstream), "{errors:?}");
+    drop(errors);
+    // The open tunnel and new ones are unaffected.
+    echo_once(&mut open, b"after").await;
+    let mut fresh = pool
+        .connect(
+            &harness.key(client_id()),
+            &tls,
+            &target(ECHO),
+            &ConnectHeaders::default(),
+        )
+        .await
+        .unwrap();
+    echo_once(&mut fresh, b"fresh").await;
+}
