@@ -77,6 +77,18 @@ impl ConnectHeaders {
     }
 }
 
+/// The `host=` parameter of the first `forwarded` element, unquoted (RFC 7239), if there is one.
+pub fn forwarded_host(headers: &http::HeaderMap) -> Option<&str> {
+    let forwarded = headers.get(FORWARDED)?.to_str().ok()?;
+    let first = forwarded.split(',').next()?;
+    first.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.eq_ignore_ascii_case("host")
+            .then(|| value.trim_matches('"'))
+            .filter(|host| !host.is_empty())
+    })
+}
+
 fn value(name: &HeaderName, value: String) -> Result<HeaderValue, HeaderError> {
     HeaderValue::try_from(value).map_err(|source| HeaderError {
         name: name.clone(),
@@ -123,6 +135,20 @@ fn is_lower_hex(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_host_is_the_host_parameter_of_the_first_element() {
+        let mut map = http::HeaderMap::new();
+        map.insert(
+            FORWARDED,
+            HeaderValue::from_static("for=\"10.0.0.1:5\";host=echo.demo.svc.cluster.local"),
+        );
+        assert_eq!(forwarded_host(&map), Some("echo.demo.svc.cluster.local"));
+        map.insert(FORWARDED, HeaderValue::from_static("Host=\"a.b\", host=c.d"));
+        assert_eq!(forwarded_host(&map), Some("a.b"));
+        map.insert(FORWARDED, HeaderValue::from_static("for=\"10.0.0.1:5\""));
+        assert_eq!(forwarded_host(&map), None);
+    }
 
     #[test]
     fn traceparent_round_trips() {
@@ -173,6 +199,7 @@ mod tests {
         headers.forwarded_for = Some("[fd00::1]:80".parse().unwrap());
         headers.write_to(&mut map).unwrap();
         assert_eq!(map[FORWARDED], "for=\"[fd00::1]:80\"");
+        assert_eq!(forwarded_host(&map), None);
 
         headers.baggage = Some("bad\nvalue".into());
         let err = headers.write_to(&mut map).unwrap_err();

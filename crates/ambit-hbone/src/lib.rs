@@ -67,7 +67,7 @@ pub(crate) fn wire(tcp: tokio::net::TcpStream) -> Wire {
 const WIRE_READ_BUFFER: usize = 64 * 1024;
 pub use blame::Blame;
 pub use client::{ConnectError, DialError, Dialer, HboneStream, PlainDialer, relay};
-pub use headers::{ConnectHeaders, TraceParent};
+pub use headers::{ConnectHeaders, TraceParent, forwarded_host};
 pub use pool::{HbonePool, PoolKey};
 pub use relay::{RelayError, StreamStats};
 pub use server::{ConnectHandler, HboneServer, InboundRequest, Refusal, ServeError};

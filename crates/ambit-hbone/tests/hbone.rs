@@ -585,17 +585,18 @@ async fn broken_peers_are_refused_without_affecting_others() {
         harness.errors.lock().unwrap().len() >= 3
     })
     .await;
-    let errors = harness.errors.lock().unwrap();
-    assert!(
-        errors.iter().filter(|e| matches!(e, ServeError::Tls(_))).count() >= 2,
-        "{errors:?}"
-    );
-    assert!(
-        errors.iter().any(|e| matches!(e, ServeError::Handshake(_))),
-        "{errors:?}"
-    );
-    assert!(errors.iter().all(|e| e.blame() == Blame::Downstream), "{errors:?}");
-    drop(errors);
+    {
+        let errors = harness.errors.lock().unwrap();
+        assert!(
+            errors.iter().filter(|e| matches!(e, ServeError::Tls(_))).count() >= 2,
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| matches!(e, ServeError::Handshake(_))),
+            "{errors:?}"
+        );
+        assert!(errors.iter().all(|e| e.blame() == Blame::Downstream), "{errors:?}");
+    }
     // The open tunnel and new ones are unaffected.
     echo_once(&mut open, b"after").await;
     let mut fresh = pool

@@ -26,7 +26,7 @@ pub use model::{
 };
 pub use select::{
     FastRandom, HBONE_PORT, ILLEGAL_INBOUND_PORTS, InboundError, InboundTarget, OutboundPlan, PlanError, Random,
-    inbound_target, outbound_plan, policies_for,
+    inbound_service, inbound_target, outbound_plan, policies_for,
 };
 pub use snapshot::{Problem, Snapshot, SnapshotError, Unresolved};
 pub use source::{StateError, StateFile, load, parse, watch_file};

@@ -452,6 +452,14 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
         !series(&destination, "istio_tcp_connections_opened_total", &destination_labels).is_empty(),
         "node-2 metrics lack the mTLS destination series:\n{destination}"
     );
+    let by_service = [
+        "reporter=\"destination\"",
+        "destination_service=\"echo.mesh.svc.cluster.local\"",
+    ];
+    assert!(
+        !series(&destination, "istio_tcp_connections_opened_total", &by_service).is_empty(),
+        "node-2 does not name the service the client called:\n{destination}"
+    );
 
     // The admin endpoint shows what node-2 serves: its pods with their identities, their certificates, the state.
     let ns = format!("ambit.{}.node.node-2", c.name);

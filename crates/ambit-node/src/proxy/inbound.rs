@@ -27,7 +27,7 @@ use ambit_hbone::{ConnectHandler, InboundRequest, Refusal, StreamStats};
 use ambit_netns::{ConnectOptions, SocketFactory, connect_socket_in};
 use ambit_policy::{ConnInfo, Decision, Verdict, evaluate};
 use ambit_telemetry::{
-    ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, TcpMetrics, WorkloadInfo,
+    ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, TcpMetrics,
     log_connection_failed,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info};
 
+use super::{service_info, workload_info};
 use crate::state::{Snapshot, Workload, WorkloadUid, inbound_target, policies_for};
 
 /// The mark on sockets the proxy opens towards local applications, so the pod's redirection rules let them through
@@ -385,28 +386,16 @@ impl<C: AppConnector> InboundHandler<C> {
         ctx.destination_principal = Some(local.identity());
         ctx.source = snapshot.workload_by_ip(req.peer_addr.ip()).map(workload_info);
         ctx.destination = Some(workload_info(local));
+        let forwarded_host = if tunnel {
+            ambit_hbone::forwarded_host(&req.headers)
+        } else {
+            None
+        };
+        let target_port = req.authority.port();
+        ctx.destination_service = crate::state::inbound_service(local, forwarded_host, target_port)
+            .and_then(|key| service_info(snapshot, key));
         ctx
     }
-}
-
-/// Telemetry's description of a workload: its labels, its canonical name and revision when set, its pod name.
-fn workload_info(w: &Workload) -> WorkloadInfo {
-    let name = if w.workload_name.is_empty() {
-        &w.name
-    } else {
-        &w.workload_name
-    };
-    let mut info = WorkloadInfo::from_labels(name, w.namespace.as_str(), &w.labels, &w.cluster_id);
-    if !w.canonical_name.is_empty() {
-        info.canonical_service = w.canonical_name.as_str().into();
-    }
-    if !w.canonical_revision.is_empty() {
-        info.canonical_revision = w.canonical_revision.as_str().into();
-    }
-    if !w.name.is_empty() {
-        info = info.with_pod(&w.name);
-    }
-    info
 }
 
 impl<C: AppConnector> ConnectHandler for InboundHandler<C> {

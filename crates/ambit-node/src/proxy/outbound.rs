@@ -22,8 +22,8 @@ use ambit_identity::cert::{TrustBundle, WorkloadCertificate};
 use ambit_identity::manager::{CertificateManager, ManagerError};
 use ambit_identity::tls::{self, TlsError};
 use ambit_telemetry::{
-    ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, ServiceInfo, TcpMetrics,
-    WorkloadInfo, log_connection_failed,
+    ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, TcpMetrics,
+    log_connection_failed,
 };
 use ambit_types::Identity;
 use http::StatusCode;
@@ -32,7 +32,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
-use crate::state::{FastRandom, OutboundPlan, PlanError, Service, ServiceKey, Snapshot, Workload, WorkloadUid};
+use super::{service_info, workload_info};
+use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, WorkloadUid};
 
 /// Buffer size of each copy direction.
 const COPY_BUFFER: usize = 64 * 1024;
@@ -585,41 +586,6 @@ fn new_traceparent() -> TraceParent {
         trace_id: fastrand::u128(1..),
         parent_id: fastrand::u64(1..),
     }
-}
-
-/// Telemetry's view of a workload: its workload name (else the pod name), canonical service and revision from the
-/// workload API when set, else from its labels.
-fn workload_info(workload: &Workload) -> WorkloadInfo {
-    let name = if workload.workload_name.is_empty() {
-        &workload.name
-    } else {
-        &workload.workload_name
-    };
-    let mut info = WorkloadInfo::from_labels(
-        name,
-        workload.namespace.as_str(),
-        &workload.labels,
-        &workload.cluster_id,
-    );
-    if !workload.canonical_name.is_empty() {
-        info.canonical_service = workload.canonical_name.as_str().into();
-    }
-    if !workload.canonical_revision.is_empty() {
-        info.canonical_revision = workload.canonical_revision.as_str().into();
-    }
-    if !workload.name.is_empty() {
-        info = info.with_pod(&workload.name);
-    }
-    info
-}
-
-fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<ServiceInfo> {
-    let service: &Service = snapshot.service(key)?;
-    Some(ServiceInfo {
-        hostname: service.hostname.as_str().into(),
-        name: service.name.as_str().into(),
-        namespace: service.namespace.as_str().into(),
-    })
 }
 
 // === impl Counted ===

@@ -12,8 +12,8 @@ use ambit_policy::Authorization;
 use ambit_types::Identity;
 
 use super::model::{
-    HealthPolicy, LoadBalancing, LoadBalancingMode, LoadBalancingScope, Port, Service, ServiceKey, TunnelProtocol,
-    Workload, WorkloadStatus, WorkloadUid,
+    HealthPolicy, LoadBalancing, LoadBalancingMode, LoadBalancingScope, Port, PortMapping, Service, ServiceKey,
+    TunnelProtocol, Workload, WorkloadStatus, WorkloadUid,
 };
 use super::snapshot::Snapshot;
 
@@ -138,6 +138,27 @@ pub fn inbound_target(local: &Workload, authority: &Authority) -> Result<Inbound
         });
     }
     Ok(InboundTarget { app: *addr })
+}
+
+/// The service an inbound connection to `local` on `target_port` was addressed to, for telemetry (ztunnel's
+/// guess): the one named by the `forwarded` header's `host=` if `local` is one of its endpoints, else the first of
+/// its services that maps a port to `target_port`.
+pub fn inbound_service<'a>(
+    local: &'a Workload,
+    forwarded_host: Option<&str>,
+    target_port: u16,
+) -> Option<&'a ServiceKey> {
+    if let Some(host) = forwarded_host
+        && let Some(key) = local.services.keys().find(|key| key.hostname.as_str() == host)
+    {
+        return Some(key);
+    }
+    let maps_port = |ports: &Vec<PortMapping>| ports.iter().any(|p| p.target_port == target_port);
+    local
+        .services
+        .iter()
+        .find(|(_, ports)| maps_port(ports))
+        .map(|(key, _)| key)
 }
 
 /// The policies that apply to `workload`, in snapshot order: global ones, its namespace's (and the root

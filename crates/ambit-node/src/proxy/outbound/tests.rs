@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::state::{Hostname, Namespace, NetworkAddress, Port, PortMapping, ServiceAccount, TunnelProtocol};
+use crate::state::{Service, ServiceKey};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

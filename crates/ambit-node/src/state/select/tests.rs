@@ -532,3 +532,24 @@ fn errors_name_their_blame() {
     let self_call = InboundError::SelfCall { port: 15008 };
     assert_eq!((self_call.blame(), self_call.retryable()), (Blame::Downstream, false));
 }
+
+#[test]
+fn inbound_service_follows_forwarded_host_then_the_target_port() {
+    let local = endpoint(
+        endpoint(pod("echo", "10.0.0.5"), "admin", &[(9000, 9000)]),
+        "echo",
+        &[(80, 8080)],
+    );
+    let cases: [(Option<&str>, u16, Option<ServiceKey>); 6] = [
+        (Some("echo.demo.svc.cluster.local"), 8080, Some(key("echo"))),
+        // The named service wins even on another port; a host the pod does not serve is ignored.
+        (Some("admin.demo.svc.cluster.local"), 8080, Some(key("admin"))),
+        (Some("other.demo.svc.cluster.local"), 8080, Some(key("echo"))),
+        (None, 9000, Some(key("admin"))),
+        (None, 8080, Some(key("echo"))),
+        (None, 7777, None),
+    ];
+    for (host, port, want) in cases {
+        assert_eq!(inbound_service(&local, host, port), want.as_ref(), "{host:?} {port}");
+    }
+}
