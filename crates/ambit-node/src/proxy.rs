@@ -6,7 +6,14 @@ pub mod inbound;
 pub mod outbound;
 pub mod plaintext;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ambit_hbone::drain::DrainWatch;
 use ambit_telemetry::{ServiceInfo, WorkloadInfo};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, debug, warn};
 
 use crate::state::{ServiceKey, Snapshot, Workload};
 
@@ -44,4 +51,46 @@ pub(crate) fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<Serv
         name: service.name.as_str().into(),
         namespace: service.namespace.as_str().into(),
     })
+}
+
+/// Pause after a failed `accept` (out of file descriptors, typically) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts connections on `listener` until draining starts. `start` turns each into the future that serves it
+/// (or `None` to drop it at once); that future runs on its own task in `start`'s span, holding a clone of `drain`
+/// until it ends, and is dropped, closing its sockets, at the drain deadline. `what` names the listener in logs.
+pub(crate) async fn serve_until_drained<F, Fut>(listener: TcpListener, drain: DrainWatch, what: &'static str, start: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Option<(Fut, tracing::Span)>,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut signal = drain.clone();
+    let mut draining = std::pin::pin!(signal.signaled());
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut draining => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Some((serve, span)) = start(stream, peer) else {
+                    continue;
+                };
+                let mut watch = drain.clone();
+                let task = async move {
+                    tokio::select! {
+                        () = serve => {}
+                        () = async { tokio::time::sleep_until(watch.signaled().await).await } => {
+                            debug!(listener = what, "closing a connection at the drain deadline");
+                        }
+                    }
+                };
+                tokio::spawn(task.instrument(span));
+            }
+            Err(error) => {
+                warn!(%error, listener = what, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
 }

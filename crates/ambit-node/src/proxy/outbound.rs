@@ -30,7 +30,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, warn};
+use tracing::debug;
 
 use super::{service_info, workload_info};
 use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, WorkloadUid};
@@ -39,8 +39,6 @@ use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, Work
 const COPY_BUFFER: usize = 64 * 1024;
 /// Client configurations cached per certificate; beyond this many destination identity sets the cache restarts.
 const MAX_CACHED_CONFIGS: usize = 1024;
-/// Pause after a failed `accept` (out of file descriptors, typically) before trying again.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where the local pod's certificate comes from: the node's [`CertificateManager`], or a fixed one in tests.
 pub trait CertSource: Send + Sync + 'static {
@@ -284,34 +282,13 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
     /// Accepts captured connections until draining starts, each handled on its own task that holds `drain` until
     /// the connection ends; a connection still open at the drain deadline is closed.
     pub async fn serve(self, listener: TcpListener, drain: DrainWatch) {
-        let mut signal = drain.clone();
-        let mut draining = std::pin::pin!(signal.signaled());
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut draining => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let proxy = self.clone();
-                    let mut watch = drain.clone();
-                    let span = tracing::debug_span!("outbound", pod = %self.inner.local, %peer);
-                    let task = async move {
-                        tokio::select! {
-                            () = proxy.handle(stream) => {}
-                            () = async { tokio::time::sleep_until(watch.signaled().await).await } => {
-                                debug!("closing an outbound connection at the drain deadline");
-                            }
-                        }
-                    };
-                    tokio::spawn(task.instrument(span));
-                }
-                Err(error) => {
-                    warn!(%error, "accepting a captured outbound connection failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
-        }
+        let pod = self.inner.local.clone();
+        super::serve_until_drained(listener, drain, "outbound", |stream, peer| {
+            let proxy = self.clone();
+            let span = tracing::debug_span!("outbound", %pod, %peer);
+            Some((async move { proxy.handle(stream).await }, span))
+        })
+        .await;
     }
 
     /// Carries one captured connection to its destination, then records it. Failures close the client connection.

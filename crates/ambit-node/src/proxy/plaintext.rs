@@ -4,22 +4,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ambit_hbone::drain::DrainWatch;
 use ambit_hbone::{Authority, ConnectHandler, InboundRequest, RelayError, StreamStats};
 use ambit_telemetry::{Direction, log_connection_failed};
 use http::HeaderMap;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, warn};
 
 use super::inbound::{AppConnector, InboundHandler};
 use super::outbound::OriginalDst;
 
 /// Buffer size of each copy direction.
 const COPY_BUFFER: usize = 64 * 1024;
-/// Pause after a failed `accept` before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts redirected plaintext connections until draining starts, each on its own task holding `drain` until it
 /// ends; a connection still open at the drain deadline is closed.
@@ -33,44 +30,22 @@ pub async fn serve_plaintext<C, O>(
     O: OriginalDst,
 {
     let handler = Arc::new(handler);
-    let mut signal = drain.clone();
-    let mut draining = std::pin::pin!(signal.signaled());
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut draining => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((client, peer)) => {
-                let dst = match original_dst.original_dst(&client) {
-                    Ok(dst) => dst,
-                    Err(error) => {
-                        let local = client
-                            .local_addr()
-                            .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-                        log_connection_failed(peer, local, Direction::Inbound, &error);
-                        continue;
-                    }
-                };
-                let handler = Arc::clone(&handler);
-                let mut watch = drain.clone();
-                let span = tracing::debug_span!("inbound_plaintext", %peer, %dst);
-                let task = async move {
-                    tokio::select! {
-                        () = handle(&handler, client, peer, dst) => {}
-                        () = async { tokio::time::sleep_until(watch.signaled().await).await } => {
-                            debug!("closing a plaintext connection at the drain deadline");
-                        }
-                    }
-                };
-                tokio::spawn(task.instrument(span));
-            }
+    super::serve_until_drained(listener, drain, "inbound plaintext", |client, peer| {
+        let dst = match original_dst.original_dst(&client) {
+            Ok(dst) => dst,
             Err(error) => {
-                warn!(%error, "accepting a plaintext inbound connection failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                let local = client
+                    .local_addr()
+                    .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                log_connection_failed(peer, local, Direction::Inbound, &error);
+                return None;
             }
-        }
-    }
+        };
+        let handler = Arc::clone(&handler);
+        let span = tracing::debug_span!("inbound_plaintext", %peer, %dst);
+        Some((async move { handle(&handler, client, peer, dst).await }, span))
+    })
+    .await;
 }
 
 /// Authorizes one connection, connects to the application and relays until both sides are done.
