@@ -1,6 +1,15 @@
-//! Generated protobuf and gRPC code: the Istio CA API (`istio.v1.auth`).
+//! Generated protobuf and gRPC code for the wire APIs ambit shares with Istio: the CA API (`istio.v1.auth`), the
+//! workload API (`istio.workload`, `istio.security`) and the delta xDS stream that carries it
+//! (`envoy.service.discovery.v3`, with `envoy.config.core.v3` and `google.rpc`).
 //!
-//! The messages keep Istio's field numbers, so ambit's CA and clients speak to istiod and ztunnel unchanged.
+//! The messages keep Istio's and Envoy's field numbers, so ambit's control plane and node proxies speak to istiod
+//! and ztunnel unchanged. The Envoy messages hold only the fields the workload API uses; the others are skipped on
+//! decode like any unknown field.
+
+/// The type URL of workload API resources (`Address`: a workload or a service).
+pub const WORKLOAD_ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
+/// The type URL of L4 authorization policies.
+pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
 
 /// Istio's protobuf packages.
 pub mod istio {
@@ -11,7 +20,53 @@ pub mod istio {
             tonic::include_proto!("istio.v1.auth");
         }
     }
+
+    /// `istio.workload`: workloads and services (`Address`).
+    pub mod workload {
+        // `Address` is a oneof of a Workload and a smaller Service, held inline as prost generates it.
+        #![allow(clippy::large_enum_variant)]
+        tonic::include_proto!("istio.workload");
+    }
+
+    /// `istio.security`: L4 authorization policies (`Authorization`).
+    pub mod security {
+        tonic::include_proto!("istio.security");
+    }
 }
 
-/// The well-known types the messages use (`metadata` is a `google.protobuf.Struct`).
+/// Envoy's data-plane API, the subset delta xDS needs.
+pub mod envoy {
+    /// `envoy.service.*`
+    pub mod service {
+        /// `envoy.service.discovery.*`
+        pub mod discovery {
+            /// `envoy.service.discovery.v3`: `AggregatedDiscoveryService/DeltaAggregatedResources` and its
+            /// messages.
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.discovery.v3");
+            }
+        }
+    }
+
+    /// `envoy.config.*`
+    pub mod config {
+        /// `envoy.config.core.*`
+        pub mod core {
+            /// `envoy.config.core.v3`: the `Node` a client describes itself with.
+            pub mod v3 {
+                tonic::include_proto!("envoy.config.core.v3");
+            }
+        }
+    }
+}
+
+/// Google's API packages.
+pub mod google {
+    /// `google.rpc`: `Status`, the reason a NACK carries.
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// The well-known types the messages use (`Struct`, `Any`).
 pub use prost_types;

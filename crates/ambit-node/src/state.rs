@@ -11,6 +11,7 @@
 //!   workload.
 
 pub mod model;
+pub mod proto;
 pub mod select;
 pub mod snapshot;
 pub mod source;
