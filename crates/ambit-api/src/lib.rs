@@ -68,5 +68,7 @@ pub mod google {
     }
 }
 
+/// The `Message` trait the generated types implement, to encode and decode them (for example a resource's `Any`).
+pub use prost;
 /// The well-known types the messages use (`Struct`, `Any`).
 pub use prost_types;

@@ -542,6 +542,8 @@ impl Component {
             path(layout.plan_file()),
             "--node-credentials".into(),
             path(layout.node_credentials_file()),
+            "--state-file".into(),
+            path(layout.mesh_state_file()),
             "--trust-domain".into(),
             crate::runtime::TRUST_DOMAIN.into(),
         ];

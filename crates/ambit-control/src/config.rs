@@ -28,6 +28,9 @@ pub struct ControlConfig {
     pub node_credentials: PathBuf,
     /// Where every pod runs and as whom (the node authorizer's index), e.g. from a cluster's `plan.json`.
     pub pods: Vec<PodPlacement>,
+    /// Workloads, services and policies to serve over xDS, in the node proxy's state-file shape (a local cluster's
+    /// `mesh-state.json`), followed as it is rewritten.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl ControlConfig {

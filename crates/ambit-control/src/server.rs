@@ -1,11 +1,12 @@
-//! Serving: gRPC over TLS with the control plane's own certificate (issued by its CA and reissued at half-life),
-//! TLS handshakes done off the accept loop, and a bounded drain on SIGTERM.
+//! Serving: one gRPC server over TLS with the control plane's own certificate (issued by its CA and reissued at
+//! half-life) for the CA and delta ADS, TLS handshakes done off the accept loop, and a bounded drain on SIGTERM.
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ambit_api::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use ambit_api::istio::v1::auth::istio_certificate_service_server::IstioCertificateServiceServer;
 use ambit_identity::ca::{CaError, CertificateAuthority};
 use ambit_identity::cert::WorkloadCertificate;
@@ -16,10 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tonic::service::Routes;
 
 use crate::ca::auth::{Authenticator, NodeIndex};
 use crate::ca::control_identity;
 use crate::ca::service::CaService;
+use crate::xds::service::{AdsService, StreamCloser};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,19 +98,53 @@ fn reissue_in(cert: &WorkloadCertificate) -> Duration {
         .max(MIN_REISSUE)
 }
 
-/// Serves the CA service on `listener` over TLS until `shutdown` completes, then drains open requests.
-pub async fn serve<A, N>(
+/// The gRPC services of the server: the CA, and delta ADS once added. A method the server does not implement
+/// (such as ADS's state-of-the-world `StreamAggregatedResources`) is answered `UNIMPLEMENTED`.
+pub struct Services {
+    routes: Routes,
+    closers: Vec<StreamCloser>,
+}
+
+impl Services {
+    /// The CA alone.
+    pub fn new<A: Authenticator, N: NodeIndex>(ca: CaService<A, N>) -> Self {
+        Self {
+            routes: Routes::new(IstioCertificateServiceServer::new(ca)),
+            closers: Vec::new(),
+        }
+    }
+
+    /// Adds `envoy.service.discovery.v3.AggregatedDiscoveryService`; its streams end when the server shuts down.
+    pub fn with_ads<B: Authenticator>(mut self, ads: AdsService<B>) -> Self {
+        self.closers.push(ads.closer());
+        self.routes = self.routes.add_service(AggregatedDiscoveryServiceServer::new(ads));
+        self
+    }
+}
+
+impl<A: Authenticator, N: NodeIndex> From<CaService<A, N>> for Services {
+    fn from(ca: CaService<A, N>) -> Self {
+        Self::new(ca)
+    }
+}
+
+/// Serves `services` (a [`CaService`] alone, or [`Services`]) on `listener` over TLS until `shutdown` completes, then
+/// ends the xDS streams and drains open requests.
+pub async fn serve(
     listener: TcpListener,
     tls: ServingTls,
-    service: CaService<A, N>,
+    services: impl Into<Services>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError>
-where
-    A: Authenticator,
-    N: NodeIndex,
-{
+) -> Result<(), ServeError> {
+    let Services { routes, closers } = services.into();
+    let shutdown = async move {
+        shutdown.await;
+        for closer in &closers {
+            closer.close();
+        }
+    };
     tonic::transport::Server::builder()
-        .add_service(IstioCertificateServiceServer::new(service))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
         .await?;
     Ok(())

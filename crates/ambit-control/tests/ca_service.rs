@@ -9,7 +9,6 @@ use ambit_api::istio::v1::auth::istio_certificate_service_client::IstioCertifica
 use ambit_api::prost_types::{Struct, Value, value::Kind};
 use ambit_control::ca::auth::{NodeCredentials, PodPlacement, StaticNodeIndex, generate_token};
 use ambit_control::ca::check::{CertStatus, check};
-use ambit_control::ca::client::{CaClient, CaClientError, connect_channel};
 use ambit_control::ca::ledger::{self, Ledger};
 use ambit_control::ca::service::CaService;
 use ambit_control::ca::{control_identity, open_ca};
@@ -18,6 +17,7 @@ use ambit_identity::ca::{CaConfig, CertificateAuthority};
 use ambit_identity::cert::{CertificateDer, TrustBundle};
 use ambit_identity::tls::anonymous_client_config;
 use ambit_types::{Identity, TrustDomain};
+use ambit_xds::ca::{CaClient, CaClientError, connect_channel};
 use rustls::pki_types::pem::PemObject;
 use tonic::transport::Channel;
 use tonic::{Code, Status};

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::admin::{AdminState, serve_admin, serve_metrics, serve_readiness};
 use crate::state::source::watch_file;
+use ambit_xds::delta::{ConnectionState, Transport, XdsClient, XdsConfig};
 
 /// Istio's root namespace: policies there apply mesh-wide.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -38,8 +39,8 @@ pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 pub struct NodeConfig {
     /// The node this proxy serves (its pods' certificates are the only ones the CA gives it).
     pub node: String,
-    /// Workloads, services and policies (see `state::source`).
-    pub state_file: PathBuf,
+    /// Where workloads, services and policies come from.
+    pub state: StateSource,
     /// The enrolled pods of this node and their network namespaces (see [`enrollment`]).
     pub enrollment_file: PathBuf,
     /// How often the two files are checked for changes.
@@ -60,6 +61,15 @@ pub struct NodeConfig {
     pub drain_grace: Duration,
     /// Data-plane worker threads.
     pub worker_threads: usize,
+}
+
+/// The source of the node proxy's state.
+#[derive(Clone, Debug)]
+pub enum StateSource {
+    /// The control plane's delta xDS stream at `host:port` (TLS, the CA's trust bundle and the node's token).
+    Xds { address: String },
+    /// A state file in the workload API's shape, polled for rewrites (see `state::source`).
+    File(PathBuf),
 }
 
 /// What every pod proxy of the node shares.
@@ -117,11 +127,41 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     // The certificate manager and the CA channel spawn their tasks on the runtime they are created in.
     let _entered = dataplane.enter();
-    let source = ca::LazyCaClient::new(config.ca_address.clone(), bundle.clone(), token, &config.trust_domain);
+    let source = ca::LazyCaClient::new(
+        config.ca_address.clone(),
+        bundle.clone(),
+        token.clone(),
+        &config.trust_domain,
+    );
     let certificates = CertificateManager::new(Arc::new(source), Arc::new(SystemClock), ManagerConfig::default());
-    let (snapshot, state_task) = dataplane
-        .block_on(watch_file(config.state_file.clone(), config.poll_interval))
-        .context("cannot load the mesh state")?;
+    let mut xds_client = None;
+    let (snapshot, state_task) = match &config.state {
+        StateSource::File(path) => {
+            let (snapshot, task) = dataplane
+                .block_on(watch_file(path.clone(), config.poll_interval))
+                .context("cannot load the mesh state")?;
+            (snapshot, Some(task))
+        }
+        StateSource::Xds { address } => {
+            let (addresses, authorizations, snapshot) = crate::state::xds::handlers();
+            let xds = XdsConfig {
+                address: address.clone(),
+                transport: Transport::Tls {
+                    bundle: bundle.clone(),
+                    server: ambit_xds::ca::control_identity(&config.trust_domain),
+                },
+                token: token.clone(),
+                node_name: config.node.clone(),
+                node_ip: None,
+                on_demand: Vec::new(),
+            };
+            let client = XdsClient::new(xds, vec![Box::new(addresses), Box::new(authorizations)])
+                .context("cannot configure the xDS client")?;
+            xds_client = Some(client);
+            (snapshot, None)
+        }
+    };
+    let xds_state = xds_client.as_ref().map(XdsClient::state);
     let (_bundle_tx, bundle_rx) = watch::channel(bundle);
     let context = NodeContext {
         snapshot,
@@ -138,22 +178,17 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let admin_thread = std::thread::Builder::new()
         .name("ambit-admin".into())
         .spawn(move || {
-            serve_admin_thread(
-                admin_listener,
-                metrics_listener,
-                readiness_listener,
-                admin,
-                registry,
-                ready_rx,
-                stop_admin_rx,
-            )
+            let listeners = [admin_listener, metrics_listener, readiness_listener];
+            serve_admin_thread(listeners, admin, registry, ready_rx, stop_admin_rx, xds_client)
         })
         .context("cannot start the admin thread")?;
 
     info!(node = %config.node, admin = %config.admin_address, metrics = %config.metrics_address,
         readiness = %config.readiness_address, "node proxy starting");
-    let result = dataplane.block_on(serve(config, manager, ready_tx, quit_rx));
-    state_task.abort();
+    let result = dataplane.block_on(serve(config, manager, ready_tx, quit_rx, xds_state));
+    if let Some(task) = state_task {
+        task.abort();
+    }
     let _ = stop_admin_tx.send(true);
     if admin_thread.join().is_err() {
         warn!("the admin thread panicked");
@@ -185,6 +220,7 @@ async fn serve(
     manager: pods::PodManager,
     ready: watch::Sender<bool>,
     mut quit: watch::Receiver<bool>,
+    xds: Option<watch::Receiver<ConnectionState>>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -214,7 +250,9 @@ async fn serve(
             }
         }
         ready.send_if_modified(|ready| {
-            let now = manager.all_ready();
+            // Ready once the state is in (the first xDS response of each type accepted) and every pod serves.
+            let synced = xds.as_ref().is_none_or(|state| state.borrow().is_synced());
+            let now = synced && manager.all_ready();
             let changed = *ready != now;
             if changed {
                 info!(ready = now, pods = manager.len(), "readiness changed");
@@ -230,15 +268,15 @@ async fn serve(
     Ok(())
 }
 
-/// The admin, metrics and readiness servers on a single-threaded runtime, until `stop` turns true.
+/// The admin, metrics and readiness servers, and the xDS client when there is one, on a single-threaded runtime
+/// (away from the data plane, as ztunnel), until `stop` turns true.
 fn serve_admin_thread(
-    admin: std::net::TcpListener,
-    metrics: std::net::TcpListener,
-    readiness: std::net::TcpListener,
+    [admin, metrics, readiness]: [std::net::TcpListener; 3],
     state: AdminState,
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
+    xds: Option<XdsClient>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -259,10 +297,16 @@ fn serve_admin_thread(
                 return;
             }
         };
+        let xds = async {
+            if let Some(client) = xds {
+                client.run(stopped(stop.clone())).await;
+            }
+        };
         tokio::join!(
             serve_admin(admin, state, stopped(stop.clone())),
             serve_metrics(metrics, registry, stopped(stop.clone())),
-            serve_readiness(readiness, ready, stopped(stop)),
+            serve_readiness(readiness, ready, stopped(stop.clone())),
+            xds,
         );
     });
 }

@@ -15,6 +15,7 @@ pub mod proto;
 pub mod select;
 pub mod snapshot;
 pub mod source;
+pub mod xds;
 
 #[cfg(test)]
 mod fixtures;

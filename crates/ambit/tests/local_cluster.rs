@@ -406,9 +406,9 @@ impl Drop for ChildGuard {
 
 #[test]
 fn the_ca_issues_a_node_only_the_identities_of_its_own_pods() {
-    use ambit_control::ca::client::{CaClient, CaClientError};
     use ambit_identity::cert::TrustBundle;
     use ambit_types::{Identity, TrustDomain};
+    use ambit_xds::ca::{CaClient, CaClientError, control_identity};
 
     let c = TestCluster::up("ca");
     let ca_dir = c.dir.join("ca");
@@ -434,7 +434,7 @@ fn the_ca_issues_a_node_only_the_identities_of_its_own_pods() {
     let bundle = TrustBundle::from_pem(&ok(&["ca", "root", "--ca-dir", ca_dir])).unwrap();
     let token =
         |node: &str| std::fs::read_to_string(format!("/run/ambit/{}/credentials/{node}.token", c.name)).unwrap();
-    let server = ambit_control::ca::control_identity(&TrustDomain::new("cluster.local").unwrap());
+    let server = control_identity(&TrustDomain::new("cluster.local").unwrap());
     let client_sa: Identity = "spiffe://cluster.local/ns/demo/sa/client".parse().unwrap();
     let echo_sa: Identity = "spiffe://cluster.local/ns/demo/sa/default".parse().unwrap();
     let code = |e: CaClientError| match e {

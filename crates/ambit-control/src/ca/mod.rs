@@ -1,9 +1,9 @@
 //! The certificate authority service: Istio's `IstioCertificateService` API served by the control plane, with node
-//! authentication and authorization, a ledger of issued certificates, and the client node proxies use.
+//! authentication and authorization and a ledger of issued certificates. The client node proxies use is
+//! `ambit_xds::ca`.
 
 pub mod auth;
 pub mod check;
-pub mod client;
 pub mod ledger;
 pub mod service;
 
@@ -12,21 +12,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use ambit_identity::ca::{
-    CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT, CaConfig, CaError, CertificateAuthority,
-};
-use ambit_types::{Identity, TrustDomain};
-
-/// The identity the control plane serves with: `spiffe://<trust domain>/ns/ambit-system/sa/ambit-control`.
-pub fn control_identity(trust_domain: &TrustDomain) -> Identity {
-    // Both segments are constant, valid Kubernetes names.
-    Identity::new(
-        trust_domain.clone(),
-        CONTROL_PLANE_NAMESPACE,
-        CONTROL_PLANE_SERVICE_ACCOUNT,
-    )
-    .unwrap_or_else(|e| unreachable!("constant control-plane identity rejected: {e}"))
-}
+use ambit_identity::ca::{CaConfig, CaError, CertificateAuthority};
+/// The control plane's identity, defined beside the client that verifies it (node proxies do not depend on this
+/// crate).
+pub use ambit_xds::ca::control_identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenCaError {

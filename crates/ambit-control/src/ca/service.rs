@@ -9,6 +9,7 @@ use ambit_api::istio::v1::auth::{IstioCertificateRequest, IstioCertificateRespon
 use ambit_api::prost_types::value::Kind;
 use ambit_identity::ca::{CertificateAuthority, CsrError};
 use ambit_types::Identity;
+use ambit_xds::ca::IMPERSONATED_IDENTITY;
 use tonic::{Request, Response, Status};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -16,9 +17,6 @@ use x509_parser::prelude::FromDer;
 
 use super::auth::{Authenticator, Caller, NodeIndex};
 use super::ledger::{Ledger, LedgerEntry};
-
-/// The metadata key a node proxy sets to the SPIFFE ID it asks a certificate for.
-pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
 /// The CA's gRPC service.
 pub struct CaService<A, N> {

@@ -2,10 +2,10 @@
 //! so a proxy that starts before the control plane (or outlives it) simply retries through the certificate
 //! manager's backoff.
 
-use ambit_control::ca::client::CaClient;
 use ambit_identity::cert::TrustBundle;
 use ambit_identity::manager::{CertificateSource, FetchError, FetchFuture};
 use ambit_types::{Identity, TrustDomain};
+use ambit_xds::ca::{CaClient, control_identity};
 use tokio::sync::Mutex;
 
 /// A [`CertificateSource`] over [`CaClient`] that connects lazily.
@@ -24,7 +24,7 @@ impl LazyCaClient {
             address,
             bundle,
             token,
-            server: ambit_control::ca::control_identity(trust_domain),
+            server: control_identity(trust_domain),
             client: Mutex::new(None),
         }
     }

@@ -33,6 +33,10 @@ pub struct ControlArgs {
     /// The cluster plan whose pods say which identities each node may ask for (default: the running cluster's).
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
+    /// Workloads, services and policies to stream to node proxies, in the state-file shape, followed as it is
+    /// rewritten (default: the running cluster's mesh-state.json, when --plan is not given).
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
     #[command(flatten)]
     cluster: super::ClusterSelector,
 }
@@ -43,13 +47,14 @@ pub fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
 
 pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     // By default, the running local cluster's plan and the node credentials `cluster up` provisioned.
-    let (plan, node_credentials) = match (args.plan.clone(), args.node_credentials.clone()) {
-        (Some(plan), Some(credentials)) => (plan, credentials),
+    let (plan, node_credentials, state_file) = match (args.plan.clone(), args.node_credentials.clone()) {
+        (Some(plan), Some(credentials)) => (plan, credentials, args.state_file.clone()),
         (plan, credentials) => {
             let layout = args.cluster.resolve()?;
             (
                 plan.unwrap_or_else(|| layout.plan_file()),
                 credentials.unwrap_or_else(|| layout.node_credentials_file()),
+                Some(args.state_file.clone().unwrap_or_else(|| layout.mesh_state_file())),
             )
         }
     };
@@ -61,6 +66,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         max_ttl: args.max_ttl,
         node_credentials,
         pods: pod_placements(&plan)?,
+        state_file,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(ambit_control::run(config))?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ambit_node::app::{DEFAULT_ROOT_NAMESPACE, NodeConfig};
+use ambit_node::app::{DEFAULT_ROOT_NAMESPACE, NodeConfig, StateSource};
 use ambit_types::TrustDomain;
 
 use super::control::parse_trust_domain;
@@ -16,9 +16,12 @@ pub struct NodeArgs {
     /// The node this proxy serves.
     #[arg(long)]
     node: String,
-    /// The mesh state file: workloads, services, policies (default: the cluster's mesh-state.json).
+    /// Read workloads, services and policies from this state file instead of the control plane's xDS stream.
     #[arg(long, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// The control plane's xDS address, host:port (default: the CA's address).
+    #[arg(long, value_name = "HOST:PORT")]
+    xds_address: Option<String>,
     /// The enrolled pods of this node and their network namespaces (default: the cluster's file for the node).
     #[arg(long, value_name = "FILE")]
     enrollment_file: Option<PathBuf>,
@@ -57,8 +60,7 @@ pub struct NodeArgs {
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
-    let explicit = args.state_file.is_some()
-        && args.enrollment_file.is_some()
+    let explicit = args.enrollment_file.is_some()
         && args.ca_address.is_some()
         && args.ca_root.is_some()
         && args.token_file.is_some();
@@ -82,17 +84,22 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             .map(|(layout, plan)| f(layout, plan))
             .unwrap_or_default()
     };
+    let ca_address = args.ca_address.unwrap_or_else(|| {
+        let address = cluster.as_ref().map(|(_, plan)| plan.control_address.to_string());
+        format!("{}:15012", address.unwrap_or_default())
+    });
+    let state = match args.state_file {
+        Some(path) => StateSource::File(path),
+        None => StateSource::Xds {
+            address: args.xds_address.unwrap_or_else(|| ca_address.clone()),
+        },
+    };
     let config = NodeConfig {
-        state_file: args
-            .state_file
-            .unwrap_or_else(|| from_cluster(&|layout, _| layout.mesh_state_file())),
+        state,
         enrollment_file: args
             .enrollment_file
             .unwrap_or_else(|| from_cluster(&|layout, _| layout.node_pods_file(&args.node))),
-        ca_address: args.ca_address.unwrap_or_else(|| {
-            let address = cluster.as_ref().map(|(_, plan)| plan.control_address.to_string());
-            format!("{}:15012", address.unwrap_or_default())
-        }),
+        ca_address,
         ca_root: args
             .ca_root
             .unwrap_or_else(|| from_cluster(&|layout, _| layout.ca_dir().join("root-cert.pem"))),

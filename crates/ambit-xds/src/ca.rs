@@ -1,6 +1,7 @@
 //! The client of the CA service, as node proxies use it: TLS to the control plane (verified against the mesh roots
 //! and the control plane's SPIFFE identity, no client certificate), a bearer token, and one CSR per identity, sent
-//! with `ImpersonatedIdentity`.
+//! with `ImpersonatedIdentity`. Also what both ends of that conversation share: the metadata key and the control
+//! plane's identity.
 
 use std::io;
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use ambit_api::istio::v1::auth::IstioCertificateRequest;
 use ambit_api::istio::v1::auth::istio_certificate_service_client::IstioCertificateServiceClient;
 use ambit_api::prost_types::{Struct, Value, value::Kind};
+use ambit_identity::ca::{CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT};
 use ambit_identity::cert::{CertError, CertificateRequest, TrustBundle, WorkloadCertificate};
 use ambit_identity::manager::{CertificateSource, FetchError, FetchFuture};
 use ambit_identity::tls::{TlsError, anonymous_client_config};
-use ambit_types::Identity;
+use ambit_types::{Identity, TrustDomain};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -21,7 +23,8 @@ use tokio_rustls::client::TlsStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::service::IMPERSONATED_IDENTITY;
+/// The metadata key a node proxy sets to the SPIFFE ID it asks a certificate for.
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
 /// The port of the CA service when an address names none (Istio's).
 pub const DEFAULT_PORT: u16 = 15012;
@@ -49,6 +52,17 @@ pub enum CaClientError {
     Certificate(#[from] CertError),
 }
 
+/// The identity the control plane serves with: `spiffe://<trust domain>/ns/ambit-system/sa/ambit-control`.
+pub fn control_identity(trust_domain: &TrustDomain) -> Identity {
+    // Both segments are constant, valid Kubernetes names.
+    Identity::new(
+        trust_domain.clone(),
+        CONTROL_PLANE_NAMESPACE,
+        CONTROL_PLANE_SERVICE_ACCOUNT,
+    )
+    .unwrap_or_else(|e| unreachable!("constant control-plane identity rejected: {e}"))
+}
+
 /// A connection to the CA service. Cheap to clone; the channel reconnects by itself.
 #[derive(Clone, Debug)]
 pub struct CaClient {
@@ -60,7 +74,7 @@ pub struct CaClient {
 
 impl CaClient {
     /// Connects to `addr` (`host:port`), accepting only a server whose chain verifies against `bundle` and whose
-    /// identity is `server` (see [`super::control_identity`]). `token` is sent as `authorization: Bearer <token>`.
+    /// identity is `server` (see [`control_identity`]). `token` is sent as `authorization: Bearer <token>`.
     pub async fn connect(
         addr: &str,
         bundle: TrustBundle,
@@ -146,7 +160,7 @@ pub fn certificate_request(csr_pem: &str, identity: &Identity, ttl: Option<Durat
 }
 
 /// An error and its causes, `: `-separated (tonic's transport error alone says only "transport error").
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(err) = cause {
@@ -157,7 +171,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// TCP, then the TLS handshake (ALPN h2, server identity checked by the rustls configuration).
-async fn dial(uri: Uri, config: Arc<rustls::ClientConfig>) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
+pub(crate) async fn dial(uri: Uri, config: Arc<rustls::ClientConfig>) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
     let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"));
     let host = uri
         .host()

@@ -1,0 +1,310 @@
+//! The state of one delta xDS stream, without IO: per type URL, what the client subscribed to and which version of
+//! each resource it holds, and from that, what to send it after a request or a new snapshot.
+//!
+//! The driver ([`super::service`]) feeds every request to [`StreamState::on_request`], answers at once when the
+//! [`Outcome`] says so, and calls [`StreamState::respond_all`] whenever the store publishes a snapshot.
+//!
+//! Protocol (Envoy's delta xDS as ztunnel uses it, ambient §3.1):
+//! - A type's first request with an empty subscribe list is a wildcard: every resource of the type. A first request
+//!   with `*` in both lists subscribes to nothing (on-demand); later requests subscribe to names or `<network>/<ip>`
+//!   aliases, and unsubscribe from them.
+//! - The client holds what it acknowledged plus what is in flight; a response sends the resources whose version
+//!   differs from that and removes the names that no longer exist. Every resource a client holds is kept up to date,
+//!   whether it came from the wildcard, a name, an alias or the client's `initial_resource_versions`.
+//! - A NACK drops its response's changes: the client keeps its last good versions, so the next response sends them
+//!   again with whatever changed. No response follows a NACK at once (it would be refused again).
+//! - A subscribed key that matches nothing is answered in `removed_resources`, so an on-demand lookup completes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ambit_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+
+use super::resources::Resources;
+
+/// The subscription key that stands for every resource of a type.
+pub const WILDCARD: &str = "*";
+
+/// How many unanswered responses a subscription remembers; older ones are taken as applied.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Every subscription of one stream, and its nonce counter (shared by the types).
+#[derive(Debug, Default)]
+pub struct StreamState {
+    node_id: Option<String>,
+    subscriptions: BTreeMap<String, Subscription>,
+    next_nonce: u64,
+}
+
+/// What a request asked of the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// What the request said about an earlier response, if it named one.
+    pub reply: Option<Reply>,
+    /// Answer now: the type's first request, or newly subscribed names.
+    pub respond: bool,
+}
+
+/// A client's answer to a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Applied: its versions are confirmed.
+    Ack,
+    /// Refused, with the client's reason: its versions are forgotten.
+    Nack { reason: String },
+    /// A nonce this stream never sent or already saw answered (for example from before a reconnect).
+    Stale,
+}
+
+/// One type URL of a stream: the subscription and what the client holds.
+#[derive(Debug)]
+pub struct Subscription {
+    type_url: String,
+    started: bool,
+    wildcard: bool,
+    /// Names and aliases subscribed explicitly.
+    keys: BTreeSet<String>,
+    /// Keys subscribed since the last response: answered even when the client holds them.
+    fresh: BTreeSet<String>,
+    /// What the client confirmed (or reported holding when it reconnected).
+    acked: BTreeMap<String, Held>,
+    /// Responses not answered yet, oldest first: name → what it set (`None`: removed).
+    in_flight: Vec<(String, BTreeMap<String, Option<Held>>)>,
+    /// `acked` with `in_flight` applied: what the client holds once it applied everything sent.
+    sent: BTreeMap<String, Held>,
+    must_respond: bool,
+}
+
+/// A resource as the client holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    version: String,
+    aliases: Vec<String>,
+}
+
+// === impl StreamState ===
+
+impl StreamState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The xDS node id the client sent (`ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`), once it sent one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.node_id.as_deref()
+    }
+
+    /// Records a request for its type URL (the first request of a type starts its subscription).
+    pub fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Outcome {
+        if let Some(node) = request.node.as_ref().filter(|node| !node.id.is_empty()) {
+            self.node_id = Some(node.id.clone());
+        }
+        let type_url = &request.type_url;
+        let subscription = (self.subscriptions.entry(type_url.clone())).or_insert_with(|| Subscription::new(type_url));
+        subscription.on_request(request)
+    }
+
+    /// The response for `type_url` against `resources`, if there is anything to say; it is recorded as sent.
+    pub fn respond(&mut self, type_url: &str, resources: &Resources) -> Option<DeltaDiscoveryResponse> {
+        let subscription = self.subscriptions.get_mut(type_url)?;
+        let response = subscription.diff(resources, &self.next_nonce.to_string())?;
+        self.next_nonce += 1;
+        subscription.record(&response);
+        Some(response)
+    }
+
+    /// The responses of every subscribed type against a new snapshot.
+    pub fn respond_all(&mut self, resources: &Resources) -> Vec<DeltaDiscoveryResponse> {
+        let types: Vec<String> = self.subscriptions.keys().cloned().collect();
+        (types.iter())
+            .filter_map(|type_url| self.respond(type_url, resources))
+            .collect()
+    }
+}
+
+// === impl Subscription ===
+
+impl Subscription {
+    /// A type nothing was requested of yet.
+    pub fn new(type_url: &str) -> Self {
+        Self {
+            type_url: type_url.to_string(),
+            started: false,
+            wildcard: false,
+            keys: BTreeSet::new(),
+            fresh: BTreeSet::new(),
+            acked: BTreeMap::new(),
+            in_flight: Vec::new(),
+            sent: BTreeMap::new(),
+            must_respond: false,
+        }
+    }
+
+    /// Applies a request: its reply to an earlier response, then its subscription changes.
+    pub fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Outcome {
+        let reply = (!request.response_nonce.is_empty()).then(|| self.on_reply(request));
+        let first = !self.started;
+        if first {
+            self.started = true;
+            // An empty first subscribe list is the legacy wildcard.
+            self.wildcard = request.resource_names_subscribe.is_empty();
+            for (name, version) in &request.initial_resource_versions {
+                let held = Held {
+                    version: version.clone(),
+                    aliases: Vec::new(),
+                };
+                self.acked.insert(name.clone(), held);
+            }
+            self.sent = self.acked.clone();
+        }
+        for key in &request.resource_names_subscribe {
+            if key == WILDCARD {
+                self.wildcard = true;
+            } else {
+                self.keys.insert(key.clone());
+                self.fresh.insert(key.clone());
+            }
+        }
+        for key in &request.resource_names_unsubscribe {
+            if key == WILDCARD {
+                self.wildcard = false;
+            } else {
+                self.unsubscribe(key);
+            }
+        }
+        let respond = first || !request.resource_names_subscribe.is_empty();
+        self.must_respond |= respond;
+        Outcome { reply, respond }
+    }
+
+    /// The response that brings the client from what it holds to `resources`, or `None` when there is nothing to
+    /// send (a type's first request and a subscription are answered even then).
+    pub fn diff(&self, resources: &Resources, nonce: &str) -> Option<DeltaDiscoveryResponse> {
+        let type_url = self.type_url.as_str();
+        let mut send: BTreeSet<&str> = BTreeSet::new();
+        let mut removed: BTreeSet<&str> = BTreeSet::new();
+        // Fresh keys are answered whatever the client holds; one that matches nothing is reported removed.
+        for key in &self.fresh {
+            match resources.resolve(type_url, key) {
+                Some(name) => send.insert(name),
+                None => removed.insert(key.as_str()),
+            };
+        }
+        let subscribed = self.keys.iter().filter_map(|key| resources.resolve(type_url, key));
+        let mut tracked: BTreeSet<&str> = subscribed.collect();
+        if self.wildcard {
+            tracked.extend(resources.entries(type_url).map(|(name, _)| name));
+        }
+        for (name, held) in &self.sent {
+            match resources.entry(type_url, name) {
+                Some(entry) if entry.version != held.version => _ = send.insert(name.as_str()),
+                Some(_) => {}
+                None => _ = removed.insert(name.as_str()),
+            }
+        }
+        send.extend(tracked.into_iter().filter(|name| !self.sent.contains_key(*name)));
+        if send.is_empty() && removed.is_empty() && !self.must_respond {
+            return None;
+        }
+        let sent = (send.into_iter())
+            .filter_map(|name| {
+                let entry = resources.entry(type_url, name)?;
+                Some(Resource {
+                    version: entry.version.clone(),
+                    resource: Some(entry.resource.clone()),
+                    name: name.to_string(),
+                    aliases: entry.aliases.clone(),
+                })
+            })
+            .collect();
+        Some(DeltaDiscoveryResponse {
+            system_version_info: resources.generation().to_string(),
+            resources: sent,
+            type_url: type_url.to_string(),
+            nonce: nonce.to_string(),
+            removed_resources: removed.into_iter().map(str::to_string).collect(),
+        })
+    }
+
+    /// Records `response` as sent: the client will hold its resources unless it refuses them.
+    pub fn record(&mut self, response: &DeltaDiscoveryResponse) {
+        let mut changes = BTreeMap::new();
+        for resource in &response.resources {
+            let held = Held {
+                version: resource.version.clone(),
+                aliases: resource.aliases.clone(),
+            };
+            changes.insert(resource.name.clone(), Some(held));
+        }
+        for name in &response.removed_resources {
+            changes.insert(name.clone(), None);
+        }
+        apply(&mut self.sent, &changes);
+        self.in_flight.push((response.nonce.clone(), changes));
+        if self.in_flight.len() > MAX_IN_FLIGHT {
+            let (_, oldest) = self.in_flight.remove(0);
+            apply(&mut self.acked, &oldest);
+        }
+        self.fresh.clear();
+        self.must_respond = false;
+    }
+
+    /// An ACK or NACK of the response `request.response_nonce`. Clients apply responses in order, so the responses
+    /// sent before it, still unanswered, were applied.
+    fn on_reply(&mut self, request: &DeltaDiscoveryRequest) -> Reply {
+        let nonce = &request.response_nonce;
+        let Some(position) = self.in_flight.iter().position(|(sent, _)| sent == nonce) else {
+            return Reply::Stale;
+        };
+        let answered: Vec<_> = self.in_flight.drain(..=position).collect();
+        let Some(((_, changes), earlier)) = answered.split_last() else {
+            return Reply::Stale;
+        };
+        for (_, changes) in earlier {
+            apply(&mut self.acked, changes);
+        }
+        match &request.error_detail {
+            Some(status) => {
+                self.sent = self.acked.clone();
+                for (_, changes) in &self.in_flight {
+                    apply(&mut self.sent, changes);
+                }
+                Reply::Nack {
+                    reason: status.message.clone(),
+                }
+            }
+            None => {
+                apply(&mut self.acked, changes);
+                Reply::Ack
+            }
+        }
+    }
+
+    /// Drops `key`; unless the wildcard still covers it, the client discards what it got through it, so the server
+    /// forgets it too (a later subscription sends it again).
+    fn unsubscribe(&mut self, key: &str) {
+        self.keys.remove(key);
+        self.fresh.remove(key);
+        if self.wildcard {
+            return;
+        }
+        let matches = |name: &String, held: &Held| name == key || held.aliases.iter().any(|alias| alias == key);
+        self.acked.retain(|name, held| !matches(name, held));
+        self.sent.retain(|name, held| !matches(name, held));
+        for (_, changes) in &mut self.in_flight {
+            changes.retain(|name, held| name != key && !held.as_ref().is_some_and(|held| matches(name, held)));
+        }
+    }
+}
+
+/// Applies one response's changes to what a client holds.
+fn apply(held: &mut BTreeMap<String, Held>, changes: &BTreeMap<String, Option<Held>>) {
+    for (name, change) in changes {
+        match change {
+            Some(resource) => _ = held.insert(name.clone(), resource.clone()),
+            None => _ = held.remove(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The node proxy's state from the control plane's delta xDS stream: the `istio.workload.Address` and
+//! `istio.security.Authorization` resources, decoded and kept by name, and published as a new [`Snapshot`] after
+//! every accepted update.
+//!
+//! An update is applied to a copy of the current resources; if any resource in it does not decode, or the result is
+//! not a consistent snapshot, the whole update is rejected (the client NACKs it with the reasons) and the state
+//! stays as it was: the proxy keeps serving its last good snapshot, also while the control plane is away.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ambit_api::istio::security as pb_security;
+use ambit_api::istio::workload as pb;
+use ambit_api::prost::Message;
+use ambit_policy::Authorization;
+use ambit_xds::delta::{Handler, Rejection, Update};
+use tokio::sync::watch;
+
+use super::model::{Service, Workload};
+#[cfg(test)]
+use super::proto::encode_authorization;
+use super::proto::{AddressResource, decode_authorization};
+use super::snapshot::Snapshot;
+
+/// The resources of both type URLs, by resource name.
+#[derive(Clone, Debug, Default)]
+struct Resources {
+    workloads: BTreeMap<String, Workload>,
+    services: BTreeMap<String, Service>,
+    policies: BTreeMap<String, Authorization>,
+}
+
+/// What both handlers share: the resources and where snapshots go.
+struct Shared {
+    resources: Mutex<Resources>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+}
+
+/// The handler of `istio.workload.Address`.
+pub struct AddressHandler(Arc<Shared>);
+
+/// The handler of `istio.security.Authorization`.
+pub struct AuthorizationHandler(Arc<Shared>);
+
+/// The two handlers of the node proxy's stream and the snapshots they publish (version 0, empty, until the first
+/// update is accepted).
+pub fn handlers() -> (AddressHandler, AuthorizationHandler, watch::Receiver<Arc<Snapshot>>) {
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let shared = Arc::new(Shared {
+        resources: Mutex::new(Resources::default()),
+        snapshots: tx,
+    });
+    (AddressHandler(Arc::clone(&shared)), AuthorizationHandler(shared), rx)
+}
+
+impl Shared {
+    /// Applies `edit` to a copy of the resources; publishes the resulting snapshot, or rejects the update whole.
+    fn update(&self, edit: impl FnOnce(&mut Resources) -> Vec<Rejection>) -> Result<(), Vec<Rejection>> {
+        let mut resources = self.resources.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = resources.clone();
+        let rejected = edit(&mut next);
+        if !rejected.is_empty() {
+            return Err(rejected);
+        }
+        let version = self.snapshots.borrow().version() + 1;
+        let snapshot = Snapshot::new(
+            version,
+            next.workloads.values().cloned().collect(),
+            next.services.values().cloned().collect(),
+            next.policies.values().cloned().collect(),
+        )
+        .map_err(|error| {
+            vec![Rejection {
+                name: String::new(),
+                reason: error.to_string(),
+            }]
+        })?;
+        *resources = next;
+        self.snapshots.send_replace(Arc::new(snapshot));
+        Ok(())
+    }
+}
+
+impl Handler for AddressHandler {
+    fn type_url(&self) -> &'static str {
+        ambit_api::WORKLOAD_ADDRESS_TYPE_URL
+    }
+
+    fn apply(&mut self, update: Update) -> Result<(), Vec<Rejection>> {
+        self.0.update(|resources| {
+            let mut rejected = Vec::new();
+            for name in &update.removed {
+                resources.workloads.remove(name);
+                resources.services.remove(name);
+            }
+            for resource in update.added {
+                let decoded = resource
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| "the resource has no body".to_string())
+                    .and_then(|any| pb::Address::decode(any.value.as_slice()).map_err(|e| e.to_string()))
+                    .and_then(|address| AddressResource::try_from(address).map_err(|e| e.to_string()));
+                match decoded {
+                    Ok(AddressResource::Workload(workload)) => {
+                        resources.services.remove(&resource.name);
+                        resources.workloads.insert(resource.name, workload);
+                    }
+                    Ok(AddressResource::Service(service)) => {
+                        resources.workloads.remove(&resource.name);
+                        resources.services.insert(resource.name, service);
+                    }
+                    Err(reason) => rejected.push(Rejection {
+                        name: resource.name,
+                        reason,
+                    }),
+                }
+            }
+            rejected
+        })
+    }
+}
+
+impl Handler for AuthorizationHandler {
+    fn type_url(&self) -> &'static str {
+        ambit_api::AUTHORIZATION_TYPE_URL
+    }
+
+    fn apply(&mut self, update: Update) -> Result<(), Vec<Rejection>> {
+        self.0.update(|resources| {
+            let mut rejected = Vec::new();
+            for name in &update.removed {
+                resources.policies.remove(name);
+            }
+            for resource in update.added {
+                let decoded = resource
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| "the resource has no body".to_string())
+                    .and_then(|any| pb_security::Authorization::decode(any.value.as_slice()).map_err(|e| e.to_string()))
+                    .and_then(|policy| decode_authorization(policy).map_err(|e| e.to_string()));
+                match decoded {
+                    Ok(policy) => {
+                        resources.policies.insert(resource.name, policy);
+                    }
+                    Err(reason) => rejected.push(Rejection {
+                        name: resource.name,
+                        reason,
+                    }),
+                }
+            }
+            rejected
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ambit_api::envoy::service::discovery::v3::Resource;
+    use ambit_api::prost_types::Any;
+
+    use super::*;
+    use crate::state::fixtures::{pod, policy};
+
+    fn resource(name: &str, type_url: &str, value: Vec<u8>) -> Resource {
+        Resource {
+            name: name.to_string(),
+            version: "1".to_string(),
+            resource: Some(Any {
+                type_url: type_url.to_string(),
+                value,
+            }),
+            aliases: Vec::new(),
+        }
+    }
+
+    fn workload(name: &str, ip: &str) -> Resource {
+        let workload = pod(name, ip);
+        let address = pb::Address::from(&workload);
+        resource(
+            workload.uid.as_str(),
+            ambit_api::WORKLOAD_ADDRESS_TYPE_URL,
+            address.encode_to_vec(),
+        )
+    }
+
+    fn update(added: Vec<Resource>, removed: &[&str]) -> Update {
+        Update {
+            added,
+            removed: removed.iter().map(ToString::to_string).collect(),
+            initial: false,
+        }
+    }
+
+    #[test]
+    fn updates_publish_snapshots_and_a_bad_resource_rejects_the_whole_update() {
+        let (mut addresses, mut authorizations, snapshots) = handlers();
+        assert_eq!(snapshots.borrow().version(), 0);
+
+        addresses
+            .apply(update(vec![workload("a", "10.0.0.1"), workload("b", "10.0.0.2")], &[]))
+            .unwrap();
+        assert_eq!(
+            (snapshots.borrow().version(), snapshots.borrow().workloads().len()),
+            (1, 2)
+        );
+
+        let deny = encode_authorization(&policy("demo", "deny-b", ambit_policy::Scope::Namespace));
+        let name = "demo/deny-b";
+        authorizations
+            .apply(update(
+                vec![resource(name, ambit_api::AUTHORIZATION_TYPE_URL, deny.encode_to_vec())],
+                &[],
+            ))
+            .unwrap();
+        assert_eq!(snapshots.borrow().policies().len(), 1);
+
+        // One undecodable resource among good ones: nothing of the update is applied.
+        let garbage = resource("broken", ambit_api::WORKLOAD_ADDRESS_TYPE_URL, vec![0xff, 0xff, 0xff]);
+        let rejected = addresses.apply(update(
+            vec![workload("c", "10.0.0.3"), garbage],
+            &["Kubernetes//Pod/demo/a"],
+        ));
+        let rejected = rejected.unwrap_err();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].name, "broken");
+        assert_eq!(
+            (snapshots.borrow().version(), snapshots.borrow().workloads().len()),
+            (2, 2)
+        );
+
+        // A workload the model refuses (an address of 5 bytes) is rejected with the field path.
+        let mut bad = pb::Workload::from(&pod("d", "10.0.0.4"));
+        bad.addresses = vec![vec![1, 2, 3, 4, 5]];
+        let bad = pb::Address {
+            r#type: Some(pb::address::Type::Workload(bad)),
+        };
+        let rejected = addresses
+            .apply(update(
+                vec![resource("d", ambit_api::WORKLOAD_ADDRESS_TYPE_URL, bad.encode_to_vec())],
+                &[],
+            ))
+            .unwrap_err();
+        assert!(rejected[0].reason.contains("addresses[0]"), "{}", rejected[0].reason);
+
+        addresses
+            .apply(update(Vec::new(), &["Kubernetes//Pod/demo/a"]))
+            .unwrap();
+        let snapshot = snapshots.borrow();
+        assert_eq!((snapshot.version(), snapshot.workloads().len()), (3, 1));
+        assert_eq!(snapshot.workloads()[0].name, "b");
+    }
+}
