@@ -716,3 +716,82 @@ fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back()
         "the node proxy did not come back"
     );
 }
+
+/// The pid of the cluster's `ambit control` process.
+fn control_pid(c: &TestCluster) -> Option<u32> {
+    let ns = format!("ambit.{}.fabric", c.name);
+    let out = Command::new("ip").args(["netns", "pids", &ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) == Some(&b"control"[..])
+        })
+}
+
+#[test]
+fn node_proxies_keep_serving_while_the_control_plane_is_away_and_resync_after() {
+    let c = TestCluster::start("away", DRAIN_MANIFEST);
+    let server_ip = c.pod_ip("mesh", "server");
+    let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
+    assert!(
+        eventually(Duration::from_secs(5), reachable),
+        "client -> server through the mesh"
+    );
+
+    let mut live = live_connection(&c, "mesh", "client", &server_ip, 9000, 30);
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "connected");
+
+    let pid = control_pid(&c).expect("the control plane runs");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || control_pid(&c).is_none()),
+        "the control plane did not die"
+    );
+    // Known workloads keep talking, over new connections too, while no control plane runs.
+    assert!(reachable(), "a new connection failed while the control plane was away");
+
+    // The supervisor restarts it; the node proxies reconnect and follow its state again.
+    assert!(
+        eventually(Duration::from_secs(15), || control_pid(&c).is_some_and(|p| p != pid)),
+        "the control plane was not restarted"
+    );
+    let original = std::fs::read(c.run_dir().join("mesh-state.json")).unwrap();
+    edit_mesh_state(&c, |state| {
+        let deny = serde_json::json!({
+            "name": "deny-all", "namespace": "mesh", "scope": "NAMESPACE", "action": "DENY", "groups": [{}]
+        });
+        state["policies"].as_array_mut().unwrap().push(deny);
+    });
+    let denied_at = unix_now();
+    assert!(
+        eventually(Duration::from_secs(10), || !reachable()),
+        "a policy written after the restart never reached the node proxies"
+    );
+    let tmp = c.run_dir().join("mesh-state.json.edit");
+    std::fs::write(&tmp, &original).unwrap();
+    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), reachable),
+        "lifting the policy did not restore traffic"
+    );
+
+    // The connection opened before the control plane died lived through the outage and the resync: it ended only
+    // when the DENY policy closed it.
+    let line = lines.next().expect("the live connection's end").unwrap();
+    let _ = live.wait();
+    let closed_at: f64 = line.strip_prefix("closed ").expect(&line).parse().unwrap();
+    assert!(
+        closed_at >= denied_at,
+        "the live connection ended {:.2} s before the DENY policy, during the outage or the resync",
+        denied_at - closed_at
+    );
+}
