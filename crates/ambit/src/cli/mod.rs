@@ -8,6 +8,7 @@ mod exec;
 mod get;
 mod logs;
 mod node;
+mod proxy_config;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     Control(control::ControlArgs),
     /// Run the node proxy of one node until SIGTERM.
     Node(node::NodeArgs),
+    /// Show what one node proxy holds: workloads, services, policies, certificates or pod proxies.
+    ProxyConfig(proxy_config::ProxyConfigArgs),
     /// The mesh CA: print the trust bundle, issue a certificate directly, check issued certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::App(cmd) => app::run(cmd),
         Command::Control(args) => control::run(args),
         Command::Node(args) => node::run(args),
+        Command::ProxyConfig(args) => proxy_config::run(args),
         Command::Ca(cmd) => ca::run(cmd),
     }
 }
