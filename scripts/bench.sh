@@ -2,7 +2,8 @@
 # `make bench`: load measurements on the local cluster, client and server pods on different nodes, each the median
 # of 3 runs with min and max, printed as one table with the direct path (namespace `bench`) beside the meshed one
 # (namespace `bench-mesh`, enrolled in ambient: through both node proxies over HBONE), the node proxies' cost, and
-# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike.
+# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike. Then a second
+# table for the control plane: policy propagation over xDS and memory with 10,000 workloads (without the cluster).
 # Exits non-zero only when a run produced no result; a missed target is reported, not fatal.
 set -euo pipefail
 AMBIT=$(realpath "${1:-target/release/ambit}")
@@ -206,4 +207,18 @@ print(f"figures: `ambit exec -n {direct_ns}|{mesh_ns} client -- ambit app load .
       f"to the server pod on node-2, BENCH_SECONDS={seconds}, 3 runs per path alternating direct and meshed; "
       "targets are informational.")
 PY
+
+# The control plane, without the cluster (taken down first, so it adds no noise): one policy change to 10 node
+# proxies' xDS streams with 10,000 workloads in the store, and the control plane's memory. The program
+# (crates/ambit-control/examples/xds_propagation.rs) runs `$AMBIT control` on a generated state file and prints its
+# own rows; a missed target is reported, only a failed measurement fails the bench.
+"$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
+if ! "${CARGO:-cargo}" build --release --locked --example xds_propagation -p ambit-control >"$out/build.log" 2>&1; then
+  echo "bench: cannot build the control plane benchmark:" >&2
+  sed 's/^/  /' "$out/build.log" >&2
+  failed=1
+elif ! "${CARGO_TARGET_DIR:-target}/release/examples/xds_propagation" "$AMBIT"; then
+  echo "bench: the control plane measurement failed" >&2
+  failed=1
+fi
 exit "$failed"
