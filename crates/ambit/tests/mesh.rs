@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -671,23 +671,30 @@ fn node_proxy_pid(c: &TestCluster, node: &str) -> Option<u32> {
         })
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-#[test]
-fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back() {
-    let c = TestCluster::start("drain", DRAIN_MANIFEST);
+/// [`DRAIN_MANIFEST`] up with the client reaching the server through the mesh, and a [`live_connection`] from the
+/// client to the server's TCP echo, connected, that gives up after `seconds`.
+fn with_live_connection(tag: &str, seconds: u32) -> (TestCluster, String, Child, Lines<BufReader<ChildStdout>>) {
+    let c = TestCluster::start(tag, DRAIN_MANIFEST);
     let server_ip = c.pod_ip("mesh", "server");
     let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
     assert!(
         eventually(Duration::from_secs(5), reachable),
         "client -> server through the mesh"
     );
-
-    let mut live = live_connection(&c, "mesh", "client", &server_ip, 9000, 20);
+    let mut live = live_connection(&c, "mesh", "client", &server_ip, 9000, seconds);
     let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "connected");
+    (c, server_ip, live, lines)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back() {
+    let (c, server_ip, mut live, mut lines) = with_live_connection("drain", 20);
+    let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
     let pid = node_proxy_pid(&c, "node-2").expect("node-2's proxy runs");
     let signalled = unix_now();
     assert!(
@@ -732,17 +739,8 @@ fn control_pid(c: &TestCluster) -> Option<u32> {
 
 #[test]
 fn node_proxies_keep_serving_while_the_control_plane_is_away_and_resync_after() {
-    let c = TestCluster::start("away", DRAIN_MANIFEST);
-    let server_ip = c.pod_ip("mesh", "server");
+    let (c, server_ip, mut live, mut lines) = with_live_connection("away", 30);
     let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
-    assert!(
-        eventually(Duration::from_secs(5), reachable),
-        "client -> server through the mesh"
-    );
-
-    let mut live = live_connection(&c, "mesh", "client", &server_ip, 9000, 30);
-    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "connected");
 
     let pid = control_pid(&c).expect("the control plane runs");
     assert!(
