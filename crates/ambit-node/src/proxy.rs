@@ -37,6 +37,12 @@ pub(crate) fn workload_info(workload: &Workload) -> WorkloadInfo {
     if !workload.canonical_revision.is_empty() {
         info.canonical_revision = workload.canonical_revision.as_str().into();
     }
+    // The workload API carries no labels: app and version are then the canonical service and revision, as ztunnel
+    // reports them.
+    if workload.labels.is_empty() {
+        info.app = info.canonical_service.clone();
+        info.version = info.canonical_revision.clone();
+    }
     if !workload.name.is_empty() {
         info = info.with_pod(&workload.name);
     }
@@ -92,5 +98,24 @@ where
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::fixtures::pod;
+
+    #[test]
+    fn without_labels_app_and_version_are_the_canonical_service_and_revision() {
+        let mut workload = pod("cart-7d9f", "10.0.0.1");
+        workload.workload_name = "cart-v2".into();
+        workload.canonical_name = "cart".into();
+        workload.canonical_revision = "v2".into();
+        let info = workload_info(&workload);
+        assert_eq!((&*info.app, &*info.version), ("cart", "v2"));
+        workload.labels.insert("app".into(), "shop".into());
+        let info = workload_info(&workload);
+        assert_eq!((&*info.app, &*info.canonical_service), ("shop", "cart"));
     }
 }
