@@ -5,8 +5,6 @@
 //! resources while the file is missing or invalid. The parsed file is dropped once encoded: only the encoded
 //! resources stay in memory.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,12 +16,12 @@ use crate::xds::{ResourceStore, Resources};
 /// Publishes the state file at `path` into `store` and follows its rewrites (checked every `poll`) until the
 /// process ends. A missing, unreadable or invalid file is logged once per distinct problem and skipped.
 pub async fn follow_state_file(path: PathBuf, poll: Duration, store: ResourceStore) {
-    let mut last_hash = None;
+    let mut last_stamp = None;
     let mut last_problem = None;
     let mut version = 0;
     loop {
-        match read_if_changed(&path, last_hash) {
-            Ok(Some((hash, text))) => {
+        match read_if_changed(&path, last_stamp) {
+            Ok(Some((stamp, text))) => {
                 version += 1;
                 match encode(&path, &text, version) {
                     Ok(resources) => {
@@ -38,7 +36,7 @@ pub async fn follow_state_file(path: PathBuf, poll: Duration, store: ResourceSto
                         }
                     }
                 }
-                last_hash = Some(hash);
+                last_stamp = Some(stamp);
             }
             Ok(None) => {}
             Err(problem) => {
@@ -52,13 +50,21 @@ pub async fn follow_state_file(path: PathBuf, poll: Duration, store: ResourceSto
     }
 }
 
-/// The file's text and its hash, unless its hash is `last`.
-fn read_if_changed(path: &Path, last: Option<u64>) -> Result<Option<(u64, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut hasher = DefaultHasher::new();
-    text.hash(&mut hasher);
-    let hash = hasher.finish();
-    Ok((last != Some(hash)).then_some((hash, text)))
+/// What identifies one version of the file without reading it: its inode (the supervisor replaces the file by
+/// renaming), size and modification time.
+type Stamp = (u64, u64, Option<std::time::SystemTime>);
+
+/// The file's text and its stamp, unless its stamp is `last`: an unchanged file is not read again.
+fn read_if_changed(path: &Path, last: Option<Stamp>) -> Result<Option<(Stamp, String)>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    let stamp = (meta.ino(), meta.len(), meta.modified().ok());
+    if last == Some(stamp) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(cannot)?;
+    Ok(Some((stamp, text)))
 }
 
 /// The resources of a state file's text: parsed and checked as the node proxy would, then encoded.

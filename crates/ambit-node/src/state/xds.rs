@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use ambit_api::envoy::service::discovery::v3::Resource;
 use ambit_api::istio::security as pb_security;
 use ambit_api::istio::workload as pb;
 use ambit_api::prost::Message;
@@ -81,6 +82,12 @@ impl Shared {
     }
 }
 
+/// The resource's body decoded as `M`.
+fn body<M: Message + Default>(resource: &Resource) -> Result<M, String> {
+    let any = resource.resource.as_ref().ok_or("the resource has no body")?;
+    M::decode(any.value.as_slice()).map_err(|e| e.to_string())
+}
+
 impl Handler for AddressHandler {
     fn type_url(&self) -> &'static str {
         ambit_api::WORKLOAD_ADDRESS_TYPE_URL
@@ -94,11 +101,7 @@ impl Handler for AddressHandler {
                 resources.services.remove(name);
             }
             for resource in update.added {
-                let decoded = resource
-                    .resource
-                    .as_ref()
-                    .ok_or_else(|| "the resource has no body".to_string())
-                    .and_then(|any| pb::Address::decode(any.value.as_slice()).map_err(|e| e.to_string()))
+                let decoded = body::<pb::Address>(&resource)
                     .and_then(|address| AddressResource::try_from(address).map_err(|e| e.to_string()));
                 match decoded {
                     Ok(AddressResource::Workload(workload)) => {
@@ -132,11 +135,7 @@ impl Handler for AuthorizationHandler {
                 resources.policies.remove(name);
             }
             for resource in update.added {
-                let decoded = resource
-                    .resource
-                    .as_ref()
-                    .ok_or_else(|| "the resource has no body".to_string())
-                    .and_then(|any| pb_security::Authorization::decode(any.value.as_slice()).map_err(|e| e.to_string()))
+                let decoded = body::<pb_security::Authorization>(&resource)
                     .and_then(|policy| decode_authorization(policy).map_err(|e| e.to_string()));
                 match decoded {
                     Ok(policy) => {
@@ -155,7 +154,6 @@ impl Handler for AuthorizationHandler {
 
 #[cfg(test)]
 mod tests {
-    use ambit_api::envoy::service::discovery::v3::Resource;
     use ambit_api::prost_types::Any;
 
     use super::*;
