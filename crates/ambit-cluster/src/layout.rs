@@ -75,9 +75,22 @@ impl Layout {
         self.dir.join("status.json")
     }
 
-    /// The node proxies' state file: workloads, services and policies (see `mesh`), rewritten atomically.
-    pub fn mesh_state_file(&self) -> PathBuf {
-        self.dir.join("mesh-state.json")
+    /// The cluster's Kubernetes objects (a v1 `List` of Namespaces, ServiceAccounts, Pods with their status, and
+    /// Services), rewritten atomically by the supervisor on every change: the control plane's cluster source.
+    pub fn objects_file(&self) -> PathBuf {
+        self.dir.join("objects.json")
+    }
+
+    /// The control plane's config store (a v1 `List` of the applied AuthorizationPolicies, PeerAuthentications and
+    /// Gateway API objects), seeded by `cluster up` from the manifests and rewritten by the control plane on every
+    /// `ambit apply` or `ambit delete`.
+    pub fn config_store_file(&self) -> PathBuf {
+        self.dir.join("config-store.json")
+    }
+
+    /// The control plane's API socket (`ambit apply/delete/get/describe`), mode 0600.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
     }
 
     pub fn supervisor_pid_file(&self) -> PathBuf {

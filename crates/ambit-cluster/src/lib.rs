@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod mesh;
 pub mod model;
 pub mod net;
+pub mod objects;
 pub mod runtime;
 pub mod status;
 pub mod supervisor;

@@ -29,7 +29,7 @@ mod container;
 mod deployment;
 mod document;
 mod env;
-mod hash;
+pub(crate) mod hash;
 mod meta;
 mod namespace;
 mod plan;

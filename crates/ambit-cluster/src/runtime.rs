@@ -1,6 +1,7 @@
 //! Bringing a cluster up and down: preflight checks, the mesh CA, network creation, in-pod capture for enrolled pods,
-//! the node proxies' enrollment files, starting the supervisor, waiting for pods, and a teardown that finds every host resource from the cluster's name alone (so it also works after the
-//! supervisor was killed, or over a leftover cluster).
+//! the node proxies' enrollment files, the control plane's config store seeded with the manifests' policies, starting
+//! the supervisor, waiting for pods, and a teardown that finds every host resource from the cluster's name alone (so
+//! it also works after the supervisor was killed, or over a leftover cluster).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -16,7 +17,7 @@ use crate::endpoints::PodKey;
 use crate::layout::Layout;
 use crate::model::{ClusterPlan, PodPlan, RestartPolicy};
 use crate::status::{ClusterStatus, Phase, write_json_atomic};
-use crate::{mesh, net};
+use crate::{mesh, net, objects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -100,12 +101,14 @@ pub fn up(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
     Ok(layout)
 }
 
-/// Everything before the supervisor: files, the CA (so `root-cert.pem` exists when node proxies start), the network,
-/// and capture in every enrolled pod right after its namespace is made, so no container of an enrolled pod ever
-/// runs without it; then each node's enrollment file.
+/// Everything before the supervisor: files (the config store the control plane starts from among them), the CA (so
+/// `root-cert.pem` exists when node proxies start), the network, and capture in every enrolled pod right after its
+/// namespace is made, so no container of an enrolled pod ever runs without it; then each node's enrollment file.
 fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(layout.system_logs_dir()).map_err(io(&layout.system_logs_dir()))?;
     write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
+    let store = layout.config_store_file();
+    write_private_json_atomic(&store, &objects::config_store(plan)).map_err(io(&store))?;
     provision_credentials(layout, plan)?;
     create_ca(layout)?;
     net::create_fabric(layout, plan).map_err(RuntimeError::Network)?;
@@ -118,6 +121,28 @@ fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
     }
     write_enrollments(layout, plan, &enrolled)?;
     start_supervisor(layout)
+}
+
+/// Writes `value` as JSON to a temporary file of mode 0600 beside `path` and renames it into place: the config store
+/// is the control plane's, readable by root only, and a reader never sees half of it.
+fn write_private_json_atomic(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    // A leftover temporary file may have another mode, which opening it would keep.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The mesh's self-signed root CA in [`Layout::ca_dir`], made before any component runs.
@@ -404,6 +429,26 @@ kind: Pod
 metadata: {name: c}
 spec: {nodeName: node-2, containers: [{name: c, command: [sleep, '1']}]}
 ";
+
+    #[test]
+    fn the_config_store_is_written_private_and_whole_over_leftovers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ambit-runtime-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config-store.json");
+        // A leftover temporary file readable by all, and an older store.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, "leftover").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, "old").unwrap();
+        let value = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": []});
+        write_private_json_atomic(&path, &value).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let leftover = tmp.exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((mode, written, leftover), (0o600, value, false));
+    }
 
     #[test]
     fn every_node_gets_an_enrollment_file_listing_its_enrolled_pods() {

@@ -2,11 +2,13 @@
 //! runs the cluster's own components (`ambit control` in the fabric namespace, one `ambit node` per node namespace),
 //! runs each container as a process inside its pod's namespace, restarts it per `restartPolicy` with backoff,
 //! probes readiness from the node, keeps service endpoints, nftables rules and the DNS table in step with the ready
-//! pods, and writes `status.json` on every change. SIGTERM stops every container, then the node proxies and the
-//! control plane, and exits.
+//! pods, and writes `status.json` on every change. It also publishes the cluster's Kubernetes objects
+//! (`objects.json`, see `objects`): the control plane's cluster source, from which it builds the node proxies' state.
+//! They are written before the control plane starts and again whenever they change (every readiness change among
+//! them). SIGTERM stops every container, then the node proxies and the control plane, and exits.
 //!
-//! Start order: the components first; the node proxies once the control plane accepts connections (or after
-//! [`CONTROL_WAIT`]); the containers of a node that has an enrolled pod once its proxy is ready (or after
+//! Start order: the objects first, then the components; the node proxies once the control plane accepts connections
+//! (or after [`CONTROL_WAIT`]); the containers of a node that has an enrolled pod once its proxy is ready (or after
 //! [`NODE_READY_WAIT`]: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +30,7 @@ use crate::endpoints::{self, PodKey, ServiceEndpoints};
 use crate::layout::{self, Layout};
 use crate::mesh;
 use crate::model::{ClusterPlan, ContainerPlan, PodPlan, Probe, ProbeAction, RestartPolicy};
+use crate::objects;
 use crate::status::{self, ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
 
 /// Time a container gets between SIGTERM and SIGKILL when the cluster stops.
@@ -87,6 +90,10 @@ struct Supervisor {
     plan: Arc<ClusterPlan>,
     tracked: Vec<Vec<Tracked>>,
     ready: BTreeSet<PodKey>,
+    /// The pods enrolled in ambient (fixed for the cluster's life: capture is installed by `cluster up`).
+    enrolled: BTreeSet<PodKey>,
+    /// The objects last written to `objects.json`, so that it is rewritten only when they change.
+    objects: Option<serde_json::Value>,
     endpoints: Vec<ServiceEndpoints>,
     dns: watch::Sender<Arc<DnsTable>>,
     started_at: u64,
@@ -110,6 +117,9 @@ pub fn run(cluster: &str) -> anyhow::Result<()> {
 async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()> {
     let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::new(&plan.cluster_domain)));
     start_dns(&layout, &plan, dns_rx).await?;
+    // The first objects (no pod ready yet) are in place before the control plane reads them.
+    let mut sup = Supervisor::new(layout.clone(), plan.clone(), dns_tx);
+    sup.publish();
     // The components stop after the containers, so they have their own stop signal.
     let (system_stop_tx, system_stop_rx) = watch::channel(false);
     let (components, node_gates) = start_components(&layout, &plan, &system_stop_rx);
@@ -136,8 +146,6 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
         }
     }
     drop(events_tx);
-    let mut sup = Supervisor::new(layout, plan, dns_tx);
-    sup.publish();
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     // The supervisor outlives the terminal that started it: a hangup is not a reason to stop the cluster.
@@ -273,11 +281,14 @@ impl Supervisor {
             .iter()
             .map(|p| p.containers.iter().map(|_| Tracked::default()).collect())
             .collect();
+        let enrolled = mesh::enrolled(&plan);
         Self {
             layout,
             plan,
             tracked,
             ready: BTreeSet::new(),
+            enrolled,
+            objects: None,
             endpoints: Vec::new(),
             dns,
             started_at: unix_now(),
@@ -347,8 +358,8 @@ impl Supervisor {
         running && probed
     }
 
-    /// Recomputes readiness; on a change reprograms every node and the DNS table and rewrites the mesh state; always
-    /// rewrites the status.
+    /// Recomputes readiness; on a change reprograms every node and the DNS table; rewrites the objects when they
+    /// changed (a readiness change always changes them); always rewrites the status.
     fn publish(&mut self) {
         let ready: BTreeSet<PodKey> = self
             .plan
@@ -363,9 +374,12 @@ impl Supervisor {
             self.endpoints = endpoints::compute(&self.plan, &self.ready);
             self.program_nodes();
             let _ = self.dns.send(Arc::new(dns_table(&self.plan, &self.endpoints)));
-            self.write_mesh_state();
         }
-        self.write_status(false);
+        let status = self.status(false);
+        self.write_objects(&status);
+        if let Err(e) = status.write(&self.layout.status_file()) {
+            tracing::error!(error = %e, "cannot write status");
+        }
     }
 
     fn program_nodes(&self) {
@@ -378,14 +392,27 @@ impl Supervisor {
         }
     }
 
-    fn write_mesh_state(&self) {
-        let state = mesh::mesh_state(&self.plan, &self.ready, &mesh::enrolled(&self.plan));
-        if let Err(e) = status::write_json_atomic(&self.layout.mesh_state_file(), &state) {
-            tracing::error!(error = %e, "cannot write the mesh state");
+    /// Writes `objects.json` if the objects differ from those last written (kept unwritten after a failure, so the
+    /// next change retries).
+    fn write_objects(&mut self, status: &ClusterStatus) {
+        let objects = objects::cluster_objects(&self.plan, Some(status), &self.enrolled);
+        if self.objects.as_ref() == Some(&objects) {
+            return;
+        }
+        match status::write_json_atomic(&self.layout.objects_file(), &objects) {
+            Ok(()) => self.objects = Some(objects),
+            Err(e) => tracing::error!(error = %e, "cannot write the cluster objects"),
         }
     }
 
     fn write_status(&self, stopped: bool) {
+        if let Err(e) = self.status(stopped).write(&self.layout.status_file()) {
+            tracing::error!(error = %e, "cannot write status");
+        }
+    }
+
+    /// The supervisor's view of every pod; a pod is ready when every container is.
+    fn status(&self, stopped: bool) -> ClusterStatus {
         let pods = self
             .plan
             .pods
@@ -393,15 +420,12 @@ impl Supervisor {
             .enumerate()
             .map(|(pi, p)| self.pod_status(pi, p))
             .collect();
-        let status = ClusterStatus {
+        ClusterStatus {
             supervisor_pid: std::process::id(),
             started_at: self.started_at,
             pods,
             endpoints: self.endpoints.clone(),
             stopped,
-        };
-        if let Err(e) = status.write(&self.layout.status_file()) {
-            tracing::error!(error = %e, "cannot write status");
         }
     }
 
@@ -529,7 +553,9 @@ struct Component {
 // === impl Component ===
 
 impl Component {
-    /// `ambit control` in the fabric namespace, on the control address, serving the cluster's CA and credentials.
+    /// `ambit control` in the fabric namespace, on the control address: it serves the cluster's CA and credentials,
+    /// translates the cluster's objects and its config store into the node proxies' state, and serves the config
+    /// API (`ambit apply`, `get`, ...) on the control socket.
     fn control(layout: &Layout, plan: &ClusterPlan, stop: watch::Receiver<bool>) -> Self {
         let path = |p: PathBuf| p.display().to_string();
         let args = vec![
@@ -542,8 +568,14 @@ impl Component {
             path(layout.plan_file()),
             "--node-credentials".into(),
             path(layout.node_credentials_file()),
-            "--state-file".into(),
-            path(layout.mesh_state_file()),
+            "--objects-file".into(),
+            path(layout.objects_file()),
+            "--config-store".into(),
+            path(layout.config_store_file()),
+            "--api-socket".into(),
+            path(layout.control_socket()),
+            "--cluster-domain".into(),
+            plan.cluster_domain.clone(),
             "--trust-domain".into(),
             crate::runtime::TRUST_DOMAIN.into(),
         ];

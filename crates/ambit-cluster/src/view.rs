@@ -1,14 +1,33 @@
-//! The cluster as Kubernetes API objects (for `ambit get -o yaml|json`): Nodes, Pods and Services built from the
-//! plan and the supervisor's status, shaped as the API server would return them.
+//! The cluster as Kubernetes API objects: Nodes, Pods and Services built from the plan and the supervisor's status,
+//! shaped as the API server would return them, for `ambit get -o yaml|json` and for the control plane's cluster
+//! source (`objects`).
+//!
+//! Pods carry what Istio reads from the API server: IPs, node, service account, container ports (named targetPorts
+//! resolve against them), the Ready condition, a controller ReplicaSet for a Deployment's pods, and the
+//! `ambient.istio.io/redirection` annotation that Istio's CNI agent writes on a pod once capture is in place.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::{ClusterPlan, NodePlan, PodPlan, ServicePlan, TargetPort};
+use crate::manifest::hash;
+use crate::mesh;
+use crate::model::{ClusterPlan, NamespacePlan, NodePlan, PodPlan, ServicePlan, TargetPort};
 use crate::status::{ClusterStatus, ContainerState, Phase};
+
+/// The annotation Istio's CNI agent sets to `enabled` on a pod once its traffic is redirected to the node proxy;
+/// istiod reaches a pod over HBONE only when it is set. The local cluster owns it: it is set on exactly the enrolled
+/// pods, whatever a manifest says.
+pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
+/// The label the Deployment controller puts on its ReplicaSets' pods: the pod template's hash.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// The label the API server puts on every Namespace: its name (so that selectors can pick namespaces by name).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Length of the template hash and of the random suffix in a Deployment pod's name (see `manifest::deployment`).
+const TEMPLATE_HASH_LEN: usize = 10;
+const POD_SUFFIX_LEN: usize = 5;
 
 fn meta(name: &str, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
@@ -16,6 +35,30 @@ fn meta(name: &str, namespace: Option<&str>, labels: &BTreeMap<String, String>) 
         namespace: namespace.map(str::to_string),
         labels: (!labels.is_empty()).then(|| labels.clone()),
         ..ObjectMeta::default()
+    }
+}
+
+/// A Namespace with its labels (plus [`NAMESPACE_NAME_LABEL`]) and annotations, Active.
+pub fn namespace(namespace: &NamespacePlan) -> core::Namespace {
+    let mut labels = namespace.labels.clone();
+    labels.insert(NAMESPACE_NAME_LABEL.into(), namespace.name.clone());
+    let mut metadata = meta(&namespace.name, None, &labels);
+    metadata.annotations = (!namespace.annotations.is_empty()).then(|| namespace.annotations.clone());
+    core::Namespace {
+        metadata,
+        spec: None,
+        status: Some(core::NamespaceStatus {
+            phase: Some("Active".into()),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A ServiceAccount: only its name matters to the mesh (it is the workload identity).
+pub fn service_account(namespace: &str, name: &str) -> core::ServiceAccount {
+    core::ServiceAccount {
+        metadata: meta(name, Some(namespace), &BTreeMap::new()),
+        ..Default::default()
     }
 }
 
@@ -46,11 +89,89 @@ pub fn node(plan: &ClusterPlan, node: &NodePlan) -> core::Node {
     }
 }
 
+/// A pod as the API server returns it; whether it is enrolled in ambient comes from the plan ([`mesh::enrolled`]).
 pub fn pod(plan: &ClusterPlan, pod: &PodPlan, status: Option<&ClusterStatus>) -> core::Pod {
+    let enrolled = mesh::enrolled(plan).contains(&(pod.namespace.clone(), pod.name.clone()));
+    pod_with(plan, pod, status, enrolled)
+}
+
+/// A pod as the API server returns it, `enrolled` saying whether its capture is in place (the redirection
+/// annotation). Ready when `status` says the pod is ready; Pending and not ready without a status.
+pub fn pod_with(plan: &ClusterPlan, pod: &PodPlan, status: Option<&ClusterStatus>, enrolled: bool) -> core::Pod {
     let st = status.and_then(|s| s.pod(&pod.namespace, &pod.name));
-    let mut metadata = meta(&pod.name, Some(&pod.namespace), &pod.labels);
+    let replica_set = replica_set(pod);
+    let mut labels = pod.labels.clone();
+    if let Some(owner) = &replica_set {
+        labels.insert(POD_TEMPLATE_HASH_LABEL.into(), owner.template_hash.clone());
+    }
+    let mut metadata = meta(&pod.name, Some(&pod.namespace), &labels);
     metadata.uid = Some(pod.uid.clone());
-    metadata.annotations = (!pod.annotations.is_empty()).then(|| pod.annotations.clone());
+    let annotations = pod_annotations(&pod.annotations, enrolled);
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+    metadata.owner_references = replica_set.map(|owner| vec![owner.reference(plan, &pod.namespace)]);
+    core::Pod {
+        metadata,
+        spec: Some(pod_spec(pod)),
+        status: Some(pod_status(plan, pod, st)),
+    }
+}
+
+/// The pod's annotations with [`REDIRECTION_ANNOTATION`] `enabled` if enrolled, and without it otherwise.
+fn pod_annotations(annotations: &BTreeMap<String, String>, enrolled: bool) -> BTreeMap<String, String> {
+    let mut annotations = annotations.clone();
+    annotations.remove(REDIRECTION_ANNOTATION);
+    if enrolled {
+        annotations.insert(REDIRECTION_ANNOTATION.into(), "enabled".into());
+    }
+    annotations
+}
+
+/// The ReplicaSet that owns a Deployment's pod, as the Deployment controller names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaSetRef {
+    /// `<deployment>-<template hash>`: what is left after dropping the last `-segment` is the Deployment's name.
+    pub name: String,
+    pub template_hash: String,
+}
+
+/// The ReplicaSet of a pod a Deployment made; None for a bare Pod. The template hash is the one in the pod's name
+/// (`<deployment>-<hash>-<suffix>`); when a long Deployment name cut it off, a hash of the Deployment's namespace and
+/// name stands in, so every pod of the Deployment still names the same ReplicaSet.
+pub fn replica_set(pod: &PodPlan) -> Option<ReplicaSetRef> {
+    let deployment = pod.owner.as_deref()?;
+    let named = pod
+        .name
+        .strip_prefix(deployment)
+        .and_then(|rest| rest.strip_prefix('-'));
+    let hash_in_name = named.and_then(|rest| match rest.split('-').collect::<Vec<_>>()[..] {
+        [hash, suffix] if hash.len() == TEMPLATE_HASH_LEN && suffix.len() == POD_SUFFIX_LEN => Some(hash.to_string()),
+        _ => None,
+    });
+    let key = format!("{}/{deployment}", pod.namespace);
+    let template_hash = hash_in_name.unwrap_or_else(|| hash::alnum(hash::fnv1a(key.as_bytes()), TEMPLATE_HASH_LEN));
+    let name = format!("{deployment}-{template_hash}");
+    Some(ReplicaSetRef { name, template_hash })
+}
+
+// === impl ReplicaSetRef ===
+
+impl ReplicaSetRef {
+    /// The pod's controller reference to this ReplicaSet, with a uid derived like the pods' (the `ReplicaSet/`
+    /// prefix keeps it apart from any pod's, as pod names have no `/`).
+    fn reference(&self, plan: &ClusterPlan, namespace: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: self.name.clone(),
+            uid: hash::uid(&plan.name, namespace, &format!("ReplicaSet/{}", self.name)),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+/// The pod's spec: node, service account, restart policy and containers with their named ports.
+fn pod_spec(pod: &PodPlan) -> core::PodSpec {
     let containers = pod
         .containers
         .iter()
@@ -81,16 +202,12 @@ pub fn pod(plan: &ClusterPlan, pod: &PodPlan, status: Option<&ClusterStatus>) ->
             ..Default::default()
         })
         .collect();
-    core::Pod {
-        metadata,
-        spec: Some(core::PodSpec {
-            node_name: Some(pod.node.clone()),
-            service_account_name: Some(pod.service_account.clone()),
-            restart_policy: Some(format!("{:?}", pod.restart_policy)),
-            containers,
-            ..Default::default()
-        }),
-        status: Some(pod_status(plan, pod, st)),
+    core::PodSpec {
+        node_name: Some(pod.node.clone()),
+        service_account_name: Some(pod.service_account.clone()),
+        restart_policy: Some(format!("{:?}", pod.restart_policy)),
+        containers,
+        ..Default::default()
     }
 }
 
@@ -109,10 +226,13 @@ fn pod_status(plan: &ClusterPlan, pod: &PodPlan, st: Option<&crate::status::PodS
             })
             .collect()
     });
+    let host_ip = plan.node(&pod.node).map(|n| n.address.to_string());
     core::PodStatus {
         phase: Some(format!("{phase:?}")),
         pod_ip: Some(pod.ip.to_string()),
-        host_ip: plan.node(&pod.node).map(|n| n.address.to_string()),
+        pod_ips: Some(vec![core::PodIP { ip: pod.ip.to_string() }]),
+        host_ips: host_ip.clone().map(|ip| vec![core::HostIP { ip }]),
+        host_ip,
         conditions: Some(vec![core::PodCondition {
             type_: "Ready".into(),
             status: if ready { "True" } else { "False" }.into(),

@@ -8,6 +8,7 @@ use ambit_identity::ca::CaConfig;
 use ambit_types::TrustDomain;
 
 use crate::ca::auth::PodPlacement;
+use crate::translate::Settings;
 
 /// Istio's port for the CA (and later xDS) over TLS.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15012);
@@ -28,12 +29,31 @@ pub struct ControlConfig {
     pub node_credentials: PathBuf,
     /// Where every pod runs and as whom (the node authorizer's index), e.g. from a cluster's `plan.json`.
     pub pods: Vec<PodPlacement>,
-    /// Workloads, services and policies to serve over xDS, in the node proxy's state-file shape (a local cluster's
-    /// `mesh-state.json`), followed as it is rewritten.
-    pub state_file: Option<std::path::PathBuf>,
+    /// The cluster source: a v1 `List` of the cluster's Namespaces, ServiceAccounts, Pods and Services (a local
+    /// cluster's `objects.json`), followed as it is rewritten.
+    pub objects_file: Option<PathBuf>,
+    /// Where the applied config objects persist (a v1 `List`, rewritten on every change); none keeps them in memory.
+    pub config_store: Option<PathBuf>,
+    /// The config API's Unix socket (`ambit apply/delete/get/describe`).
+    pub api_socket: Option<PathBuf>,
+    /// The DNS suffix of Service hostnames, `cluster.local` by default.
+    pub cluster_domain: String,
 }
 
+/// The cluster ID istiod uses by default; workload uids start with it.
+pub const CLUSTER_ID: &str = "Kubernetes";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
 impl ControlConfig {
+    /// What translation needs to know about the mesh.
+    pub fn translate_settings(&self) -> Settings {
+        Settings {
+            cluster_domain: self.cluster_domain.clone(),
+            root_namespace: ambit_config::ROOT_NAMESPACE.to_string(),
+            cluster_id: CLUSTER_ID.to_string(),
+        }
+    }
+
     /// The signing policy: the trust domain, the CA's default TTL (never above the maximum) and the configured maximum.
     pub fn ca_config(&self) -> CaConfig {
         let mut config = CaConfig::new(self.trust_domain.clone());

@@ -52,8 +52,15 @@ fn trust_domain() -> TrustDomain {
     TrustDomain::new("cluster.local").unwrap()
 }
 
-/// The CA and ADS on one TLS server on 127.0.0.1:0, for node-1 (and node-2) tokens.
+/// The CA and ADS on one TLS server on 127.0.0.1:0, for node-1 (and node-2) tokens, serving an empty snapshot.
 async fn start() -> Harness {
+    let h = start_unpublished().await;
+    h.store.publish(Resources::empty());
+    h
+}
+
+/// As [`start`], before any snapshot was published (a control plane still loading its config).
+async fn start_unpublished() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(open_ca(&dir.path().join("ca"), None, CaConfig::new(trust_domain())).unwrap());
     let ledger = Arc::new(Ledger::open(&dir.path().join("ca")).unwrap());
@@ -390,6 +397,23 @@ async fn a_slow_client_does_not_hold_up_the_others() {
         assert_eq!(got.addresses, [vec![10, 244, 1, round]], "round {round}");
         fast.ack(&delta);
     }
+}
+
+#[tokio::test]
+async fn nothing_is_answered_before_the_first_snapshot() {
+    let h = start_unpublished().await;
+    let mut xds = h.wildcard(WORKLOAD_ADDRESS_TYPE_URL).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), xds.responses.message()).await;
+    assert!(early.is_err(), "answered before anything was loaded: {early:?}");
+    let client = workload(CLIENT_UID, [10, 244, 1, 2]);
+    h.store
+        .publish(Resources::from_protos(vec![client], Vec::new(), Vec::new()));
+    let first = xds.next().await;
+    assert_eq!(
+        first.resources.len(),
+        1,
+        "the first answer is the first snapshot: {first:?}"
+    );
 }
 
 #[tokio::test]

@@ -227,17 +227,17 @@ spec:
         serde_json::from_slice(&std::fs::read(creds.join("node-credentials.json")).unwrap()).unwrap();
     assert_eq!(map.as_object().unwrap().len(), 2, "{map}");
 
-    // The node proxies' state file describes every pod and service in the workload API's shape.
-    let state_file = PathBuf::from(format!("/run/ambit/{}/mesh-state.json", c.name));
-    let text = std::fs::read_to_string(&state_file).unwrap();
-    let snapshot = ambit_node::state::source::parse(&state_file, &text, 1).expect("a valid state file");
-    assert_eq!(snapshot.workloads().len(), 4, "{text}");
+    // The control plane's cluster source lists every pod and service as the Kubernetes API would.
+    let objects_file = PathBuf::from(format!("/run/ambit/{}/objects.json", c.name));
+    let objects: serde_json::Value = serde_json::from_slice(&std::fs::read(&objects_file).unwrap()).unwrap();
+    let items = objects["items"].as_array().expect("a v1 List");
+    let of_kind = |kind: &str| items.iter().filter(|o| o["kind"] == kind).count();
+    assert_eq!(of_kind("Pod"), 4, "{objects}");
     assert!(
-        snapshot
-            .services()
+        items
             .iter()
-            .any(|s| s.hostname.to_string() == "echo.demo.svc.cluster.local"),
-        "{text}"
+            .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "echo" && o["metadata"]["namespace"] == "demo"),
+        "{objects}"
     );
 
     let pids = c.container_pids();

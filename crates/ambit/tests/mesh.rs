@@ -285,15 +285,36 @@ fn series<'a>(metrics: &'a str, metric: &str, labels: &[&str]) -> Vec<&'a str> {
         .collect()
 }
 
-/// Rewrites the cluster's mesh state file through `edit` (atomically, as the supervisor does).
-fn edit_mesh_state(c: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = c.run_dir().join("mesh-state.json");
-    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    edit(&mut state);
+/// Rewrites the cluster's objects file (the control plane's cluster source) through `edit`, atomically as the
+/// supervisor does; returns the original text, to put back with [`restore_objects`].
+fn edit_objects(c: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let path = c.run_dir().join("objects.json");
+    let original = std::fs::read(&path).unwrap();
+    let mut objects: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edit(&mut objects);
+    write_objects(c, &serde_json::to_vec_pretty(&objects).unwrap());
+    original
+}
+
+fn write_objects(c: &TestCluster, bytes: &[u8]) {
+    let path = c.run_dir().join("objects.json");
     let tmp = path.with_extension("json.edit");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
 }
+
+/// A DENY-everything AuthorizationPolicy for namespace `mesh`, as a user writes it.
+const DENY_ALL: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-all
+  namespace: mesh
+spec:
+  action: DENY
+  rules:
+  - {}
+"#;
 
 /// Retries `check` every 100 ms for up to `limit`; returns whether it held.
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -520,11 +541,10 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
 
     // A peer presenting the wrong identity is refused: the state says strict/locked runs as `impostor`, but its
     // node proxy proves `default`.
-    let original = std::fs::read(c.run_dir().join("mesh-state.json")).unwrap();
-    edit_mesh_state(&c, |state| {
-        for workload in state["workloads"].as_array_mut().unwrap() {
-            if workload["name"] == "locked" {
-                workload["service_account"] = "impostor".into();
+    let original = edit_objects(&c, |objects| {
+        for pod in objects["items"].as_array_mut().unwrap() {
+            if pod["kind"] == "Pod" && pod["metadata"]["name"] == "locked" {
+                pod["spec"]["serviceAccountName"] = "impostor".into();
             }
         }
     });
@@ -542,9 +562,7 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
     )
     .len();
     assert!(failures > 0, "the identity mismatch is not reported as TLS_FAILURE");
-    let tmp = c.run_dir().join("mesh-state.json.edit");
-    std::fs::write(&tmp, &original).unwrap();
-    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
+    write_objects(&c, &original);
     let back = eventually(Duration::from_secs(5), || {
         curl(&c, "mesh", "client", &format!("http://{locked_ip}:8080/")).0
     });
@@ -555,19 +573,18 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
     let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "connected");
     std::thread::sleep(Duration::from_millis(300));
-    edit_mesh_state(&c, |state| {
-        let deny = serde_json::json!({
-            "name": "deny-all", "namespace": "mesh", "scope": "NAMESPACE", "action": "DENY", "groups": [{}]
-        });
-        state["policies"].as_array_mut().unwrap().push(deny);
-    });
+    let applied = c.apply(DENY_ALL);
     let written = unix_now();
+    assert!(
+        applied.contains("authorizationpolicy.security.istio.io/deny-all created"),
+        "{applied}"
+    );
     let closed = lines.next().expect("the live connection's end").unwrap();
     let _ = live.wait();
     let closed_at: f64 = closed.strip_prefix("closed ").expect(&closed).parse().unwrap();
     assert!(
         closed_at - written < 1.0,
-        "the live connection was closed {:.3} s after the DENY policy was written",
+        "the live connection was closed {:.3} s after the DENY policy was applied",
         closed_at - written
     );
     let (ok, body) = curl(&c, "mesh", "client", &format!("http://{remote_echo_ip}:8080/"));
@@ -582,12 +599,21 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
         !denied.is_empty(),
         "denied connections are not counted with response_flags=DENY"
     );
-    std::fs::write(&tmp, &original).unwrap();
-    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
-    let lifted = eventually(Duration::from_secs(5), || {
+    // What the control plane holds and says about it.
+    let listed = common::ok(&c.args(&["get", "authorizationpolicies", "-n", "mesh"]));
+    assert!(listed.contains("deny-all") && listed.contains("DENY"), "{listed}");
+    let described = common::ok(&c.args(&["describe", "pod", "client", "-n", "mesh"]));
+    assert!(
+        described.contains("mesh/deny-all") && described.contains("DENIED"),
+        "{described}"
+    );
+
+    let deleted = c.delete(DENY_ALL);
+    assert!(deleted.contains("deny-all deleted"), "{deleted}");
+    let lifted = eventually(Duration::from_secs(1), || {
         curl(&c, "mesh", "client", &format!("http://{remote_echo_ip}:8080/")).0
     });
-    assert!(lifted, "removing the DENY policy did not restore traffic");
+    assert!(lifted, "deleting the DENY policy did not restore traffic within 1 s");
 }
 
 /// One enrolled client on node-1 and an enrolled TCP echo server on node-2.
@@ -762,21 +788,13 @@ fn node_proxies_keep_serving_while_the_control_plane_is_away_and_resync_after() 
         eventually(Duration::from_secs(15), || control_pid(&c).is_some_and(|p| p != pid)),
         "the control plane was not restarted"
     );
-    let original = std::fs::read(c.run_dir().join("mesh-state.json")).unwrap();
-    edit_mesh_state(&c, |state| {
-        let deny = serde_json::json!({
-            "name": "deny-all", "namespace": "mesh", "scope": "NAMESPACE", "action": "DENY", "groups": [{}]
-        });
-        state["policies"].as_array_mut().unwrap().push(deny);
-    });
+    c.apply(DENY_ALL);
     let denied_at = unix_now();
     assert!(
         eventually(Duration::from_secs(10), || !reachable()),
-        "a policy written after the restart never reached the node proxies"
+        "a policy applied after the restart never reached the node proxies"
     );
-    let tmp = c.run_dir().join("mesh-state.json.edit");
-    std::fs::write(&tmp, &original).unwrap();
-    std::fs::rename(&tmp, c.run_dir().join("mesh-state.json")).unwrap();
+    c.delete(DENY_ALL);
     assert!(
         eventually(Duration::from_secs(10), reachable),
         "lifting the policy did not restore traffic"

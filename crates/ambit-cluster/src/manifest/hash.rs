@@ -6,14 +6,14 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// FNV-1a, 64 bits.
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(FNV_OFFSET, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME)
     })
 }
 
 /// `len` characters of [`ALPHABET`]: the base-27 digits of `value`, least significant first.
-pub(super) fn alnum(mut value: u64, len: usize) -> String {
+pub(crate) fn alnum(mut value: u64, len: usize) -> String {
     let base = ALPHABET.len() as u64;
     (0..len)
         .map(|_| {
@@ -26,7 +26,7 @@ pub(super) fn alnum(mut value: u64, len: usize) -> String {
 }
 
 /// A UUID-shaped id from two FNV-1a hashes of cluster, namespace and pod name.
-pub(super) fn uid(cluster: &str, namespace: &str, name: &str) -> String {
+pub(crate) fn uid(cluster: &str, namespace: &str, name: &str) -> String {
     let key = format!("{cluster}\0{namespace}\0{name}");
     let high = fnv1a(format!("uid-high\0{key}").as_bytes());
     let low = fnv1a(format!("uid-low\0{key}").as_bytes());

@@ -156,6 +156,17 @@ impl StreamDriver {
     }
 
     async fn serve(&mut self) -> Result<Infallible, End> {
+        // Nothing is answered before the first snapshot is published: an empty answer from a control plane that
+        // is still loading would tell a reconnecting node proxy that every workload and policy is gone.
+        tokio::select! {
+            () = closed(&mut self.closing) => return Err(End::Shutdown),
+            () = self.tx.closed() => return Err(End::ClientGone),
+            loaded = self.resources.wait_for(|resources| resources.generation() > 0) => {
+                if loaded.is_err() {
+                    return Err(End::Shutdown);
+                }
+            }
+        }
         // Each type's first request is answered from the snapshot current then; only later ones need a wake-up.
         self.resources.mark_unchanged();
         loop {

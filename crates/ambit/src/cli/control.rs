@@ -1,4 +1,4 @@
-//! `ambit control`: runs the control plane (for now the CA service) until SIGTERM.
+//! `ambit control`: runs the control plane (the CA, the config store and its API, workload xDS) until SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ambit_control::ControlConfig;
 use ambit_control::ca::auth::PodPlacement;
-use ambit_control::config::{DEFAULT_CA_DIR, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
+use ambit_control::config::{DEFAULT_CA_DIR, DEFAULT_CLUSTER_DOMAIN, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
 use ambit_types::TrustDomain;
 use anyhow::Context;
 
@@ -33,10 +33,21 @@ pub struct ControlArgs {
     /// The cluster plan whose pods say which identities each node may ask for (default: the running cluster's).
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
-    /// Workloads, services and policies to stream to node proxies, in the state-file shape, followed as it is
-    /// rewritten (default: the running cluster's mesh-state.json, when --plan is not given).
+    /// The cluster source: a v1 List of Namespaces, ServiceAccounts, Pods and Services, followed as it is rewritten
+    /// (default: the running cluster's objects.json, when --plan is not given).
     #[arg(long, value_name = "FILE")]
-    state_file: Option<PathBuf>,
+    objects_file: Option<PathBuf>,
+    /// Where applied config persists (default: the running cluster's config-store.json, when --plan is not given;
+    /// else kept in memory only).
+    #[arg(long, value_name = "FILE")]
+    config_store: Option<PathBuf>,
+    /// The config API socket for `ambit apply/delete/get/describe` (default: the running cluster's control.sock,
+    /// when --plan is not given).
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// The DNS suffix of Service hostnames.
+    #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, value_name = "DOMAIN")]
+    cluster_domain: String,
     #[command(flatten)]
     cluster: super::ClusterSelector,
 }
@@ -45,16 +56,23 @@ pub fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(s).map_err(|e| e.to_string())
 }
 
-pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
-    // By default, the running local cluster's plan and the node credentials `cluster up` provisioned.
-    let (plan, node_credentials, state_file) = match (args.plan.clone(), args.node_credentials.clone()) {
-        (Some(plan), Some(credentials)) => (plan, credentials, args.state_file.clone()),
+pub fn run(mut args: ControlArgs) -> anyhow::Result<ExitCode> {
+    // By default, the running local cluster's plan, credentials, objects, config store and API socket.
+    let (plan, node_credentials) = match (args.plan.clone(), args.node_credentials.clone()) {
+        (Some(plan), Some(credentials)) => (plan, credentials),
         (plan, credentials) => {
             let layout = args.cluster.resolve()?;
+            let (objects, store, socket) = (
+                layout.objects_file(),
+                layout.config_store_file(),
+                layout.control_socket(),
+            );
+            args.objects_file.get_or_insert(objects);
+            args.config_store.get_or_insert(store);
+            args.api_socket.get_or_insert(socket);
             (
                 plan.unwrap_or_else(|| layout.plan_file()),
                 credentials.unwrap_or_else(|| layout.node_credentials_file()),
-                Some(args.state_file.clone().unwrap_or_else(|| layout.mesh_state_file())),
             )
         }
     };
@@ -66,7 +84,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         max_ttl: args.max_ttl,
         node_credentials,
         pods: pod_placements(&plan)?,
-        state_file,
+        objects_file: args.objects_file,
+        config_store: args.config_store,
+        api_socket: args.api_socket,
+        cluster_domain: args.cluster_domain,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(ambit_control::run(config))?;

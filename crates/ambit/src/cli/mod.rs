@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch: one module per subcommand.
 
+mod api;
 mod app;
+mod apply;
 mod ca;
 mod cluster;
 mod control;
+mod describe;
 mod exec;
 mod get;
 mod logs;
@@ -36,8 +39,17 @@ enum Command {
     /// Create, remove and list local clusters.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// Show nodes, pods or services of a local cluster.
+    /// Show nodes, pods or services of a local cluster, or the objects its control plane holds (policies, Gateway
+    /// API routes, namespaces, service accounts).
     Get(get::GetArgs),
+    /// Apply manifests (AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute, GRPCRoute) to the control
+    /// plane as one batch: all or none.
+    Apply(apply::ApplyArgs),
+    /// Delete the objects that manifests name from the control plane, as one batch: all or none.
+    Delete(apply::DeleteArgs),
+    /// Show a pod as the mesh sees it, and what its node proxy decides about a sample connection.
+    #[command(subcommand)]
+    Describe(describe::DescribeCommand),
     /// Run a command inside a pod's network namespace, with the pod's environment.
     Exec(exec::ExecArgs),
     /// Print a container's log.
@@ -127,6 +139,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Get(args) => get::run(args),
+        Command::Apply(args) => apply::run_apply(args),
+        Command::Delete(args) => apply::run_delete(args),
+        Command::Describe(cmd) => describe::run(cmd),
         Command::Exec(args) => exec::run(args),
         Command::Logs(args) => logs::run(args),
         Command::App(cmd) => app::run(cmd),

@@ -21,6 +21,21 @@ pub fn ambit(args: &[&str]) -> Output {
     Command::new(AMBIT).args(args).output().expect("run ambit")
 }
 
+/// Runs `ambit` with `input` on its standard input.
+pub fn ambit_with_input(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(AMBIT)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ambit");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().expect("wait for ambit")
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -115,6 +130,20 @@ impl TestCluster {
         let mut v = args.to_vec();
         v.extend(["--cluster", &self.name]);
         v
+    }
+
+    /// `ambit apply -f -` of `manifest`; panics if it fails; its standard output.
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = ambit_with_input(&self.args(&["apply", "-f", "-"]), manifest);
+        assert!(out.status.success(), "ambit apply failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ambit delete -f -` of `manifest`; panics if it fails; its standard output.
+    pub fn delete(&self, manifest: &str) -> String {
+        let out = ambit_with_input(&self.args(&["delete", "-f", "-"]), manifest);
+        assert!(out.status.success(), "ambit delete failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The pods of `namespace` as `ambit get pods -o json` lists them.

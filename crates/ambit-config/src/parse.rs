@@ -1,0 +1,412 @@
+//! Parsing texts (what `ambit apply -f` reads) into validated objects, or into every problem found.
+//!
+//! A text is JSON when it starts with `{` or `[` (a top-level array holds objects), and otherwise YAML, split at
+//! lines that are `---` (alone or followed by a space, tab or comment), which YAML reserves as document markers
+//! even inside block scalars, so a syntax error in one document does not hide the others; a `...` line ends a
+//! document too. Text before the first marker is a document only if it holds more than comments and directives.
+//! Empty documents are skipped but keep their number. A `kind: List` (v1) stands for its `items`, whose field
+//! paths start with `items[i]`.
+//!
+//! Limits, so that one request cannot hold the control plane: a text of at most 8 MiB; a YAML document, or one
+//! JSON object, of at most 1 MiB (the order of the API server's own request limits).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use serde_json::{Map, Value};
+
+use crate::diagnostic::Diagnostic;
+use crate::kind::{Kind, ObjectKey};
+use crate::object::{DEFAULT_NAMESPACE, Object};
+use crate::validate;
+
+/// The largest text [`parse`] reads.
+pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
+/// The largest YAML document (or JSON object) [`parse`] reads.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// Parses and validates every object of a text: all of them, or every problem found (with the file name
+/// `file`, the document number and the field path). Duplicates (same kind, namespace and name) are errors on
+/// the second one; namespaced objects without a namespace are in `default`.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Object>, Vec<Diagnostic>> {
+    parse_sources([(file, text)])
+}
+
+/// [`parse`] for several texts as one batch, (file, text) pairs: a duplicate across texts is an error too.
+pub fn parse_sources<'a>(
+    sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<Object>, Vec<Diagnostic>> {
+    let mut batch = Batch::new(Mode::Objects);
+    for (file, text) in sources {
+        batch.text(file, text);
+    }
+    batch.finish().map(|(objects, _)| objects)
+}
+
+/// The keys of the objects a text names, read from `apiVersion`, `kind` and `metadata` only (for `ambit delete
+/// -f`, which ignores the rest, as kubectl does). Repeated keys are given once.
+pub fn parse_keys(file: &str, text: &str) -> Result<Vec<ObjectKey>, Vec<Diagnostic>> {
+    let mut batch = Batch::new(Mode::Keys);
+    batch.text(file, text);
+    batch.finish().map(|(_, keys)| keys)
+}
+
+/// What a batch collects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Validated objects.
+    Objects,
+    /// Keys only.
+    Keys,
+}
+
+/// The objects (or keys) of the texts parsed so far, and the problems found.
+struct Batch {
+    mode: Mode,
+    objects: Vec<Object>,
+    keys: Vec<ObjectKey>,
+    diagnostics: Vec<Diagnostic>,
+    /// Where each key was first defined.
+    first: HashMap<ObjectKey, String>,
+}
+
+/// Where a value comes from: file, 1-based document number, the path of a List item (`items[2]`), and whether
+/// the text was JSON (whose objects are measured one by one).
+#[derive(Clone)]
+struct Position<'a> {
+    file: &'a str,
+    document: usize,
+    prefix: String,
+    json: bool,
+}
+
+/// What a document turned out to be.
+enum Identified {
+    Object(Kind),
+    List,
+}
+
+/// A problem with a document's header: (field, message).
+type Problem = (&'static str, String);
+
+// === impl Batch ===
+
+impl Batch {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            objects: Vec::new(),
+            keys: Vec::new(),
+            diagnostics: Vec::new(),
+            first: HashMap::new(),
+        }
+    }
+
+    fn finish(self) -> Result<(Vec<Object>, Vec<ObjectKey>), Vec<Diagnostic>> {
+        match self.diagnostics.is_empty() {
+            true => Ok((self.objects, self.keys)),
+            false => Err(self.diagnostics),
+        }
+    }
+
+    fn text(&mut self, file: &str, text: &str) {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.len() > MAX_TEXT_BYTES {
+            let message = format!(
+                "the text has {} bytes; the limit is 8 MiB ({MAX_TEXT_BYTES} bytes)",
+                text.len()
+            );
+            return self.diagnostics.push(at(file, 0, "", None, message));
+        }
+        if text.trim_start().starts_with(['{', '[']) {
+            self.json(file, text);
+        } else {
+            self.yaml(file, text);
+        }
+    }
+
+    fn json(&mut self, file: &str, text: &str) {
+        let position = Position::new(file, 1, true);
+        match serde_json::from_str(text) {
+            Err(error) => self.fail(&position, None, "", format!("invalid JSON: {error}")),
+            Ok(Value::Array(items)) => self.add_items(items, &position, ""),
+            Ok(value) => self.add(value, &position),
+        }
+    }
+
+    fn yaml(&mut self, file: &str, text: &str) {
+        for ((lines_before, document), number) in split(text).into_iter().zip(1..) {
+            let position = Position::new(file, number, false);
+            if document.len() > MAX_DOCUMENT_BYTES {
+                let message = size_message("document", document.len());
+                self.fail(&position, None, "", message);
+                continue;
+            }
+            match serde_saphyr::from_str::<Option<Value>>(document) {
+                Ok(None) => {}
+                Ok(Some(value)) => self.add(value, &position),
+                Err(error) => {
+                    let message = format!("invalid YAML: {}", yaml_message(&error, lines_before));
+                    self.fail(&position, None, "", message);
+                }
+            }
+        }
+    }
+
+    /// Adds one document, or List item.
+    fn add(&mut self, value: Value, position: &Position<'_>) {
+        match identify(&value) {
+            Err((field, message)) => self.fail(position, None, field, message),
+            Ok(Identified::List) => match list_items(value) {
+                Some(items) => self.add_items(items, position, "items"),
+                None => self.fail(position, None, "items", "must be a list of objects".to_string()),
+            },
+            Ok(Identified::Object(kind)) => self.add_object(kind, value, position),
+        }
+    }
+
+    /// Adds the items of a List (`field` "items") or of a top-level JSON array (`field` "").
+    fn add_items(&mut self, items: Vec<Value>, position: &Position<'_>, field: &str) {
+        for (item, i) in items.into_iter().zip(0..) {
+            let prefix = validate::index(&position.prefix, field, i);
+            self.add(item, &position.at(prefix));
+        }
+    }
+
+    fn add_object(&mut self, kind: Kind, value: Value, position: &Position<'_>) {
+        let label = label(kind, &value);
+        let size = if position.json { value.to_string().len() } else { 0 };
+        if size > MAX_DOCUMENT_BYTES {
+            return self.fail(position, Some(label), "", size_message("object", size));
+        }
+        let result = match self.mode {
+            Mode::Objects => validate::object(kind, value).map(|object| (object.key(), Some(object))),
+            Mode::Keys => raw_key(kind, &value).map(|key| (key, None)),
+        };
+        match result {
+            Ok((key, object)) => self.claim(key, object, position, label),
+            Err(findings) => {
+                for finding in findings {
+                    self.fail(position, Some(label.clone()), &finding.field, finding.message);
+                }
+            }
+        }
+    }
+
+    /// Records a valid object, unless its key was already defined (an error, except for keys only).
+    fn claim(&mut self, key: ObjectKey, object: Option<Object>, position: &Position<'_>, label: String) {
+        match self.first.entry(key.clone()) {
+            Entry::Occupied(first) if self.mode == Mode::Objects => {
+                let message = format!("duplicate {key}; first defined in {}", first.get());
+                self.fail(position, Some(label), "metadata.name", message);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(entry) => {
+                entry.insert(position.location());
+                self.keys.push(key);
+                self.objects.extend(object);
+            }
+        }
+    }
+
+    fn fail(&mut self, position: &Position<'_>, object: Option<String>, field: &str, message: String) {
+        let field = validate::join(&position.prefix, field);
+        let diagnostic = at(position.file, position.document, &field, object, message);
+        self.diagnostics.push(diagnostic);
+    }
+}
+
+fn at(file: &str, document: usize, field: &str, object: Option<String>, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        document,
+        object,
+        field: field.to_string(),
+        message,
+    }
+}
+
+fn size_message(what: &str, size: usize) -> String {
+    format!("the {what} has {size} bytes; the limit is 1 MiB ({MAX_DOCUMENT_BYTES} bytes)")
+}
+
+/// The `items` of a List: None if they are not a list.
+fn list_items(mut value: Value) -> Option<Vec<Value>> {
+    match value.get_mut("items").map(Value::take) {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => Some(items),
+        Some(_) => None,
+    }
+}
+
+/// Finds the kind of a document from its `apiVersion` and `kind`.
+fn identify(value: &Value) -> Result<Identified, Problem> {
+    let Value::Object(map) = value else {
+        let found = type_name(value);
+        return Err((
+            "",
+            format!("an object must be a mapping with apiVersion and kind, not {found}"),
+        ));
+    };
+    let kind = required_string(map, "kind")?;
+    let api_version = required_string(map, "apiVersion")?;
+    if kind == "List" {
+        return match api_version {
+            "v1" => Ok(Identified::List),
+            _ => Err(("apiVersion", format!("List is apiVersion \"v1\", not {api_version:?}"))),
+        };
+    }
+    let Some(found) = Kind::ALL.into_iter().find(|known| known.name() == kind) else {
+        let message = format!(
+            "unknown kind {kind:?} (apiVersion {api_version:?}); supported: {}",
+            supported()
+        );
+        return Err(("kind", message));
+    };
+    if !found.api_versions().contains(&api_version) {
+        let expected: Vec<String> = found.api_versions().iter().map(|v| format!("{v:?}")).collect();
+        let message = format!("{kind} is apiVersion {}, not {api_version:?}", expected.join(" or "));
+        return Err(("apiVersion", message));
+    }
+    Ok(Identified::Object(found))
+}
+
+/// "Namespace (v1), ..., GRPCRoute (gateway.networking.k8s.io/v1), List (v1)".
+fn supported() -> String {
+    let kinds = Kind::ALL
+        .iter()
+        .map(|kind| format!("{kind} ({})", kind.api_versions().join(" or ")));
+    let kinds: Vec<String> = kinds.chain(["List (v1)".to_string()]).collect();
+    kinds.join(", ")
+}
+
+fn required_string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Problem> {
+    match map.get(key) {
+        Some(Value::String(value)) if !value.is_empty() => Ok(value),
+        None | Some(Value::Null) => Err((key, "required".to_string())),
+        Some(other) => Err((key, format!("must be a non-empty string, not {}", type_name(other)))),
+    }
+}
+
+/// The key from the raw `metadata` (for [`parse_keys`]): the name is required.
+fn raw_key(kind: Kind, value: &Value) -> Result<ObjectKey, Vec<validate::Finding>> {
+    let (namespace, name) = raw_identity(value);
+    match name {
+        Some(name) => Ok(ObjectKey::new(kind, namespace.unwrap_or(DEFAULT_NAMESPACE), name)),
+        None => Err(vec![validate::Finding {
+            field: "metadata.name".to_string(),
+            message: "required".to_string(),
+        }]),
+    }
+}
+
+/// `metadata.namespace` and `metadata.name`, when they are non-empty strings.
+fn raw_identity(value: &Value) -> (Option<&str>, Option<&str>) {
+    let field = |key| {
+        let text = value.get("metadata")?.get(key)?.as_str()?;
+        Some(text).filter(|text| !text.is_empty())
+    };
+    (field("namespace"), field("name"))
+}
+
+/// "AuthorizationPolicy web/deny-all", "Namespace web"; just the kind when the name is missing.
+fn label(kind: Kind, value: &Value) -> String {
+    match raw_identity(value) {
+        (_, None) => kind.name().to_string(),
+        (namespace, Some(name)) => ObjectKey::new(kind, namespace.unwrap_or(DEFAULT_NAMESPACE), name).to_string(),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The parser's message, with line numbers counted in the whole text.
+fn yaml_message(error: &serde_saphyr::Error, lines_before: usize) -> String {
+    let options = serde_saphyr::render_options! {
+        line_offset: u64::try_from(lines_before).unwrap_or(u64::MAX),
+        snippets: serde_saphyr::SnippetMode::Off,
+    };
+    error.render_with_options(options)
+}
+
+/// Splits YAML text into documents: (number of lines before the document, its text).
+fn split(text: &str) -> Vec<(usize, &str)> {
+    let starts = document_starts(text);
+    let ends = starts.iter().skip(1).map(|&(_, offset)| offset).chain([text.len()]);
+    let slice = |(&(line, start), end)| (line, text.get(start..end).unwrap_or_default());
+    let mut documents: Vec<(usize, &str)> = starts.iter().zip(ends).map(slice).collect();
+    if documents.len() > 1 && is_preamble(documents[0].1) {
+        documents.remove(0);
+    }
+    documents
+}
+
+/// Text before the first `---` that is not a document: only comments, directives and blank lines.
+fn is_preamble(text: &str) -> bool {
+    !has_content(text) && !is_marker(text, "---")
+}
+
+/// (line number, byte offset) of each document: the first line, every `---` line, and the first content line
+/// after a `...` line.
+fn document_starts(text: &str) -> Vec<(usize, usize)> {
+    let mut starts = vec![(0, 0)];
+    let (mut offset, mut ended) = (0, false);
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let starts_here = is_marker(line, "---") || (ended && has_content(line));
+        if number > 0 && starts_here {
+            starts.push((number, offset));
+            ended = false;
+        }
+        ended |= is_marker(line, "...");
+        offset += line.len();
+    }
+    starts
+}
+
+/// Whether the (first) line is the document marker `marker`, possibly followed by content or a comment.
+fn is_marker(line: &str, marker: &str) -> bool {
+    let line = line.lines().next().unwrap_or_default();
+    let rest = line.strip_prefix(marker);
+    rest.is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+}
+
+/// Whether a piece of YAML has anything besides blank lines, comments and directives.
+fn has_content(text: &str) -> bool {
+    let content = |line: &str| !line.is_empty() && !line.starts_with(['#', '%']);
+    text.lines().map(str::trim).any(content)
+}
+
+// === impl Position ===
+
+impl<'a> Position<'a> {
+    fn new(file: &'a str, document: usize, json: bool) -> Self {
+        Self {
+            file,
+            document,
+            prefix: String::new(),
+            json,
+        }
+    }
+
+    /// The position of an item inside this one.
+    fn at(&self, prefix: String) -> Self {
+        Self { prefix, ..self.clone() }
+    }
+
+    /// "policies.yaml document 2", "policies.yaml document 1 items[3]".
+    fn location(&self) -> String {
+        let place = format!("{} document {}", self.file, self.document);
+        match self.prefix.as_str() {
+            "" => place,
+            prefix => format!("{place} {prefix}"),
+        }
+    }
+}

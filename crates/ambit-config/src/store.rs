@@ -1,0 +1,277 @@
+//! `Store`: every object the control plane knows, by key, with Kubernetes-style generations and resource
+//! versions. Users apply and delete the config kinds; the cluster source replaces the Kubernetes kinds wholesale.
+//! Every change is all or nothing: a batch with any problem changes nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::kind::{Kind, ObjectKey};
+use crate::object::Object;
+use crate::validate;
+
+/// An object as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub object: Object,
+    /// 1 when created; bumped when the content (the spec) changes, not when only labels or annotations do.
+    pub generation: i64,
+    /// The store's revision after the object's last change (`metadata.resourceVersion`).
+    pub resource_version: u64,
+    /// The store's revision when the object was created: orders objects by age (PeerAuthentication conflicts go
+    /// to the oldest, as Istio settles them by creation time).
+    pub created: u64,
+}
+
+/// What applying or deleting did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+}
+
+/// All objects, by key, and a revision that counts the changes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Store {
+    objects: BTreeMap<ObjectKey, Stored>,
+    revision: u64,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Applies config objects (as `kubectl apply`): creates the new ones, updates the changed ones. All or
+    /// nothing: every object is validated again, must be of a config kind, must be in an existing Namespace, and
+    /// appear once in the batch; otherwise nothing changes and every problem is returned.
+    pub fn apply(&mut self, objects: Vec<Object>) -> Result<Vec<(ObjectKey, Outcome)>, Vec<Diagnostic>> {
+        let checked = self.check_apply(&objects, true)?;
+        Ok(checked.into_iter().map(|object| self.put(object)).collect())
+    }
+
+    /// Loads persisted config objects after a restart: [`Store::apply`] without the namespace check, since a
+    /// policy whose namespace the cluster source no longer lists must still be kept (leaving out an ALLOW policy
+    /// would open what it guards). Everything else is checked as on apply; all or nothing.
+    pub fn restore(&mut self, objects: Vec<Object>) -> Result<Vec<(ObjectKey, Outcome)>, Vec<Diagnostic>> {
+        let checked = self.check_apply(&objects, false)?;
+        Ok(checked.into_iter().map(|object| self.put(object)).collect())
+    }
+
+    /// Deletes config objects. All or nothing: a missing object is an error (`not found`) unless
+    /// `ignore_not_found`, when it is skipped; only config kinds may be deleted. A key listed twice is deleted once.
+    pub fn delete(
+        &mut self,
+        keys: &[ObjectKey],
+        ignore_not_found: bool,
+    ) -> Result<Vec<(ObjectKey, Outcome)>, Vec<Diagnostic>> {
+        let mut problems = Vec::new();
+        let mut deleting = Vec::new();
+        for key in keys {
+            if !key.kind.is_config() {
+                problems.push(Diagnostic::object(key, "kind", from_the_cluster(key.kind, "delete")));
+            } else if self.objects.contains_key(key) {
+                deleting.push(key.clone());
+            } else if !ignore_not_found {
+                problems.push(Diagnostic::object(key, "", "not found"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut seen = HashSet::new();
+        deleting.retain(|key| seen.insert(key.clone()));
+        Ok(deleting.into_iter().map(|key| self.remove(key)).collect())
+    }
+
+    /// Replaces every Kubernetes-kind object (Namespace, ServiceAccount, Pod, Service) with the cluster source's
+    /// current set; config objects are untouched, and config kinds passed here ignored. Objects without a name
+    /// are skipped; of two with the same key the last wins. Returns whether anything changed. The source is
+    /// trusted, so nothing is validated.
+    pub fn replace_source(&mut self, objects: Vec<Object>) -> bool {
+        let incoming: BTreeMap<ObjectKey, Object> = (objects.into_iter())
+            .filter(|object| !object.kind().is_config())
+            .map(|object| (object.key(), object))
+            .filter(|(key, _)| !key.name.is_empty())
+            .collect();
+        let gone: Vec<ObjectKey> = (self.objects.keys())
+            .filter(|key| !key.kind.is_config() && !incoming.contains_key(*key))
+            .cloned()
+            .collect();
+        let mut changed = !gone.is_empty();
+        for key in gone {
+            self.remove(key);
+        }
+        for object in incoming.into_values() {
+            changed |= self.put_source(object);
+        }
+        changed
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Stored> {
+        self.objects.get(key)
+    }
+
+    /// The objects of `kind`, in `namespace` or in all namespaces, sorted by namespace and name. A cluster-scoped
+    /// kind ignores `namespace` (as kubectl does).
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<&Stored> {
+        let start = ObjectKey::new(kind, "", "");
+        let namespace = namespace.filter(|_| kind.namespaced());
+        (self.objects.range(start..))
+            .take_while(|(key, _)| key.kind == kind)
+            .filter(|(key, _)| namespace.is_none_or(|namespace| key.namespace == namespace))
+            .map(|(_, stored)| stored)
+            .collect()
+    }
+
+    /// Every object as stored, in key order.
+    pub fn stored(&self) -> impl Iterator<Item = &Stored> {
+        self.objects.values()
+    }
+
+    /// Every object, in key order.
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values().map(|stored| &stored.object)
+    }
+
+    /// The config objects, in key order: what to persist (re-applying them restores the config).
+    pub fn config_objects(&self) -> Vec<Object> {
+        (self.objects.values())
+            .filter(|stored| stored.object.kind().is_config())
+            .map(|stored| stored.object.clone())
+            .collect()
+    }
+
+    /// Bumped by every change of any object.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Validates a batch to apply: the objects as they will be stored, or every problem.
+    fn check_apply(&self, objects: &[Object], namespaces: bool) -> Result<Vec<Object>, Vec<Diagnostic>> {
+        let mut problems = Vec::new();
+        let mut checked = Vec::new();
+        let mut seen = HashSet::new();
+        for object in objects {
+            let key = object.key();
+            let before = problems.len();
+            self.check_one(&key, namespaces, &mut problems);
+            if !seen.insert(key.clone()) {
+                problems.push(Diagnostic::object(
+                    &key,
+                    "metadata.name",
+                    format!("{key} appears twice in the batch"),
+                ));
+            }
+            if problems.len() == before {
+                checked.extend(self.revalidate(object, &key, &mut problems));
+            }
+        }
+        if problems.is_empty() {
+            Ok(checked)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The checks that need the store: the kind, and the namespace (which must exist, as the API server requires).
+    fn check_one(&self, key: &ObjectKey, namespaces: bool, problems: &mut Vec<Diagnostic>) {
+        if !key.kind.is_config() {
+            problems.push(Diagnostic::object(key, "kind", from_the_cluster(key.kind, "apply")));
+            return;
+        }
+        let namespace = ObjectKey::new(Kind::Namespace, "", &key.namespace);
+        if namespaces && key.kind.namespaced() && !self.objects.contains_key(&namespace) {
+            let message = format!("namespace {:?} not found", key.namespace);
+            problems.push(Diagnostic::object(key, "metadata.namespace", message));
+        }
+    }
+
+    /// The object validated again (it may not come from [`crate::parse`]), as it will be stored.
+    fn revalidate(&self, object: &Object, key: &ObjectKey, problems: &mut Vec<Diagnostic>) -> Option<Object> {
+        let findings = match validate::again(object) {
+            Ok(object) => return Some(object),
+            Err(findings) => findings,
+        };
+        let diagnostics = findings
+            .into_iter()
+            .map(|f| Diagnostic::object(key, &f.field, f.message));
+        problems.extend(diagnostics);
+        None
+    }
+
+    /// Creates or updates one object.
+    fn put(&mut self, object: Object) -> (ObjectKey, Outcome) {
+        let key = object.key();
+        let outcome = match self.objects.get(&key) {
+            None => Outcome::Created,
+            Some(stored) if stored.object.same_config(&object) => Outcome::Unchanged,
+            Some(_) => Outcome::Configured,
+        };
+        if outcome != Outcome::Unchanged {
+            self.store(key.clone(), object);
+        }
+        (key, outcome)
+    }
+
+    /// Creates or updates one source object unless it is identical; whether it changed.
+    fn put_source(&mut self, object: Object) -> bool {
+        let key = object.key();
+        let same = self.objects.get(&key).is_some_and(|stored| stored.object == object);
+        if !same {
+            self.store(key, object);
+        }
+        !same
+    }
+
+    /// Stores a new or changed object at the next revision.
+    fn store(&mut self, key: ObjectKey, object: Object) {
+        self.revision += 1;
+        let revision = self.revision;
+        let (generation, created) = match self.objects.get(&key) {
+            None => (1, revision),
+            Some(old) if old.object.content() == object.content() => (old.generation, old.created),
+            Some(old) => (old.generation + 1, old.created),
+        };
+        let stored = Stored {
+            object,
+            generation,
+            resource_version: revision,
+            created,
+        };
+        self.objects.insert(key, stored);
+    }
+
+    fn remove(&mut self, key: ObjectKey) -> (ObjectKey, Outcome) {
+        if self.objects.remove(&key).is_some() {
+            self.revision += 1;
+        }
+        (key, Outcome::Deleted)
+    }
+}
+
+/// Why a Kubernetes kind cannot be applied or deleted by users.
+fn from_the_cluster(kind: Kind, verb: &str) -> String {
+    format!(
+        "{kind} objects come from the cluster (the local cluster's manifests or the Kubernetes API); ambit {verb} \
+         takes {}",
+        Kind::config_kind_names()
+    )
+}
+
+// === impl Outcome ===
+
+impl fmt::Display for Outcome {
+    /// "created", "configured", "unchanged", "deleted".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Configured => "configured",
+            Self::Unchanged => "unchanged",
+            Self::Deleted => "deleted",
+        })
+    }
+}

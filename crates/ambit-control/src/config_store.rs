@@ -1,0 +1,264 @@
+//! The control plane's config store at run time: the objects of the cluster (fed by a source) and the user's
+//! config (applied through the API), persisted, translated into the workload API and published to the xDS
+//! [`ResourceStore`] on every change.
+//!
+//! Changes are serialized by one lock: validate and apply to a copy of the store (all or nothing, see
+//! [`ambit_config::Store`]), persist the config objects (write a temporary file, fsync, rename), and only then
+//! make the copy current, translate and publish. A change that cannot be persisted is refused and changes nothing,
+//! so what node proxies enforce is always what a restart would restore.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ambit_config::{Diagnostic, Kind, Object, ObjectKey, Outcome, Store};
+use ambit_node::state::proto::encode_authorization;
+use ambit_node::state::source::StateFile;
+use ambit_types::{Identity, TrustDomain};
+
+use crate::describe::{PodDescription, describe_pod};
+use crate::translate::{Inputs, Settings, WaypointGateway, translate};
+use crate::xds::{ResourceStore, Resources};
+
+/// The file name persisted objects are reported under when they fail to load.
+const PERSISTED: &str = "config store";
+
+/// The runtime store. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct ConfigStore {
+    inner: Arc<Mutex<Inner>>,
+    resources: ResourceStore,
+    persist: Option<PathBuf>,
+    settings: Arc<Settings>,
+    trust_domain: TrustDomain,
+}
+
+struct Inner {
+    store: Store,
+    /// Whether the persisted config was restored: nothing is published before, so no node proxy ever sees the
+    /// cluster's workloads without the policies that guard them.
+    restored: bool,
+    /// The last translation, for `describe`.
+    state: Arc<StateFile>,
+}
+
+/// What a change did, per object.
+pub type Results = Vec<(ObjectKey, Outcome)>;
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The objects are invalid (each diagnostic names the object, field and reason).
+    #[error("{} invalid object(s)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    /// The change could not be persisted; nothing changed.
+    #[error("cannot persist the config store: {0}")]
+    Persist(String),
+}
+
+impl ConfigStore {
+    /// An empty store publishing to `resources`, persisting its config objects to `persist` (if given).
+    pub fn new(
+        resources: ResourceStore,
+        persist: Option<PathBuf>,
+        settings: Settings,
+        trust_domain: TrustDomain,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                store: Store::default(),
+                restored: false,
+                state: Arc::new(StateFile::default()),
+            })),
+            resources,
+            persist,
+            settings: Arc::new(settings),
+            trust_domain,
+        }
+    }
+
+    /// Loads the persisted config objects (if the file exists) into the store. They were valid when applied; a
+    /// file that no longer loads is an error rather than an empty config, which would drop every ALLOW policy.
+    /// Call it once the cluster source delivered its first objects; publishing starts with it.
+    pub fn restore(&self) -> anyhow::Result<usize> {
+        let objects = match &self.persist {
+            Some(path) => read_persisted(path)?,
+            None => Vec::new(),
+        };
+        let count = objects.len();
+        let mut inner = self.lock();
+        if !objects.is_empty() {
+            let path = self.persist.as_deref().unwrap_or(Path::new(""));
+            inner
+                .store
+                .restore(objects)
+                .map_err(|diagnostics| load_error(path, &diagnostics))?;
+        }
+        inner.restored = true;
+        self.publish(&mut inner);
+        Ok(count)
+    }
+
+    /// Applies `objects` whole or not at all. With `dry_run`, validates and reports without changing anything.
+    pub fn apply(&self, objects: Vec<Object>, dry_run: bool) -> Result<Results, ChangeError> {
+        self.change(dry_run, |store| store.apply(objects))
+    }
+
+    /// Deletes the objects named by `keys` whole or not at all.
+    pub fn delete(&self, keys: &[ObjectKey], ignore_not_found: bool, dry_run: bool) -> Result<Results, ChangeError> {
+        self.change(dry_run, |store| store.delete(keys, ignore_not_found))
+    }
+
+    fn change(
+        &self,
+        dry_run: bool,
+        change: impl FnOnce(&mut Store) -> Result<Results, Vec<Diagnostic>>,
+    ) -> Result<Results, ChangeError> {
+        let mut inner = self.lock();
+        let mut next = inner.store.clone();
+        let results = change(&mut next).map_err(ChangeError::Invalid)?;
+        let changed = next.revision() != inner.store.revision();
+        if dry_run || !changed {
+            return Ok(results);
+        }
+        if let Some(path) = &self.persist {
+            persist(path, &next).map_err(|e| ChangeError::Persist(format!("{}: {e}", path.display())))?;
+        }
+        inner.store = next;
+        self.publish(&mut inner);
+        Ok(results)
+    }
+
+    /// Replaces the cluster source's objects; translates and publishes if anything changed.
+    pub fn replace_source(&self, objects: Vec<Object>) {
+        let mut inner = self.lock();
+        if inner.store.replace_source(objects) {
+            self.publish(&mut inner);
+        }
+    }
+
+    /// The objects of `kind` (in `namespace`, or all), as the API server returns them, status included.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>, name: Option<&str>) -> Vec<serde_json::Value> {
+        let inner = self.lock();
+        let stored = inner.store.list(kind, namespace);
+        let selected = stored
+            .into_iter()
+            .filter(|s| name.is_none_or(|name| s.object.key().name == name));
+        let json = |s| ambit_config::to_json_with_status(s, &self.settings.root_namespace);
+        selected.map(json).collect()
+    }
+
+    /// What the mesh does for one pod: see [`describe_pod`].
+    pub fn describe_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        peer: Option<&Identity>,
+        port: Option<u16>,
+    ) -> Option<PodDescription> {
+        let state = self.lock().state.clone();
+        describe_pod(&state, &self.trust_domain, namespace, name, peer, port)
+    }
+
+    /// Translates the current store and publishes the result to the xDS streams.
+    fn publish(&self, inner: &mut MutexGuard<'_, Inner>) {
+        if !inner.restored {
+            return;
+        }
+        let state = translate_store(&inner.store, &self.settings);
+        let workloads = state.workloads.iter().map(Into::into).collect();
+        let services = state.services.iter().map(Into::into).collect();
+        let policies = state.policies.iter().map(encode_authorization).collect();
+        let version = self
+            .resources
+            .publish(Resources::from_protos(workloads, services, policies));
+        tracing::debug!(
+            version,
+            revision = inner.store.revision(),
+            workloads = state.workloads.len(),
+            services = state.services.len(),
+            policies = state.policies.len(),
+            "published a new translation"
+        );
+        inner.state = Arc::new(state);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a store that was either swapped whole or not at all.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The workload API for everything in `store`.
+pub fn translate_store(store: &Store, settings: &Settings) -> StateFile {
+    let mut namespaces = Vec::new();
+    let mut pods = Vec::new();
+    let mut services = Vec::new();
+    let mut authorization_policies = Vec::new();
+    let mut peer_authentications = Vec::new();
+    let mut gateways = Vec::new();
+    // Oldest first: PeerAuthentication conflicts are settled by age.
+    let mut stored: Vec<_> = store.stored().collect();
+    stored.sort_by_key(|s| s.created);
+    for s in stored {
+        match &s.object {
+            Object::Namespace(o) => namespaces.push((**o).clone()),
+            Object::Pod(o) => pods.push((**o).clone()),
+            Object::Service(o) => services.push((**o).clone()),
+            Object::AuthorizationPolicy(o) => authorization_policies.push((**o).clone()),
+            Object::PeerAuthentication(o) => peer_authentications.push((**o).clone()),
+            Object::Gateway(o) => gateways.push(WaypointGateway {
+                namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                name: o.metadata.name.clone().unwrap_or_default(),
+                class_name: o.spec.gateway_class_name.clone(),
+                labels: o.metadata.labels.clone().unwrap_or_default(),
+            }),
+            Object::ServiceAccount(_) | Object::HttpRoute(_) | Object::GrpcRoute(_) => {}
+        }
+    }
+    let inputs = Inputs {
+        namespaces: &namespaces,
+        pods: &pods,
+        services: &services,
+        authorization_policies: &authorization_policies,
+        peer_authentications: &peer_authentications,
+        gateways: &gateways,
+    };
+    translate(&inputs, settings)
+}
+
+/// Writes the store's config objects as a v1 List: a temporary file beside `path`, fsync'd, then renamed over it.
+fn persist(path: &Path, store: &Store) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let items: Vec<_> = store.config_objects().iter().map(Object::to_json).collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_persisted(path: &Path) -> anyhow::Result<Vec<Object>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => anyhow::bail!("cannot read the config store {}: {e}", path.display()),
+    };
+    ambit_config::parse(PERSISTED, &text).map_err(|diagnostics| load_error(path, &diagnostics))
+}
+
+fn load_error(path: &Path, diagnostics: &[Diagnostic]) -> anyhow::Error {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!(
+        "the config store {} does not load:\n{}",
+        path.display(),
+        lines.join("\n")
+    )
+}
