@@ -3,8 +3,9 @@
 # (their pods' TCP traffic goes through the node proxies over mTLS, HBONE on port 15008), `legacy` is not.
 # Shows: traffic pod to pod across nodes, through the ClusterIP and by DNS name, load balancing, a short load run;
 # the SPIFFE identities the node proxies hold; what crosses the wire (TLS to 15008 only, plaintext for the
-# unenrolled pod); an ALLOW-by-principal AuthorizationPolicy and a STRICT PeerAuthentication at work; Istio's TCP
-# metrics; the access log of a denial; then a clean teardown, checked.
+# unenrolled pod); an ALLOW-by-principal AuthorizationPolicy and a STRICT PeerAuthentication at work; a DENY
+# applied and deleted live with `ambit apply/get/describe/delete`; Istio's TCP metrics; the access log of a denial;
+# then a clean teardown, checked.
 # Every step checks its outcome and fails the script if it is not the expected one: the demo is also a smoke test.
 set -euo pipefail
 AMBIT=${1:-target/release/ambit}
@@ -26,7 +27,7 @@ trap cleanup EXIT
 
 # curl from a pod: `from NS POD URL` prints the answer (or curl's error) and returns curl's status.
 from() { "$AMBIT" exec -n "$1" "$2" -- curl -sS --max-time 5 "$3" 2>&1; }
-# The node proxies poll the mesh state: right after `cluster up` they may not have seen the last readiness change.
+# Right after `cluster up` the node proxies may not have seen the last readiness change yet.
 retry() {
   local out i
   for i in $(seq 15); do
@@ -176,6 +177,39 @@ check demo client http://ledger.payments/ allowed "principal named by the policy
 check demo intruder http://ledger.payments/ denied "mTLS, but principal not allowed"
 check legacy outsider http://ledger.payments/ denied "plaintext: STRICT needs mTLS"
 check legacy outsider http://echo.demo/ allowed "demo is PERMISSIVE: plaintext ok"
+
+say "Live config: ambit apply a DENY for demo/intruder -> echo, look at it, then ambit delete it"
+note "the control plane validates, stores and translates it; both node proxies enforce it within a second"
+check demo intruder http://echo.demo/ allowed "no policy on echo yet"
+cat >"$TMP/deny-intruder.yaml" <<EOF
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-intruder
+  namespace: demo
+spec:
+  selector:
+    matchLabels: {app: echo}
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: [$TD/ns/demo/sa/intruder]
+EOF
+"$AMBIT" apply -f "$TMP/deny-intruder.yaml" || fail "ambit apply failed"
+sleep 1
+check demo intruder http://echo.demo/ denied "DENY by principal, applied 1 s ago"
+check demo client http://echo.demo/ allowed "another principal"
+"$AMBIT" get authorizationpolicies -A
+read -r echo_pod _ < <(pods demo | awk '$1 ~ /^echo-/' | head -n 1)
+"$AMBIT" describe pod "$echo_pod" -n demo --peer "spiffe://$TD/ns/demo/sa/intruder" --port 8080 ||
+  fail "ambit describe pod failed"
+note "an invalid policy is refused whole, with the field and the reason; nothing changes:"
+sed "s|principals: \[$TD|principals: [spiffe://$TD|" "$TMP/deny-intruder.yaml" >"$TMP/bad.yaml"
+if "$AMBIT" apply -f "$TMP/bad.yaml"; then fail "an invalid policy was accepted"; fi
+"$AMBIT" delete -f "$TMP/deny-intruder.yaml" || fail "ambit delete failed"
+sleep 1
+check demo intruder http://echo.demo/ allowed "the DENY was deleted 1 s ago"
 
 say "The denials in ledger's node proxy access log ($ledger_node)"
 note "one line per connection; the fields kept here: who, to what, and why it was refused"

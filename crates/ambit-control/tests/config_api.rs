@@ -1,0 +1,318 @@
+//! The control plane as a whole, in process: objects from an objects file, config applied through the API socket,
+//! and what a delta xDS client built from Istio's protobuf files (the field numbers of `istio.workload` and
+//! `istio.security`) decodes from the stream. Also: invalid config is refused with its field path and changes
+//! nothing, deletes reach the stream, and applied config survives a restart.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ambit_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use ambit_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use ambit_api::istio::security::{self as pb_security, string_match::MatchType};
+use ambit_api::istio::workload::{self as pb, address};
+use ambit_api::prost::Message;
+use ambit_api::{AUTHORIZATION_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
+use ambit_control::ControlConfig;
+use ambit_control::ca::{control_identity, open_ca};
+use ambit_identity::ca::CaConfig;
+use ambit_identity::tls::anonymous_client_config;
+use ambit_types::TrustDomain;
+use ambit_xds::ca::connect_channel;
+use futures::channel::mpsc;
+use tonic::Streaming;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Namespace `web`, the enrolled and ready pod `web/server-0` on node-1 serving `http` on 8080, and Service
+/// `web/server` (ClusterIP 10.96.0.20, port 80 → `http`).
+const OBJECTS: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}},
+  {"apiVersion": "v1", "kind": "Pod",
+   "metadata": {"name": "server-0", "namespace": "web", "labels": {"app": "server"},
+                "annotations": {"ambient.istio.io/redirection": "enabled"}},
+   "spec": {"nodeName": "node-1", "serviceAccountName": "server",
+            "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+   "status": {"phase": "Running", "podIP": "10.244.1.5",
+              "conditions": [{"type": "Ready", "status": "True"}]}},
+  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": "web"},
+   "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "server"},
+            "ports": [{"name": "web", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+]}"#;
+
+const POLICY: &str = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-client
+  namespace: web
+spec:
+  selector:
+    matchLabels:
+      app: server
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/web/sa/client]
+    to:
+    - operation:
+        ports: ['8080']
+";
+
+struct Control {
+    runtime: tokio::runtime::Runtime,
+    listen: SocketAddr,
+    socket: PathBuf,
+}
+
+fn trust_domain() -> TrustDomain {
+    TrustDomain::new("cluster.local").unwrap()
+}
+
+/// Starts `ambit control` in process on its own runtime over the files in `dir`; returns once the API answers.
+fn start(dir: &Path, instance: &str) -> Control {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let socket = dir.join(format!("control-{instance}.sock"));
+    let config = ControlConfig {
+        listen,
+        ca_dir: dir.join("ca"),
+        cacerts: None,
+        trust_domain: trust_domain(),
+        max_ttl: None,
+        node_credentials: dir.join("node-credentials.json"),
+        pods: Vec::new(),
+        objects_file: Some(dir.join("objects.json")),
+        config_store: Some(dir.join("config-store.json")),
+        api_socket: Some(socket.clone()),
+        cluster_domain: "cluster.local".to_string(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.spawn(async move {
+        if let Err(e) = ambit_control::run(config).await {
+            panic!("the control plane failed: {e:#}");
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    while request(&socket, "GET", "/v1/objects?kind=Namespace", "").is_err() {
+        assert!(Instant::now() < deadline, "the config API never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Control {
+        runtime,
+        listen,
+        socket,
+    }
+}
+
+/// One HTTP/1.1 request over the API socket: (status, JSON body).
+fn request(socket: &Path, method: &str, path: &str, body: &str) -> std::io::Result<(u16, serde_json::Value)> {
+    let mut stream = UnixStream::connect(socket)?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: ambit\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response[9..12].parse().map_err(std::io::Error::other)?;
+    let (_, json) = response.split_once("\r\n\r\n").unwrap_or_default();
+    Ok((status, serde_json::from_str(json).map_err(std::io::Error::other)?))
+}
+
+fn change(control: &Control, verb: &str, text: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"sources": [{"name": "policy.yaml", "text": text}]}).to_string();
+    request(&control.socket, "POST", &format!("/v1/{verb}"), &body).unwrap()
+}
+
+fn policies(control: &Control) -> serde_json::Value {
+    let (status, body) = request(&control.socket, "GET", "/v1/objects?kind=AuthorizationPolicy", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["items"].clone()
+}
+
+/// A wildcard delta stream of node-1 for `type_url`, with the client generated from Istio's protobuf files.
+async fn stream(dir: &Path, listen: SocketAddr, type_url: &str) -> Streaming<DeltaDiscoveryResponse> {
+    let ca = open_ca(&dir.join("ca"), None, CaConfig::new(trust_domain())).unwrap();
+    let tls = anonymous_client_config(&ca.trust_bundle(), vec![control_identity(&trust_domain())]).unwrap();
+    let channel = connect_channel(&listen.to_string(), tls).await.unwrap();
+    let (tx, rx) = mpsc::unbounded();
+    tx.unbounded_send(DeltaDiscoveryRequest {
+        type_url: type_url.to_string(),
+        ..DeltaDiscoveryRequest::default()
+    })
+    .unwrap();
+    // The stream ends when the sender is dropped: keep it for the test's length.
+    std::mem::forget(tx);
+    let mut request = tonic::Request::new(rx);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    client.delta_aggregated_resources(request).await.unwrap().into_inner()
+}
+
+async fn next(responses: &mut Streaming<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
+    let next = tokio::time::timeout(DEADLINE, responses.message()).await;
+    next.expect("no response in time").unwrap().expect("the stream ended")
+}
+
+/// Responses until one carries `name`; its resource body.
+async fn until_resource(responses: &mut Streaming<DeltaDiscoveryResponse>, name: &str) -> Vec<u8> {
+    loop {
+        let response = next(responses).await;
+        if let Some(resource) = response.resources.iter().find(|r| r.name == name) {
+            return resource.resource.as_ref().expect("a body").value.clone();
+        }
+    }
+}
+
+fn exact(value: &str) -> pb_security::StringMatch {
+    pb_security::StringMatch {
+        match_type: Some(MatchType::Exact(value.to_string())),
+    }
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("objects.json"), OBJECTS).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let tokens: HashMap<&str, &str> = [("node-1", TOKEN)].into();
+    let credentials = dir.path().join("node-credentials.json");
+    std::fs::write(&credentials, serde_json::to_vec(&tokens).unwrap()).unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    open_ca(&dir.path().join("ca"), None, CaConfig::new(trust_domain())).unwrap();
+    dir
+}
+
+#[test]
+fn applied_config_reaches_an_istio_client_as_written_and_survives_a_restart() {
+    let dir = setup();
+    let control = start(dir.path(), "first");
+    let (status, body) = change(&control, "apply", POLICY);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "created", "{body}");
+
+    let (policy, workload, service) = control.runtime.block_on(async {
+        let mut authorizations = stream(dir.path(), control.listen, AUTHORIZATION_TYPE_URL).await;
+        let policy = until_resource(&mut authorizations, "web/allow-client").await;
+        let mut addresses = stream(dir.path(), control.listen, WORKLOAD_ADDRESS_TYPE_URL).await;
+        let first = next(&mut addresses).await;
+        let body = |name: &str| {
+            let found = first.resources.iter().find(|r| r.name == name);
+            found
+                .unwrap_or_else(|| panic!("no {name} in {first:?}"))
+                .resource
+                .clone()
+                .unwrap()
+                .value
+        };
+        (
+            policy,
+            body("Kubernetes//Pod/web/server-0"),
+            body("web/server.web.svc.cluster.local"),
+        )
+    });
+
+    // The policy, decoded with Istio's field numbers, is what the YAML says: one group, its `from` and its `to`
+    // as two ANDed clauses.
+    let decoded = pb_security::Authorization::decode(policy.as_slice()).unwrap();
+    let expected = pb_security::Authorization {
+        name: "allow-client".into(),
+        namespace: "web".into(),
+        scope: pb_security::Scope::WorkloadSelector.into(),
+        action: pb_security::Action::Allow.into(),
+        groups: vec![pb_security::Group {
+            rules: vec![
+                pb_security::Rules {
+                    matches: vec![pb_security::Match {
+                        principals: vec![exact("cluster.local/ns/web/sa/client")],
+                        ..Default::default()
+                    }],
+                },
+                pb_security::Rules {
+                    matches: vec![pb_security::Match {
+                        destination_ports: vec![8080],
+                        ..Default::default()
+                    }],
+                },
+            ],
+        }],
+        ..Default::default()
+    };
+    assert_eq!(decoded, expected);
+
+    // The pod: its identity, address, node, HBONE (capture in place), the policy that selects it, and the service
+    // port resolved to its named container port.
+    let address::Type::Workload(workload) = pb::Address::decode(workload.as_slice()).unwrap().r#type.unwrap() else {
+        panic!("not a workload");
+    };
+    assert_eq!(workload.uid, "Kubernetes//Pod/web/server-0");
+    assert_eq!(
+        (workload.namespace.as_str(), workload.service_account.as_str()),
+        ("web", "server")
+    );
+    assert_eq!(workload.addresses, vec![vec![10, 244, 1, 5]]);
+    assert_eq!(workload.node, "node-1");
+    assert_eq!(workload.tunnel_protocol, i32::from(pb::TunnelProtocol::Hbone));
+    assert_eq!(workload.status, i32::from(pb::WorkloadStatus::Healthy));
+    assert_eq!(workload.authorization_policies, ["web/allow-client"]);
+    let ports = &workload.services["web/server.web.svc.cluster.local"].ports;
+    assert_eq!((ports[0].service_port, ports[0].target_port), (80, 8080));
+    let address::Type::Service(service) = pb::Address::decode(service.as_slice()).unwrap().r#type.unwrap() else {
+        panic!("not a service");
+    };
+    assert_eq!((service.name.as_str(), service.namespace.as_str()), ("server", "web"));
+    assert_eq!(service.addresses[0].address, vec![10, 96, 0, 20]);
+    assert_eq!((service.ports[0].service_port, service.ports[0].target_port), (80, 0));
+
+    // Invalid config is refused whole with its field path; the store keeps what it had.
+    let bad = POLICY.replace(
+        "cluster.local/ns/web/sa/client",
+        "spiffe://cluster.local/ns/web/sa/client",
+    );
+    let bad = format!("{bad}---\n{}", POLICY.replace("allow-client", "second"));
+    let (status, body) = change(&control, "apply", &bad);
+    assert_eq!(status, 422, "{body}");
+    let error = &body["errors"][0];
+    assert_eq!(error["field"], "spec.rules[0].from[0].source.principals[0]", "{body}");
+    assert_eq!(error["document"], 1, "{body}");
+    let names: Vec<_> = policies(&control)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["allow-client"], "an invalid batch changed the store");
+    assert_eq!(
+        policies(&control)[0]["status"]["conditions"][0]["type"],
+        "ZtunnelAccepted"
+    );
+
+    // Restarted on the same files, the control plane serves the applied policy again.
+    drop(control);
+    let persisted = std::fs::read_to_string(dir.path().join("config-store.json")).unwrap();
+    assert!(persisted.contains("allow-client"), "{persisted}");
+    let control = start(dir.path(), "second");
+    assert_eq!(policies(&control)[0]["metadata"]["name"], "allow-client");
+
+    // A delete reaches the stream as a removal.
+    let removed = control.runtime.block_on(async {
+        let mut authorizations = stream(dir.path(), control.listen, AUTHORIZATION_TYPE_URL).await;
+        until_resource(&mut authorizations, "web/allow-client").await;
+        let (status, body) = change(&control, "delete", POLICY);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"][0]["outcome"], "deleted", "{body}");
+        next(&mut authorizations).await.removed_resources
+    });
+    assert_eq!(removed, ["web/allow-client"]);
+}
