@@ -7,6 +7,7 @@
 //! make the copy current, translate and publish. A change that cannot be persisted is refused and changes nothing,
 //! so what node proxies enforce is always what a restart would restore.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,6 +16,7 @@ use ambit_node::state::proto::encode_authorization;
 use ambit_node::state::source::StateFile;
 use ambit_types::{Identity, TrustDomain};
 
+use crate::ca::auth::NodeIndex;
 use crate::describe::{PodDescription, describe_pod};
 use crate::translate::{Inputs, Settings, WaypointGateway, translate};
 use crate::xds::{ResourceStore, Resources};
@@ -26,6 +28,8 @@ const PERSISTED: &str = "config store";
 #[derive(Clone)]
 pub struct ConfigStore {
     inner: Arc<Mutex<Inner>>,
+    /// Which identities run on which node, from the Pods: the CA's node authorization (see [`PodIndex`]).
+    pods: PodIndex,
     resources: ResourceStore,
     persist: Option<PathBuf>,
     settings: Arc<Settings>,
@@ -64,6 +68,7 @@ impl ConfigStore {
         trust_domain: TrustDomain,
     ) -> Self {
         Self {
+            pods: PodIndex::default(),
             inner: Arc::new(Mutex::new(Inner {
                 store: Store::default(),
                 restored: false,
@@ -132,8 +137,14 @@ impl ConfigStore {
     pub fn replace_source(&self, objects: Vec<Object>) {
         let mut inner = self.lock();
         if inner.store.replace_source(objects) {
+            self.pods.rebuild(&inner.store, &self.trust_domain);
             self.publish(&mut inner);
         }
+    }
+
+    /// The identities of the pods on each node, kept current with the cluster source.
+    pub fn pod_index(&self) -> PodIndex {
+        self.pods.clone()
     }
 
     /// The objects of `kind` (in `namespace`, or all), as the API server returns them, status included.
@@ -185,6 +196,44 @@ impl ConfigStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves a store that was either swapped whole or not at all.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The CA's node authorization from the store's Pods: a node may ask for the identity
+/// (`spiffe://<td>/ns/<namespace>/sa/<serviceAccountName or default>`) of any pod scheduled on it (`spec.nodeName`),
+/// as istiod's node authorizer. Rebuilt whenever the cluster source changes.
+#[derive(Clone, Default)]
+pub struct PodIndex {
+    by_node: Arc<std::sync::RwLock<HashMap<String, HashSet<Identity>>>>,
+}
+
+impl PodIndex {
+    fn rebuild(&self, store: &Store, trust_domain: &TrustDomain) {
+        let mut by_node: HashMap<String, HashSet<Identity>> = HashMap::new();
+        for stored in store.list(Kind::Pod, None) {
+            let Object::Pod(pod) = &stored.object else { continue };
+            let spec = pod.spec.as_ref();
+            let Some(node) = spec.and_then(|spec| spec.node_name.clone()) else {
+                continue;
+            };
+            let account = spec
+                .and_then(|spec| spec.service_account_name.as_deref())
+                .unwrap_or("default");
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            if let Ok(identity) = Identity::new(trust_domain.clone(), namespace, account) {
+                by_node.entry(node).or_default().insert(identity);
+            }
+        }
+        *self.by_node.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = by_node;
+    }
+}
+
+impl NodeIndex for PodIndex {
+    fn allows(&self, node: &str, identity: &Identity) -> bool {
+        let by_node = self.by_node.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_node
+            .get(node)
+            .is_some_and(|identities| identities.contains(identity))
     }
 }
 
@@ -261,4 +310,52 @@ fn load_error(path: &Path, diagnostics: &[Diagnostic]) -> anyhow::Error {
         path.display(),
         lines.join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PODS: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "web"},
+       "spec": {"nodeName": "node-1", "serviceAccountName": "api", "containers": [{"name": "c"}]}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "web"},
+       "spec": {"nodeName": "node-2", "containers": [{"name": "c"}]}},
+      {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unscheduled", "namespace": "web"},
+       "spec": {"serviceAccountName": "batch", "containers": [{"name": "c"}]}}
+    ]}"#;
+
+    fn identity(namespace: &str, account: &str) -> Identity {
+        Identity::new(TrustDomain::new("cluster.local").unwrap(), namespace, account).unwrap()
+    }
+
+    #[test]
+    fn the_pod_index_follows_the_cluster_source() {
+        let trust_domain = TrustDomain::new("cluster.local").unwrap();
+        let store = ConfigStore::new(ResourceStore::new(), None, Settings::default(), trust_domain);
+        let index = store.pod_index();
+        assert!(
+            !index.allows("node-1", &identity("web", "api")),
+            "nothing before the source"
+        );
+        store.replace_source(ambit_config::parse("pods.json", PODS).unwrap());
+        let cases = [
+            ("node-1", "web", "api", true),
+            ("node-2", "web", "api", false),
+            ("node-2", "web", "default", true),
+            ("node-1", "web", "default", false),
+            ("node-1", "web", "batch", false),
+            ("node-1", "other", "api", false),
+        ];
+        for (node, namespace, account, allowed) in cases {
+            let id = identity(namespace, account);
+            assert_eq!(index.allows(node, &id), allowed, "{node} asking for {id}");
+        }
+        // A pod gone from the source takes its identity with it.
+        let remaining = PODS.replace(r#""serviceAccountName": "api", "#, "");
+        store.replace_source(ambit_config::parse("pods.json", &remaining).unwrap());
+        assert!(!index.allows("node-1", &identity("web", "api")));
+        assert!(index.allows("node-1", &identity("web", "default")));
+    }
 }

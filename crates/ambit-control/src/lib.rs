@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::ca::auth::{NodeCredentials, StaticNodeIndex};
+use crate::ca::auth::{NodeCredentials, NodeIndex, StaticNodeIndex};
 use crate::ca::ledger::Ledger;
 use crate::ca::service::CaService;
 pub use crate::config::ControlConfig;
@@ -42,8 +42,6 @@ pub async fn run(config: ControlConfig) -> anyhow::Result<()> {
     let ca = Arc::new(ca);
     let ledger = Arc::new(Ledger::open(&config.ca_dir)?);
     let credentials = NodeCredentials::load(&config.node_credentials)?;
-    let index = StaticNodeIndex::new(&config.trust_domain, &config.pods).context("cannot index the pods by node")?;
-    let service = CaService::new(ca.clone(), credentials.clone(), index, ledger);
     let resources = ResourceStore::new();
     let store = ConfigStore::new(
         resources.clone(),
@@ -61,6 +59,11 @@ pub async fn run(config: ControlConfig) -> anyhow::Result<()> {
         ))),
         None => drop(first_objects.send(())),
     }
+    // A node may ask for the identities of its pods: those of the plan (`--plan`) and those the cluster source
+    // lists, which follow the cluster as it changes.
+    let planned = StaticNodeIndex::new(&config.trust_domain, &config.pods).context("cannot index the pods by node")?;
+    let index = EitherIndex(planned, store.pod_index());
+    let service = CaService::new(ca.clone(), credentials.clone(), index, ledger);
     let loader = load_and_serve_api(store, objects_loaded, config.api_socket.clone());
     let services = Services::new(service).with_ads(AdsService::new(&resources, credentials));
     let tls = server::serving_tls(ca.clone())?;
@@ -87,6 +90,15 @@ pub async fn run(config: ControlConfig) -> anyhow::Result<()> {
             tracing::warn!(after = ?DRAIN, "requests still open; exiting");
             Ok(())
         }
+    }
+}
+
+/// Allows what either index allows.
+struct EitherIndex<A, B>(A, B);
+
+impl<A: NodeIndex, B: NodeIndex> NodeIndex for EitherIndex<A, B> {
+    fn allows(&self, node: &str, identity: &ambit_types::Identity) -> bool {
+        self.0.allows(node, identity) || self.1.allows(node, identity)
     }
 }
 
