@@ -8,8 +8,8 @@
 //! them). SIGTERM stops every container, then the node proxies and the control plane, and exits.
 //!
 //! Start order: the objects first, then the components; the node proxies once the control plane accepts connections
-//! (or after [`CONTROL_WAIT`]); the containers of a node that has an enrolled pod once its proxy is ready (or after
-//! [`NODE_READY_WAIT`]: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
+//! (or after `CONTROL_WAIT`); the containers of a node that has an enrolled pod once its proxy is ready (or after
+//! `NODE_READY_WAIT`: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
@@ -177,7 +177,7 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
 }
 
 /// Starts the control plane and one node proxy per node, and the start gates of the nodes that have enrolled pods:
-/// a receiver per such node that turns true once its proxy is ready (or [`NODE_READY_WAIT`] passed).
+/// a receiver per such node that turns true once its proxy is ready (or `NODE_READY_WAIT` passed).
 fn start_components(
     layout: &Layout,
     plan: &ClusterPlan,

@@ -6,16 +6,22 @@
 //! Two sources feed the store: users apply the config kinds (AuthorizationPolicy, PeerAuthentication, Gateway,
 //! HTTPRoute, GRPCRoute); a cluster source (the local cluster, or later the Kubernetes API) replaces the
 //! Kubernetes kinds (Namespace, ServiceAccount, Pod, Service) as a whole.
+//!
+//! The building blocks of parsing and validation that are not specific to the store are public, for the local
+//! cluster's manifest loader: [`documents`] (YAML documents, JSON, header fields) and [`syntax`] (the Kubernetes
+//! name and value rules).
 
 #![forbid(unsafe_code)]
 
 mod diagnostic;
+pub mod documents;
 pub mod gateway;
 mod kind;
 mod object;
 mod parse;
 mod status;
 mod store;
+pub mod syntax;
 mod validate;
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
+use crate::documents::{self, Problem, list_items, required_string, type_name};
 use crate::kind::{Kind, ObjectKey};
 use crate::object::{DEFAULT_NAMESPACE, Object};
 use crate::validate;
@@ -86,9 +87,6 @@ enum Identified {
     List,
 }
 
-/// A problem with a document's header: (field, message).
-type Problem = (&'static str, String);
-
 // === impl Batch ===
 
 impl Batch {
@@ -127,28 +125,25 @@ impl Batch {
 
     fn json(&mut self, file: &str, text: &str) {
         let position = Position::new(file, 1, true);
-        match serde_json::from_str(text) {
-            Err(error) => self.fail(&position, None, "", format!("invalid JSON: {error}")),
+        match documents::parse_json(text) {
+            Err(message) => self.fail(&position, None, "", message),
             Ok(Value::Array(items)) => self.add_items(items, &position, ""),
             Ok(value) => self.add(value, &position),
         }
     }
 
     fn yaml(&mut self, file: &str, text: &str) {
-        for ((lines_before, document), number) in split(text).into_iter().zip(1..) {
+        for ((lines_before, document), number) in documents::split(text).into_iter().zip(1..) {
             let position = Position::new(file, number, false);
             if document.len() > MAX_DOCUMENT_BYTES {
                 let message = size_message("document", document.len());
                 self.fail(&position, None, "", message);
                 continue;
             }
-            match serde_saphyr::from_str::<Option<Value>>(document) {
+            match documents::parse_yaml(document, lines_before) {
                 Ok(None) => {}
                 Ok(Some(value)) => self.add(value, &position),
-                Err(error) => {
-                    let message = format!("invalid YAML: {}", yaml_message(&error, lines_before));
-                    self.fail(&position, None, "", message);
-                }
+                Err(message) => self.fail(&position, None, "", message),
             }
         }
     }
@@ -230,15 +225,6 @@ fn size_message(what: &str, size: usize) -> String {
     format!("the {what} has {size} bytes; the limit is 1 MiB ({MAX_DOCUMENT_BYTES} bytes)")
 }
 
-/// The `items` of a List: None if they are not a list.
-fn list_items(mut value: Value) -> Option<Vec<Value>> {
-    match value.get_mut("items").map(Value::take) {
-        None | Some(Value::Null) => Some(Vec::new()),
-        Some(Value::Array(items)) => Some(items),
-        Some(_) => None,
-    }
-}
-
 /// Finds the kind of a document from its `apiVersion` and `kind`.
 fn identify(value: &Value) -> Result<Identified, Problem> {
     let Value::Object(map) = value else {
@@ -280,14 +266,6 @@ fn supported() -> String {
     kinds.join(", ")
 }
 
-fn required_string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Problem> {
-    match map.get(key) {
-        Some(Value::String(value)) if !value.is_empty() => Ok(value),
-        None | Some(Value::Null) => Err((key, "required".to_string())),
-        Some(other) => Err((key, format!("must be a non-empty string, not {}", type_name(other)))),
-    }
-}
-
 /// The key from the raw `metadata` (for [`parse_keys`]): the name is required.
 fn raw_key(kind: Kind, value: &Value) -> Result<ObjectKey, Vec<validate::Finding>> {
     let (namespace, name) = raw_identity(value);
@@ -315,73 +293,6 @@ fn label(kind: Kind, value: &Value) -> String {
         (_, None) => kind.name().to_string(),
         (namespace, Some(name)) => ObjectKey::new(kind, namespace.unwrap_or(DEFAULT_NAMESPACE), name).to_string(),
     }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
-/// The parser's message, with line numbers counted in the whole text.
-fn yaml_message(error: &serde_saphyr::Error, lines_before: usize) -> String {
-    let options = serde_saphyr::render_options! {
-        line_offset: u64::try_from(lines_before).unwrap_or(u64::MAX),
-        snippets: serde_saphyr::SnippetMode::Off,
-    };
-    error.render_with_options(options)
-}
-
-/// Splits YAML text into documents: (number of lines before the document, its text).
-fn split(text: &str) -> Vec<(usize, &str)> {
-    let starts = document_starts(text);
-    let ends = starts.iter().skip(1).map(|&(_, offset)| offset).chain([text.len()]);
-    let slice = |(&(line, start), end)| (line, text.get(start..end).unwrap_or_default());
-    let mut documents: Vec<(usize, &str)> = starts.iter().zip(ends).map(slice).collect();
-    if documents.len() > 1 && is_preamble(documents[0].1) {
-        documents.remove(0);
-    }
-    documents
-}
-
-/// Text before the first `---` that is not a document: only comments, directives and blank lines.
-fn is_preamble(text: &str) -> bool {
-    !has_content(text) && !is_marker(text, "---")
-}
-
-/// (line number, byte offset) of each document: the first line, every `---` line, and the first content line
-/// after a `...` line.
-fn document_starts(text: &str) -> Vec<(usize, usize)> {
-    let mut starts = vec![(0, 0)];
-    let (mut offset, mut ended) = (0, false);
-    for (number, line) in text.split_inclusive('\n').enumerate() {
-        let starts_here = is_marker(line, "---") || (ended && has_content(line));
-        if number > 0 && starts_here {
-            starts.push((number, offset));
-            ended = false;
-        }
-        ended |= is_marker(line, "...");
-        offset += line.len();
-    }
-    starts
-}
-
-/// Whether the (first) line is the document marker `marker`, possibly followed by content or a comment.
-fn is_marker(line: &str, marker: &str) -> bool {
-    let line = line.lines().next().unwrap_or_default();
-    let rest = line.strip_prefix(marker);
-    rest.is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
-}
-
-/// Whether a piece of YAML has anything besides blank lines, comments and directives.
-fn has_content(text: &str) -> bool {
-    let content = |line: &str| !line.is_empty() && !line.starts_with(['#', '%']);
-    text.lines().map(str::trim).any(content)
 }
 
 // === impl Position ===

@@ -9,7 +9,6 @@ mod gateway;
 mod kube;
 mod policy;
 mod route;
-pub(crate) mod syntax;
 
 use std::fmt::Write as _;
 
@@ -19,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::kind::Kind;
 use crate::object::{DEFAULT_NAMESPACE, Object};
-use syntax::Rule;
+use crate::syntax::{self, Rule};
 
 /// The top-level fields of an object of a strict kind. `status` is accepted (as the API server does on the main
 /// resource) and dropped.

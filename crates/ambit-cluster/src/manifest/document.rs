@@ -6,13 +6,16 @@
 //! `...` end marker ends a document too. The text before the first marker is a document only if it holds more
 //! than comments and directives. Each document is parsed into a `serde_json::Value` (empty ones are skipped but
 //! keep their number), then deserialized through `serde_path_to_error`, so that a type error carries its field
-//! path. Files named `*.json` are one JSON document. A `kind: List` (v1) stands for its `items`.
+//! path. Files named `*.json` are one JSON document. A `kind: List` (v1) stands for its `items`. Splitting,
+//! parsing and the header fields are read as the control plane's config store reads them
+//! ([`ambit_config::documents`]), with the same messages.
 
+use ambit_config::documents::{self, Problem, list_items, required_string, type_name};
 use ambit_policy::istio::{AuthorizationPolicy, PeerAuthentication};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::cluster::ClusterDoc;
 use super::{Diagnostic, Origin, Report, Source, join};
@@ -88,9 +91,6 @@ enum Identified {
     List,
 }
 
-/// A problem with a document's header: (field, message).
-type Problem = (&'static str, String);
-
 /// The file and document an object comes from.
 #[derive(Clone, Copy)]
 struct Position<'a> {
@@ -102,7 +102,7 @@ struct Position<'a> {
 pub(super) fn parse(sources: &[Source], report: &mut Report) -> Objects {
     let mut objects = Objects::default();
     for source in sources {
-        for (document, value) in documents(source, report) {
+        for (document, value) in document_values(source, report) {
             let at = Position::new(&source.name, document);
             objects.add(value, at, String::new(), report);
         }
@@ -111,96 +111,28 @@ pub(super) fn parse(sources: &[Source], report: &mut Report) -> Objects {
 }
 
 /// The non-empty documents of a source that parse, with their 1-based numbers.
-fn documents(source: &Source, report: &mut Report) -> Vec<(usize, Value)> {
+fn document_values(source: &Source, report: &mut Report) -> Vec<(usize, Value)> {
     if source.name.to_ascii_lowercase().ends_with(".json") {
         return json_document(source, report);
     }
-    let mut documents = Vec::new();
-    for ((lines_before, text), number) in split(&source.text).into_iter().zip(1..) {
+    let text = source.text.strip_prefix('\u{feff}').unwrap_or(&source.text);
+    let mut values = Vec::new();
+    for ((lines_before, text), number) in documents::split(text).into_iter().zip(1..) {
         let at = Position::new(&source.name, number);
-        let value = yaml_document(text, lines_before, at, report);
-        documents.extend(value.map(|value| (number, value)));
+        let value = documents::parse_yaml(text, lines_before).unwrap_or_else(|message| at.fail(report, message));
+        values.extend(value.map(|value| (number, value)));
     }
-    documents
+    values
 }
 
 fn json_document(source: &Source, report: &mut Report) -> Vec<(usize, Value)> {
     let at = Position::new(&source.name, 1);
-    let value = match serde_json::from_str(&source.text) {
+    let value = match documents::parse_json(&source.text) {
         _ if source.text.trim().is_empty() => None,
         Ok(value) => Some((1, value)),
-        Err(error) => at.fail(report, format!("invalid JSON: {error}")),
+        Err(message) => at.fail(report, message),
     };
     value.into_iter().collect()
-}
-
-/// Parses one YAML document; None if it is empty or invalid (reported).
-fn yaml_document(text: &str, lines_before: usize, at: Position<'_>, report: &mut Report) -> Option<Value> {
-    match serde_saphyr::from_str::<Option<Value>>(text) {
-        Ok(value) => value,
-        Err(error) => {
-            let message = yaml_message(&error, lines_before);
-            at.fail(report, format!("invalid YAML: {message}"))
-        }
-    }
-}
-
-/// The parser's message with the line numbers of the whole file.
-fn yaml_message(error: &serde_saphyr::Error, lines_before: usize) -> String {
-    let options = serde_saphyr::render_options! {
-        line_offset: u64::try_from(lines_before).unwrap_or(u64::MAX),
-        snippets: serde_saphyr::SnippetMode::Off,
-    };
-    error.render_with_options(options)
-}
-
-/// Splits YAML text into documents: (number of lines before the document, its text).
-fn split(text: &str) -> Vec<(usize, &str)> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let starts = document_starts(text);
-    let ends = starts.iter().skip(1).map(|&(_, offset)| offset);
-    let ends = ends.chain([text.len()]);
-    let slice = |(&(line, start), end)| (line, text.get(start..end).unwrap_or_default());
-    let mut documents: Vec<(usize, &str)> = starts.iter().zip(ends).map(slice).collect();
-    if documents.len() > 1 && is_preamble(documents[0].1) {
-        documents.remove(0);
-    }
-    documents
-}
-
-/// Text before the first `---` that is not a document: only comments, directives and blank lines.
-fn is_preamble(text: &str) -> bool {
-    !has_content(text) && !is_marker(text, "---")
-}
-
-/// (line number, byte offset) of each document: the first line, every `---` line, and the first content line
-/// after a `...` line.
-fn document_starts(text: &str) -> Vec<(usize, usize)> {
-    let mut starts = vec![(0, 0)];
-    let (mut offset, mut ended) = (0, false);
-    for (number, line) in text.split_inclusive('\n').enumerate() {
-        let starts_here = is_marker(line, "---") || (ended && has_content(line));
-        if number > 0 && starts_here {
-            starts.push((number, offset));
-            ended = false;
-        }
-        ended |= is_marker(line, "...");
-        offset += line.len();
-    }
-    starts
-}
-
-/// Whether the (first) line is the document marker `marker`, possibly followed by content or a comment.
-fn is_marker(line: &str, marker: &str) -> bool {
-    let line = line.lines().next().unwrap_or_default();
-    let rest = line.strip_prefix(marker);
-    rest.is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
-}
-
-/// Whether a piece of YAML has anything besides blank lines, comments and directives.
-fn has_content(text: &str) -> bool {
-    let content = |line: &str| !line.is_empty() && !line.starts_with(['#', '%']);
-    text.lines().map(str::trim).any(content)
 }
 
 // === impl Objects ===
@@ -246,15 +178,6 @@ impl Objects {
                 self.clusters.push(Doc { origin, value });
             }
         }
-    }
-}
-
-/// The `items` of a List: None if they are not a list.
-fn list_items(mut value: Value) -> Option<Vec<Value>> {
-    match value.get_mut("items").map(Value::take) {
-        None | Some(Value::Null) => Some(Vec::new()),
-        Some(Value::Array(items)) => Some(items),
-        Some(_) => None,
     }
 }
 
@@ -324,14 +247,6 @@ fn quoted_alternatives(values: &[&str]) -> String {
     quoted.join(" or ")
 }
 
-fn required_string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Problem> {
-    match map.get(key) {
-        Some(Value::String(value)) if !value.is_empty() => Ok(value),
-        None | Some(Value::Null) => Err((key, "required".to_string())),
-        Some(other) => Err((key, format!("must be a non-empty string, not {}", type_name(other)))),
-    }
-}
-
 /// "Pod default/web", "Namespace web"; just the kind when the name is missing.
 fn label(info: &KindInfo, value: &Value) -> String {
     let metadata = |key| {
@@ -346,17 +261,6 @@ fn label(info: &KindInfo, value: &Value) -> String {
         (None, _) => info.name.to_string(),
         (Some(name), false) => format!("{} {name}", info.name),
         (Some(name), true) => format!("{} {namespace}/{name}", info.name),
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 

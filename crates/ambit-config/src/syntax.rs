@@ -1,5 +1,9 @@
 //! Syntax rules of names and values, as the Kubernetes API and the Gateway API CRDs validate them. Each rule
 //! returns the reason a value is invalid, phrased to follow the quoted value in a message.
+//!
+//! The Kubernetes rules (DNS labels and subdomains, named ports, label values) and the helpers that compose them
+//! ([`at_most`], [`ensure`]) are public: the local cluster's manifest loader checks its objects with the same
+//! rules and the same words.
 
 use std::net::IpAddr;
 
@@ -13,27 +17,27 @@ const MAX_PORT_NAME: usize = 15;
 const MAX_HEADER_NAME: usize = 256;
 
 /// A syntax rule: Ok, or why the value breaks it.
-pub(crate) type Rule = fn(&str) -> Result<(), String>;
+pub type Rule = fn(&str) -> Result<(), String>;
 
 const LABEL_CHARS: &str = "must consist of lowercase letters, digits and '-'";
 const LABEL_ENDS: &str = "must start and end with a lowercase letter or digit";
 const VALUE_CHARS: &str = "must consist of letters, digits, '-', '_' and '.', and start and end with a letter or digit";
 
 /// A lowercase RFC 1123 label: at most 63 of `a-z`, `0-9` and `-`, starting and ending with a letter or digit.
-pub(crate) fn dns_label(value: &str) -> Result<(), String> {
+pub fn dns_label(value: &str) -> Result<(), String> {
     at_most(value, MAX_LABEL)?;
     label_chars(value)
 }
 
 /// An RFC 1035 label (Service names): a [`dns_label`] that starts with a letter.
-pub(crate) fn dns_1035_label(value: &str) -> Result<(), String> {
+pub fn dns_1035_label(value: &str) -> Result<(), String> {
     dns_label(value)?;
     let letter = value.starts_with(|c: char| c.is_ascii_lowercase());
     ensure(letter, "must start with a lowercase letter")
 }
 
 /// A lowercase RFC 1123 subdomain: dot-separated labels, at most 253 characters in all.
-pub(crate) fn dns_subdomain(value: &str) -> Result<(), String> {
+pub fn dns_subdomain(value: &str) -> Result<(), String> {
     at_most(value, MAX_SUBDOMAIN)?;
     value.split('.').try_for_each(label_chars)
 }
@@ -72,7 +76,7 @@ fn is_label_char(c: char) -> bool {
 }
 
 /// An IANA service name (a named port): at most 15 of `a-z0-9-`, at least one letter, no `--`, no `-` at the ends.
-pub(crate) fn port_name(value: &str) -> Result<(), String> {
+pub fn port_name(value: &str) -> Result<(), String> {
     ensure(!value.is_empty(), "must not be empty")?;
     at_most(value, MAX_PORT_NAME)?;
     ensure(value.chars().all(is_label_char), LABEL_CHARS)?;
@@ -94,7 +98,7 @@ pub(crate) fn qualified_name(value: &str) -> Result<(), String> {
 }
 
 /// A label value: empty, or at most 63 of `A-Za-z0-9-_.`, alphanumeric at both ends.
-pub(crate) fn label_value(value: &str) -> Result<(), String> {
+pub fn label_value(value: &str) -> Result<(), String> {
     at_most(value, MAX_LABEL)?;
     let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let end = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
@@ -164,12 +168,14 @@ fn duration_unit(text: &str) -> Option<(u64, &str)> {
         .find_map(|(unit, ms)| text.strip_prefix(unit).map(|rest| (ms, rest)))
 }
 
-fn at_most(value: &str, max: usize) -> Result<(), String> {
+/// `value` is at most `max` long, in bytes (characters, for the ASCII names these rules accept), or why not.
+pub fn at_most(value: &str, max: usize) -> Result<(), String> {
     let len = value.len();
     ensure(len <= max, &format!("must be at most {max} characters (it has {len})"))
 }
 
-fn ensure(condition: bool, reason: &str) -> Result<(), String> {
+/// Ok if `condition` holds, else `reason`: a rule's single check.
+pub fn ensure(condition: bool, reason: &str) -> Result<(), String> {
     if condition { Ok(()) } else { Err(reason.to_string()) }
 }
 
