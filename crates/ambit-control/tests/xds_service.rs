@@ -351,6 +351,97 @@ async fn on_demand_by_alias() {
     assert_eq!(found.removed_resources, ["/10.1.1.1"]);
 }
 
+/// The node scope over the real server: node-1's stream, declared with the client's own `Node`, gets node-1's
+/// workloads and the services but not node-2's pod; looking it up by alias brings it; the service brings its
+/// endpoints; policies stay wildcard; a pod moving onto node-1 arrives and one moving off it is removed.
+#[tokio::test]
+async fn a_node_scoped_stream_gets_its_node_and_looks_up_the_rest() {
+    const REMOTE_UID: &str = "Kubernetes//Pod/demo/remote-0";
+    let h = start().await;
+    // The client is no endpoint; the server and remote-0 are endpoints of echo.
+    let mesh = |client_node: &str, remote_node: &str| {
+        let on = |node: &str, workload: Workload| Workload {
+            node: node.to_string(),
+            ..workload
+        };
+        let client = Workload {
+            services: Default::default(),
+            ..on(client_node, workload(CLIENT_UID, [10, 244, 1, 2]))
+        };
+        let server = on("node-2", workload(SERVER_UID, [10, 244, 2, 3]));
+        let remote = on(remote_node, workload(REMOTE_UID, [10, 244, 2, 4]));
+        Resources::from_protos(vec![client, server, remote], vec![echo()], vec![policy()])
+    };
+    h.store.publish(mesh("node-1", "node-2"));
+    let node = ambit_xds::delta::XdsClient::new(
+        ambit_xds::delta::XdsConfig {
+            address: h.addr.clone(),
+            transport: ambit_xds::delta::Transport::Plaintext,
+            token: h.token.clone(),
+            node_name: "node-1".to_string(),
+            node_ip: None,
+            on_demand: Vec::new(),
+        },
+        vec![Box::new(Nothing(WORKLOAD_ADDRESS_TYPE_URL))],
+    )
+    .unwrap()
+    .with_scope(ambit_xds::delta::XdsScope::Node)
+    .node()
+    .clone();
+    let first = DeltaDiscoveryRequest {
+        node: Some(node.clone()),
+        ..subscribe(WORKLOAD_ADDRESS_TYPE_URL, &[])
+    };
+    let mut xds = h.open(Some(&h.token), first).await.unwrap();
+    let initial = xds.next().await;
+    assert_eq!(
+        names(&initial),
+        [CLIENT_UID, ECHO],
+        "node-1's workloads and every service"
+    );
+    xds.ack(&initial);
+    xds.send(DeltaDiscoveryRequest {
+        node: Some(node),
+        ..subscribe(AUTHORIZATION_TYPE_URL, &[])
+    });
+    let policies = xds.next().await;
+    assert_eq!(names(&policies), ["demo/allow-client"], "policies stay wildcard");
+    xds.ack(&policies);
+
+    xds.send(subscribe(WORKLOAD_ADDRESS_TYPE_URL, &["/10.244.2.4"]));
+    let found = xds.next().await;
+    assert_eq!(names(&found), [REMOTE_UID], "the alias brings node-2's pod");
+    xds.ack(&found);
+    xds.send(subscribe(WORKLOAD_ADDRESS_TYPE_URL, &[ECHO]));
+    let expanded = xds.next().await;
+    assert_eq!(names(&expanded), [SERVER_UID, ECHO], "the service brings its endpoints");
+    xds.ack(&expanded);
+    xds.quiet().await;
+
+    // remote-0 moves onto node-1 (it changed, and stays); then the client pod leaves node-1 (it is removed).
+    h.store.publish(mesh("node-1", "node-1"));
+    let moved = xds.next().await;
+    assert_eq!(names(&moved), [REMOTE_UID]);
+    xds.ack(&moved);
+    h.store.publish(mesh("node-3", "node-1"));
+    let left = xds.next().await;
+    assert!(left.resources.is_empty(), "{left:?}");
+    assert_eq!(left.removed_resources, [CLIENT_UID]);
+}
+
+/// A handler that takes everything, for building a client's `Node`.
+struct Nothing(&'static str);
+
+impl ambit_xds::delta::Handler for Nothing {
+    fn type_url(&self) -> &'static str {
+        self.0
+    }
+
+    fn apply(&mut self, _: ambit_xds::delta::Update) -> Result<(), Vec<ambit_xds::delta::Rejection>> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn missing_or_unknown_tokens_are_unauthenticated() {
     let h = start().await;

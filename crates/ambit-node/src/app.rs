@@ -29,7 +29,8 @@ use tracing::{info, warn};
 
 use crate::admin::{AdminState, serve_admin, serve_metrics, serve_readiness};
 use crate::state::source::watch_file;
-use ambit_xds::delta::{ConnectionState, Transport, XdsClient, XdsConfig};
+pub use ambit_xds::delta::XdsScope;
+use ambit_xds::delta::{ConnectionState, Transport, XdsClient, XdsConfig, XdsHandle};
 
 /// Istio's root namespace: policies there apply mesh-wide.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -61,6 +62,9 @@ pub struct NodeConfig {
     pub drain_grace: Duration,
     /// Data-plane worker threads.
     pub worker_threads: usize,
+    /// Which addresses to ask the control plane for (xDS only): [`XdsScope::Node`] holds the node's workloads and
+    /// every service, and looks up the rest as connections need it.
+    pub xds_scope: XdsScope,
 }
 
 /// The source of the node proxy's state.
@@ -81,6 +85,8 @@ pub struct NodeContext {
     pub metrics: Metrics,
     pub root_namespace: String,
     pub drain_grace: Duration,
+    /// On-demand address lookups, in the xDS node scope.
+    pub lookups: Option<crate::state::xds::Lookups>,
 }
 
 /// Runs the node proxy until it is asked to stop, then drains. Blocks the calling thread.
@@ -135,6 +141,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     let certificates = CertificateManager::new(Arc::new(source), Arc::new(SystemClock), ManagerConfig::default());
     let mut xds_client = None;
+    let mut lookups = None;
     let (snapshot, state_task) = match &config.state {
         StateSource::File(path) => {
             let (snapshot, task) = dataplane
@@ -155,8 +162,24 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
                 node_ip: None,
                 on_demand: Vec::new(),
             };
+            // The handler answers lookups; the client, built around it, sends them.
+            let handle = Arc::new(std::sync::OnceLock::<XdsHandle>::new());
+            if config.xds_scope == XdsScope::Node {
+                let handle = Arc::clone(&handle);
+                lookups = Some(addresses.lookups(move |key| {
+                    let sent = handle
+                        .get()
+                        .map(|h| h.subscribe(ambit_api::WORKLOAD_ADDRESS_TYPE_URL, vec![key]));
+                    if !matches!(sent, Some(Ok(()))) {
+                        warn!("the xDS client is not running; lookup not sent");
+                    }
+                }));
+            }
             let client = XdsClient::new(xds, vec![Box::new(addresses), Box::new(authorizations)])
-                .context("cannot configure the xDS client")?;
+                .context("cannot configure the xDS client")?
+                .with_scope(config.xds_scope);
+            let _ = handle.set(client.handle());
+            info!(scope = %config.xds_scope, "addresses from the control plane");
             xds_client = Some(client);
             (snapshot, None)
         }
@@ -170,6 +193,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         metrics,
         root_namespace: config.root_namespace.clone(),
         drain_grace: config.drain_grace,
+        lookups,
     };
     let manager = pods::PodManager::new(context.clone(), manager_metrics);
     let dump = Arc::new(dump::NodeDump::new(config.node.clone(), context, manager.clone()));

@@ -49,6 +49,48 @@ pub(crate) fn workload_info(workload: &Workload) -> WorkloadInfo {
     info
 }
 
+/// Telemetry's view of a tunnel's source the snapshot does not hold (with node-scoped xDS, a pod of another node),
+/// from the `baggage` header its node proxy sent ([`outbound::baggage`]): namespace, workload name, canonical
+/// service and revision, cluster. The baggage is the client's word, so it is used only when its namespace is the
+/// one of the peer's verified identity; otherwise, or without baggage, the source stays unknown.
+pub(crate) fn source_from_baggage(baggage: Option<&str>, peer: Option<&ambit_types::Identity>) -> Option<WorkloadInfo> {
+    let (baggage, peer) = (baggage?, peer?);
+    let mut fields = std::collections::BTreeMap::new();
+    for member in baggage.split(',') {
+        // A member may carry properties after ';' (W3C baggage); only key=value is read.
+        let member = member.split(';').next().unwrap_or_default();
+        if let Some((key, value)) = member.split_once('=') {
+            let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+            fields.insert(key.trim().to_string(), value.into_owned());
+        }
+    }
+    let namespace = fields.get("k8s.namespace.name")?;
+    if namespace != peer.namespace() {
+        return None;
+    }
+    let kinds = [
+        "deployment",
+        "pod",
+        "job",
+        "cronjob",
+        "statefulset",
+        "daemonset",
+        "replicaset",
+    ];
+    let name = kinds.iter().find_map(|kind| fields.get(&format!("k8s.{kind}.name")))?;
+    let cluster = fields.get("k8s.cluster.name").map_or("", String::as_str);
+    let mut info = WorkloadInfo::from_labels(name, namespace, &Default::default(), cluster);
+    if let Some(service) = fields.get("service.name").filter(|s| !s.is_empty()) {
+        info.canonical_service = service.as_str().into();
+    }
+    if let Some(version) = fields.get("service.version").filter(|s| !s.is_empty()) {
+        info.canonical_revision = version.as_str().into();
+    }
+    info.app = info.canonical_service.clone();
+    info.version = info.canonical_revision.clone();
+    Some(info)
+}
+
 /// Telemetry's view of a service of the snapshot.
 pub(crate) fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<ServiceInfo> {
     let service = snapshot.service(key)?;
@@ -117,5 +159,44 @@ mod tests {
         workload.labels.insert("app".into(), "shop".into());
         let info = workload_info(&workload);
         assert_eq!((&*info.app, &*info.canonical_service), ("shop", "cart"));
+    }
+
+    #[test]
+    fn an_unknown_source_is_named_by_its_baggage_only_in_its_verified_namespace() {
+        let td = ambit_types::TrustDomain::new("cluster.local").unwrap();
+        let client = ambit_types::Identity::new(td, "web", "client").unwrap();
+        let full = "k8s.cluster.name=Kubernetes,k8s.namespace.name=web,k8s.deployment.name=client,\
+                    service.name=client-app,service.version=v2";
+        let info = source_from_baggage(Some(full), Some(&client)).expect("named");
+        let got = (
+            &*info.name,
+            &*info.namespace,
+            &*info.canonical_service,
+            &*info.canonical_revision,
+        );
+        assert_eq!(got, ("client", "web", "client-app", "v2"));
+        assert_eq!(
+            (&*info.app, &*info.version, &*info.cluster),
+            ("client-app", "v2", "Kubernetes")
+        );
+        let cases = [
+            (Some("k8s.namespace.name=other,k8s.pod.name=x"), Some(&client), false),
+            (Some("k8s.namespace.name=web"), Some(&client), false),
+            (
+                Some("k8s.namespace.name=web;p=1, k8s.pod.name = solo"),
+                Some(&client),
+                true,
+            ),
+            (Some(full), None, false),
+            (None, Some(&client), false),
+            (Some("garbage"), Some(&client), false),
+        ];
+        for (baggage, peer, named) in cases {
+            assert_eq!(
+                source_from_baggage(baggage, peer).is_some(),
+                named,
+                "{baggage:?} {peer:?}"
+            );
+        }
     }
 }

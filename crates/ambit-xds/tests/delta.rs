@@ -18,7 +18,8 @@ use ambit_identity::tls::server_config_optional_client_auth;
 use ambit_types::TrustDomain;
 use ambit_xds::ca::control_identity;
 use ambit_xds::delta::{
-    ClientStopped, ConnectionState, Handler, Rejection, Transport, Update, XdsClient, XdsConfig, XdsHandle,
+    ClientStopped, ConnectionState, Handler, Rejection, SCOPE_METADATA, Transport, Update, XdsClient, XdsConfig,
+    XdsHandle, XdsScope,
 };
 use futures::Stream;
 use futures::channel::mpsc as stream_channel;
@@ -265,7 +266,11 @@ struct Running {
 }
 
 fn start(config: XdsConfig, handlers: Vec<Box<dyn Handler>>) -> Running {
-    let client = XdsClient::new(config, handlers).unwrap();
+    start_scoped(config, handlers, XdsScope::All)
+}
+
+fn start_scoped(config: XdsConfig, handlers: Vec<Box<dyn Handler>>, scope: XdsScope) -> Running {
+    let client = XdsClient::new(config, handlers).unwrap().with_scope(scope);
     let (stop, stopped) = oneshot::channel::<()>();
     Running {
         handle: client.handle(),
@@ -585,6 +590,64 @@ async fn on_demand_subscriptions_are_sent_on_the_live_stream_and_replayed_after_
     assert_eq!(
         replayed.initial_resource_versions,
         versions(&[("Kubernetes//Pod/default/a", "1")])
+    );
+}
+
+/// The node scope: declared in the metadata of every stream's first requests; Address starts as a wildcard (the
+/// control plane sends the node's set unasked, and the client keeps it), names are added on the live stream, and a
+/// reconnect asks for the explicit wildcard plus the names.
+#[tokio::test]
+async fn node_scope_is_a_wildcard_that_also_takes_names() {
+    let (addr, mut sessions) = serve_plaintext("127.0.0.1:0");
+    let (addresses, policies) = (Store::default(), Store::default());
+    let handlers = vec![handler(ADDRESS, &addresses), handler(AUTHZ, &policies)];
+    let mut client = start_scoped(config(&addr, Transport::Plaintext, &[]), handlers, XdsScope::Node);
+    assert!(!client.synced(ADDRESS), "the node's set is awaited like a wildcard");
+
+    let mut session = sessions.next().await;
+    let initial = session.initial_requests(2).await;
+    for (type_url, request) in &initial {
+        assert_eq!(metadata(request, SCOPE_METADATA).as_deref(), Some("node"), "{type_url}");
+        assert_eq!(metadata(request, "NODE_NAME").as_deref(), Some("node-1"), "{type_url}");
+        assert!(request.resource_names_subscribe.is_empty(), "{type_url}: a wildcard");
+        assert!(request.resource_names_unsubscribe.is_empty(), "{type_url}");
+    }
+    let local = resource(ADDRESS, "Kubernetes//Pod/default/local", "1", "local pod");
+    session.exchange(response(ADDRESS, "1", vec![local], &[])).await;
+    client.wait_until("Address synced", |s| s.synced[ADDRESS]).await;
+
+    client.handle.subscribe(ADDRESS, vec!["/10.0.0.9".into()]).unwrap();
+    let request = session.request().await;
+    assert_eq!(
+        (request.type_url.as_str(), request.resource_names_subscribe.as_slice()),
+        (ADDRESS, &["/10.0.0.9".to_string()][..])
+    );
+    let mut remote = resource(ADDRESS, "Kubernetes//Pod/default/remote", "2", "remote pod");
+    remote.aliases = vec!["/10.0.0.9".into()];
+    session.exchange(response(ADDRESS, "2", vec![remote], &[])).await;
+    let held: Vec<String> = addresses.resources().into_keys().collect();
+    assert_eq!(
+        held,
+        ["Kubernetes//Pod/default/local", "Kubernetes//Pod/default/remote"]
+    );
+
+    drop(session);
+    let mut session = sessions.next().await;
+    let initial = session.initial_requests(2).await;
+    let replayed = &initial[ADDRESS];
+    assert_eq!(replayed.resource_names_subscribe, ["*", "/10.0.0.9"]);
+    assert!(replayed.resource_names_unsubscribe.is_empty());
+    assert_eq!(
+        replayed.initial_resource_versions,
+        versions(&[
+            ("Kubernetes//Pod/default/local", "1"),
+            ("Kubernetes//Pod/default/remote", "2")
+        ])
+    );
+    assert_eq!(metadata(replayed, SCOPE_METADATA).as_deref(), Some("node"));
+    assert!(
+        initial[AUTHZ].resource_names_subscribe.is_empty(),
+        "policies stay wildcard"
     );
 }
 

@@ -469,6 +469,9 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
     let destination = node_metrics(&c, "node-2");
     let mut destination_labels = labels.to_vec();
     destination_labels.push("reporter=\"destination\"");
+    // node-2 does not hold node-1's client (node-scoped xDS): its workload labels come from the tunnel's baggage.
+    destination_labels.push("source_workload=\"client\"");
+    destination_labels.push("source_workload_namespace=\"mesh\"");
     assert!(
         !series(&destination, "istio_tcp_connections_opened_total", &destination_labels).is_empty(),
         "node-2 metrics lack the mTLS destination series:\n{destination}"
@@ -521,7 +524,13 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
             .any(|c| c["identity"] == ECHO_ID && c["state"] == "Available"),
         "{certs:?}"
     );
-    assert!(dump["workloads"].as_array().unwrap().len() >= 8 && !dump["policies"].as_array().unwrap().is_empty());
+    // Node-scoped xDS: node-2 holds its own pods' workloads (and what its traffic looked up), every policy.
+    let workloads = dump["workloads"].as_array().unwrap();
+    assert!(
+        workloads.iter().any(|w| w["uid"] == remote_uid.as_str()),
+        "{workloads:?}"
+    );
+    assert!(!dump["policies"].as_array().unwrap().is_empty());
 
     // ALLOW by principal: only mesh/client reaches guarded/vault.
     let vault_ip = c.pod_ip("guarded", "vault");
@@ -787,6 +796,17 @@ fn node_proxies_keep_serving_while_the_control_plane_is_away_and_resync_after() 
     assert!(
         eventually(Duration::from_secs(15), || control_pid(&c).is_some_and(|p| p != pid)),
         "the control plane was not restarted"
+    );
+    // The restarted control plane serves its config API once it has reloaded the objects and the config store.
+    assert!(
+        eventually(Duration::from_secs(10), || ambit(&c.args(&[
+            "get",
+            "authorizationpolicies",
+            "-A"
+        ]))
+        .status
+        .success()),
+        "the restarted control plane's config API never answered"
     );
     c.apply(DENY_ALL);
     let denied_at = unix_now();

@@ -89,32 +89,38 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
 
-    // Right after `cluster up` the proxies may still be getting the last state.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let workloads = loop {
-        let o = pc(&["workloads", "--node", "node-1"]);
-        let table = String::from_utf8_lossy(&o.stdout).into_owned();
-        let ws = rows(&table);
-        let both = ["echo", "client"].iter().all(|n| row(&ws, 1, n).is_some());
-        if o.status.success() && both || Instant::now() > deadline {
-            assert!(o.status.success(), "proxy-config workloads failed: {}", text(&o));
-            break table;
+    // Right after `cluster up` the proxies may still be getting the last state. Each node proxy holds its own
+    // node's workloads (node-scoped xDS; others are looked up when traffic needs them).
+    let workloads_of = |node: &str, pod: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let o = pc(&["workloads", "--node", node]);
+            let table = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() && row(&rows(&table), 1, pod).is_some() || Instant::now() > deadline {
+                assert!(o.status.success(), "proxy-config workloads failed: {}", text(&o));
+                return table;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
     };
-    let header: Vec<&str> = workloads.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        ["NAMESPACE", "POD/NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"]
-    );
-    let ws = rows(&workloads);
-    for (pod, node) in [("echo", "node-2"), ("client", "node-1")] {
+    for (pod, node, other) in [("echo", "node-2", "client"), ("client", "node-1", "echo")] {
+        let workloads = workloads_of(node, pod);
+        let header: Vec<&str> = workloads.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["NAMESPACE", "POD/NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"]
+        );
+        let ws = rows(&workloads);
         let r = row(&ws, 1, pod).unwrap_or_else(|| panic!("no workload {pod} in:\n{workloads}"));
         let ip = cluster.pod_ip("pc", pod);
         assert_eq!(
             r,
             &["pc", pod, ip.as_str(), node, "None", "HBONE"],
             "workloads:\n{workloads}"
+        );
+        assert!(
+            row(&ws, 1, other).is_none(),
+            "{node} holds {other}, of another node:\n{workloads}"
         );
     }
 
@@ -138,7 +144,7 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
         .clone();
     assert_eq!(client[1..4], ["Leaf", "Available", "true"], "certs:\n{certs}");
 
-    // Every proxy holds the policy and the service (one endpoint).
+    // Every proxy holds the policy.
     for node in ["node-1", "node-2"] {
         let policies = out(&["policies", "--node", node]);
         let p = row(&rows(&policies), 1, "only-client")
@@ -146,12 +152,15 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
             .clone();
         assert_eq!(p, ["pc", "only-client", "ALLOW", "NAMESPACE"], "policies:\n{policies}");
     }
-    let services = out(&["services", "--node", "node-1"]);
-    let svc = row(&rows(&services), 1, "echo")
-        .unwrap_or_else(|| panic!("no echo service in:\n{services}"))
-        .clone();
-    assert_eq!(svc[0], "pc");
-    assert_eq!(svc[3..], ["None", "1"], "services:\n{services}");
+    // Every service reaches every node; its endpoints only where they run (node-2) until traffic looks them up.
+    for (node, endpoints) in [("node-1", "0"), ("node-2", "1")] {
+        let services = out(&["services", "--node", node]);
+        let svc = row(&rows(&services), 1, "echo")
+            .unwrap_or_else(|| panic!("no echo service on {node} in:\n{services}"))
+            .clone();
+        assert_eq!(svc[0], "pc");
+        assert_eq!(svc[3..], ["None", endpoints], "services on {node}:\n{services}");
+    }
 
     // -o json is that section of the dump.
     let json = out(&["workloads", "--node", "node-1", "-o", "json"]);
@@ -162,7 +171,7 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
         .iter()
         .filter_map(|w| w["name"].as_str())
         .collect();
-    assert!(names.contains(&"echo") && names.contains(&"client"), "{json}");
+    assert_eq!(names, ["client"], "{json}");
     for kind in ["services", "policies", "certs", "pods"] {
         let json = out(&[kind, "--node", "node-2", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{kind} -o json: {e}"));

@@ -26,8 +26,22 @@ pub struct Entry {
     pub resource: Any,
     /// Other names the resource may be subscribed by (`<network>/<ip>`).
     pub aliases: Vec<String>,
-    /// The node a workload is scheduled on, for per-node filtering later; `None` for services and policies.
+    pub kind: EntryKind,
+    /// The node a workload is scheduled on: a node-scoped stream of that node gets it unasked. `None` for services
+    /// and policies.
     pub node: Option<String>,
+    /// The names of the services a workload is an endpoint of (`<namespace>/<hostname>`, the keys of its
+    /// `services`): a node-scoped stream subscribed to one of them gets the workload too. Empty for services and
+    /// policies.
+    pub services: Vec<String>,
+}
+
+/// What a resource is, as node-scoped streams sort them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Workload,
+    Service,
+    Policy,
 }
 
 /// The resources of one type URL, by name, with an index of their aliases.
@@ -80,8 +94,8 @@ pub fn address_alias(network: &str, address: &[u8], length: Option<u32>) -> Opti
 // === impl Entry ===
 
 impl Entry {
-    /// Encodes `message` as an `Any` of `type_url`, its version the hash of the bytes.
-    pub fn new(type_url: &str, message: &impl Message, aliases: Vec<String>, node: Option<String>) -> Self {
+    /// Encodes `message` as an `Any` of `type_url`, its version the hash of the bytes; no node and no services.
+    pub fn new(type_url: &str, message: &impl Message, aliases: Vec<String>, kind: EntryKind) -> Self {
         let value = message.encode_to_vec();
         Self {
             version: version_of(&value),
@@ -90,7 +104,9 @@ impl Entry {
                 value,
             },
             aliases,
-            node,
+            kind,
+            node: None,
+            services: Vec::new(),
         }
     }
 }
@@ -121,7 +137,7 @@ impl Resources {
         }
         for policy in policies {
             let name = format!("{}/{}", policy.namespace, policy.name);
-            let entry = Entry::new(AUTHORIZATION_TYPE_URL, &policy, Vec::new(), None);
+            let entry = Entry::new(AUTHORIZATION_TYPE_URL, &policy, Vec::new(), EntryKind::Policy);
             resources.insert(AUTHORIZATION_TYPE_URL, name, entry);
         }
         resources
@@ -191,10 +207,19 @@ fn workload_entry(workload: pb::Workload) -> (String, Entry) {
             .collect()
     };
     let node = Some(workload.node.clone()).filter(|node| !node.is_empty());
+    let services = workload.services.keys().cloned().collect();
     let address = pb::Address {
         r#type: Some(pb::address::Type::Workload(workload)),
     };
-    (name, Entry::new(WORKLOAD_ADDRESS_TYPE_URL, &address, aliases, node))
+    let entry = Entry::new(WORKLOAD_ADDRESS_TYPE_URL, &address, aliases, EntryKind::Workload);
+    (
+        name,
+        Entry {
+            node,
+            services,
+            ..entry
+        },
+    )
 }
 
 /// A service's name (`<namespace>/<hostname>`) and entry, one alias per virtual address.
@@ -206,7 +231,10 @@ fn service_entry(service: pb::Service) -> (String, Entry) {
     let address = pb::Address {
         r#type: Some(pb::address::Type::Service(service)),
     };
-    (name, Entry::new(WORKLOAD_ADDRESS_TYPE_URL, &address, aliases, None))
+    (
+        name,
+        Entry::new(WORKLOAD_ADDRESS_TYPE_URL, &address, aliases, EntryKind::Service),
+    )
 }
 
 // === impl ResourceStore ===
@@ -256,6 +284,7 @@ mod tests {
             namespace: "demo".to_string(),
             addresses: vec![ip.to_vec()],
             node: "node-1".to_string(),
+            services: [("demo/echo.demo.svc.cluster.local".to_string(), pb::PortList::default())].into(),
             ..pb::Workload::default()
         }
     }
@@ -290,6 +319,12 @@ mod tests {
         let w = resources.entry(WORKLOAD_ADDRESS_TYPE_URL, uid).unwrap();
         assert_eq!(w.aliases, ["/10.244.1.2"]);
         assert_eq!(w.node.as_deref(), Some("node-1"));
+        assert_eq!(w.kind, EntryKind::Workload);
+        assert_eq!(
+            w.services,
+            ["demo/echo.demo.svc.cluster.local"],
+            "the names of its services"
+        );
         assert_eq!(w.resource.type_url, WORKLOAD_ADDRESS_TYPE_URL);
         let decoded = pb::Address::decode(w.resource.value.as_slice()).unwrap();
         assert!(matches!(decoded.r#type, Some(pb::address::Type::Workload(w)) if w.uid == uid));
@@ -301,12 +336,16 @@ mod tests {
             s.aliases,
             ["net/10.96.0.20", "net/fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd/120"]
         );
-        assert_eq!(s.node, None);
+        assert_eq!(
+            (s.node.as_ref(), s.services.len(), s.kind),
+            (None, 0, EntryKind::Service)
+        );
         let decoded = pb::Address::decode(s.resource.value.as_slice()).unwrap();
         assert!(matches!(decoded.r#type, Some(pb::address::Type::Service(s)) if s.name == "echo"));
 
         let p = resources.entry(AUTHORIZATION_TYPE_URL, "demo/allow").unwrap();
         assert_eq!(p.resource.type_url, AUTHORIZATION_TYPE_URL);
+        assert_eq!(p.kind, EntryKind::Policy);
         assert_eq!(
             pb_security::Authorization::decode(p.resource.value.as_slice()).unwrap(),
             policy()

@@ -2,8 +2,9 @@
 //! like the CA does (bearer token), then runs one task per stream that answers requests and sends each new snapshot
 //! of the [`ResourceStore`] as a delta.
 //!
-//! Every authenticated node is served every resource, as istiod does without on-demand; filtering by node (the
-//! [`Entry::node`](super::Entry::node) of each workload) comes later. A stream's responses go through a small bounded
+//! Every authenticated node is served every resource, as istiod does without on-demand, unless its first request's
+//! `Node` asks for the node scope (metadata `AMBIT_XDS_SCOPE=node`, with `NODE_NAME`): then its addresses are its
+//! node's workloads, every service and what it looks up (see [`super::stream`]). A stream's responses go through a small bounded
 //! channel: a slow client holds up only its own task, which then stops reading its requests until the client
 //! catches up. Streams end when the client closes them or the server shuts down (`UNAVAILABLE`, so the client
 //! reconnects elsewhere or later).
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::resources::{ResourceStore, Resources};
-use super::stream::{Reply, StreamState};
+use super::stream::{Reply, Scope, StreamState, scope_of};
 use crate::ca::auth::Authenticator;
 
 /// Responses queued per stream before its task waits for the client.
@@ -198,6 +199,9 @@ impl StreamDriver {
             tracing::debug!(node = %self.caller, "xDS request without a type URL ignored");
             return Ok(());
         }
+        if self.state.scope().is_none() {
+            self.state.set_scope(self.scope(&request));
+        }
         let outcome = self.state.on_request(&request);
         let (node, xds_node) = (&self.caller, self.state.node_id().unwrap_or_default());
         let (kind, nonce) = (short_type(type_url), &request.response_nonce);
@@ -216,6 +220,29 @@ impl StreamDriver {
             }
         }
         Ok(())
+    }
+
+    /// The scope the stream's first request declares; an invalid declaration is logged and served as
+    /// [`Scope::All`] (everything, as istiod would).
+    fn scope(&self, request: &DeltaDiscoveryRequest) -> Scope {
+        let node = &self.caller;
+        let Some(declared) = request.node.as_ref() else {
+            return Scope::All;
+        };
+        match scope_of(declared) {
+            Ok(Scope::Node(name)) => {
+                if &name != node {
+                    tracing::warn!(%node, scoped_to = name, "xDS stream scoped to another node than its token's");
+                }
+                tracing::info!(%node, scope = "node", "xDS stream scoped to its node");
+                Scope::Node(name)
+            }
+            Ok(Scope::All) => Scope::All,
+            Err(reason) => {
+                tracing::warn!(%node, reason, "invalid xDS scope; serving every address");
+                Scope::All
+            }
+        }
     }
 
     /// Queues `response`, waiting while the client is behind (but not past a shutdown).

@@ -14,12 +14,22 @@
 //! - A NACK drops its response's changes: the client keeps its last good versions, so the next response sends them
 //!   again with whatever changed. No response follows a NACK at once (it would be refused again).
 //! - A subscribed key that matches nothing is answered in `removed_resources`, so an on-demand lookup completes.
+//!
+//! The node scope (an ambit extension, [`Scope::Node`], declared in the node metadata `AMBIT_XDS_SCOPE`): the
+//! `istio.workload.Address` wildcard of such a stream covers only the workloads of the stream's node and every
+//! service; names and aliases subscribed on top are added, and a subscribed service brings its endpoints (the
+//! workloads that list it in their `services`). Membership follows every snapshot: what enters the set is sent,
+//! what leaves it is removed. Other types, and streams without the scope, are unaffected.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ambit_api::WORKLOAD_ADDRESS_TYPE_URL;
+use ambit_api::envoy::config::core::v3::Node;
 use ambit_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use ambit_api::prost_types::value::Kind;
+use ambit_xds::delta::XdsScope;
 
-use super::resources::Resources;
+use super::resources::{Entry, EntryKind, Resources};
 
 /// The subscription key that stands for every resource of a type.
 pub const WILDCARD: &str = "*";
@@ -31,8 +41,20 @@ const MAX_IN_FLIGHT: usize = 32;
 #[derive(Debug, Default)]
 pub struct StreamState {
     node_id: Option<String>,
+    /// `None` until the driver decides it from the first `Node` (see [`scope_of`]).
+    scope: Option<Scope>,
     subscriptions: BTreeMap<String, Subscription>,
     next_nonce: u64,
+}
+
+/// What a stream's `istio.workload.Address` wildcard covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every address (istiod's behaviour).
+    #[default]
+    All,
+    /// The workloads on this node and every service.
+    Node(String),
 }
 
 /// What a request asked of the server.
@@ -61,6 +83,8 @@ pub struct Subscription {
     type_url: String,
     started: bool,
     wildcard: bool,
+    /// The node whose workloads the wildcard covers; `None`: every resource of the type.
+    node_scope: Option<String>,
     /// Names and aliases subscribed explicitly.
     keys: BTreeSet<String>,
     /// Keys subscribed since the last response: answered even when the client holds them.
@@ -93,13 +117,28 @@ impl StreamState {
         self.node_id.as_deref()
     }
 
+    /// The scope decided for the stream, once decided.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// Fixes the stream's scope, normally from its first `Node` ([`scope_of`]); the first decision stands. A type
+    /// whose subscription starts before it is decided is served as [`Scope::All`].
+    pub fn set_scope(&mut self, scope: Scope) {
+        self.scope.get_or_insert(scope);
+    }
+
     /// Records a request for its type URL (the first request of a type starts its subscription).
     pub fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Outcome {
         if let Some(node) = request.node.as_ref().filter(|node| !node.id.is_empty()) {
             self.node_id = Some(node.id.clone());
         }
         let type_url = &request.type_url;
-        let subscription = (self.subscriptions.entry(type_url.clone())).or_insert_with(|| Subscription::new(type_url));
+        let scope = self.scope.as_ref();
+        let subscription = (self.subscriptions.entry(type_url.clone())).or_insert_with(|| match scope {
+            Some(Scope::Node(node)) if type_url == WORKLOAD_ADDRESS_TYPE_URL => Subscription::for_node(type_url, node),
+            _ => Subscription::new(type_url),
+        });
         subscription.on_request(request)
     }
 
@@ -130,12 +169,21 @@ impl Subscription {
             type_url: type_url.to_string(),
             started: false,
             wildcard: false,
+            node_scope: None,
             keys: BTreeSet::new(),
             fresh: BTreeSet::new(),
             acked: BTreeMap::new(),
             in_flight: Vec::new(),
             sent: BTreeMap::new(),
             must_respond: false,
+        }
+    }
+
+    /// A type nothing was requested of yet, whose wildcard covers only `node`'s workloads and every service.
+    pub fn for_node(type_url: &str, node: &str) -> Self {
+        Self {
+            node_scope: Some(node.to_string()),
+            ..Self::new(type_url)
         }
     }
 
@@ -171,7 +219,9 @@ impl Subscription {
                 self.unsubscribe(key);
             }
         }
-        let respond = first || !request.resource_names_subscribe.is_empty();
+        // Under the node scope an unsubscribed resource may leave the set: the removal is sent at once.
+        let removes = self.scoped() && !request.resource_names_unsubscribe.is_empty();
+        let respond = first || !request.resource_names_subscribe.is_empty() || removes;
         self.must_respond |= respond;
         Outcome { reply, respond }
     }
@@ -191,11 +241,21 @@ impl Subscription {
         }
         let subscribed = self.keys.iter().filter_map(|key| resources.resolve(type_url, key));
         let mut tracked: BTreeSet<&str> = subscribed.collect();
-        if self.wildcard {
+        let scoped = self.node_scope.as_deref().filter(|_| self.wildcard);
+        if let Some(node) = scoped {
+            let in_scope = |entry: &Entry| node_needs(node, &tracked, entry);
+            let implicit: Vec<&str> = (resources.entries(type_url))
+                .filter(|(_, entry)| in_scope(entry))
+                .map(|(name, _)| name)
+                .collect();
+            tracked.extend(implicit);
+        } else if self.wildcard {
             tracked.extend(resources.entries(type_url).map(|(name, _)| name));
         }
         for (name, held) in &self.sent {
             match resources.entry(type_url, name) {
+                // Out of the node's set: the client drops it.
+                Some(_) if scoped.is_some() && !tracked.contains(name.as_str()) => _ = removed.insert(name.as_str()),
                 Some(entry) if entry.version != held.version => _ = send.insert(name.as_str()),
                 Some(_) => {}
                 None => _ = removed.insert(name.as_str()),
@@ -279,8 +339,14 @@ impl Subscription {
         }
     }
 
+    /// A node-scoped wildcard: the set is the node's, and what leaves it is removed.
+    fn scoped(&self) -> bool {
+        self.wildcard && self.node_scope.is_some()
+    }
+
     /// Drops `key`; unless the wildcard still covers it, the client discards what it got through it, so the server
-    /// forgets it too (a later subscription sends it again).
+    /// forgets it too (a later subscription sends it again). Under the node scope the next response removes what
+    /// no longer belongs to the set.
     fn unsubscribe(&mut self, key: &str) {
         self.keys.remove(key);
         self.fresh.remove(key);
@@ -292,6 +358,33 @@ impl Subscription {
         self.sent.retain(|name, held| !matches(name, held));
         for (_, changes) in &mut self.in_flight {
             changes.retain(|name, held| name != key && !held.as_ref().is_some_and(|held| matches(name, held)));
+        }
+    }
+}
+
+/// The stream's scope as its `Node` declares it: [`XdsScope`] from the metadata (`AMBIT_XDS_SCOPE`), and for the
+/// node scope the node from `NODE_NAME`. An invalid declaration is an error naming the field, for the driver to log.
+pub fn scope_of(node: &Node) -> Result<Scope, String> {
+    match XdsScope::of(node)? {
+        XdsScope::All => Ok(Scope::All),
+        XdsScope::Node => {
+            let field = node.metadata.as_ref().and_then(|m| m.fields.get("NODE_NAME"));
+            match field.map(|value| &value.kind) {
+                Some(Some(Kind::StringValue(name))) if !name.is_empty() => Ok(Scope::Node(name.clone())),
+                _ => Err("node.metadata.NODE_NAME: the node scope needs the node's name".to_string()),
+            }
+        }
+    }
+}
+
+/// Whether a node-scoped stream of `node` gets `entry` without naming it: a workload of the node, any service, or
+/// an endpoint of a service in `subscribed` (the resolved names the stream subscribed to).
+fn node_needs(node: &str, subscribed: &BTreeSet<&str>, entry: &Entry) -> bool {
+    match entry.kind {
+        EntryKind::Service => true,
+        EntryKind::Policy => false,
+        EntryKind::Workload => {
+            entry.node.as_deref() == Some(node) || entry.services.iter().any(|s| subscribed.contains(s.as_str()))
         }
     }
 }

@@ -339,6 +339,7 @@ async fn run_pod(
         dialer,
         Arc::clone(&context.metrics.tcp),
         SoOriginalDst,
+        context.lookups.clone(),
     );
     tokio::spawn(outbound.serve(outbound_listener, drain.clone()).in_current_span());
     tokio::spawn(serve_plaintext(inbound.clone(), plaintext_listener, SoOriginalDst, drain.clone()).in_current_span());

@@ -378,13 +378,20 @@ impl<C: AppConnector> InboundHandler<C> {
     }
 
     /// Telemetry's view of the connection: the peer's verified identity and, when the snapshot knows its address,
-    /// its workload; the local pod and its own identity.
+    /// its workload (else, over HBONE, what its baggage says); the local pod and its own identity.
     fn context(&self, snapshot: &Snapshot, local: &Workload, req: &InboundRequest, tunnel: bool) -> ConnectionContext {
         let mut ctx = ConnectionContext::new(Reporter::Destination);
         ctx.mtls = tunnel;
         ctx.source_principal = req.peer_identity.clone();
         ctx.destination_principal = Some(local.identity());
-        ctx.source = snapshot.workload_by_ip(req.peer_addr.ip()).map(workload_info);
+        ctx.source = match snapshot.workload_by_ip(req.peer_addr.ip()) {
+            Some(source) => Some(workload_info(source)),
+            None if tunnel => {
+                let baggage = req.headers.get("baggage").and_then(|value| value.to_str().ok());
+                super::source_from_baggage(baggage, req.peer_identity.as_ref())
+            }
+            None => None,
+        };
         ctx.destination = Some(workload_info(local));
         let forwarded_host = if tunnel {
             ambit_hbone::forwarded_host(&req.headers)

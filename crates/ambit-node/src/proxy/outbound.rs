@@ -4,6 +4,10 @@
 //! the plan, the certificate, the CONNECT through the pod's [`HbonePool`] (ambient §1.3, §1.5) and the copy in both
 //! directions all happen on the accepting task. Every connection is reported with `reporter="source"` through a
 //! [`ConnectionResult`] (ambient §6.1, §6.2), failures included.
+//!
+//! In the node scope (with [`Lookups`]) a destination the snapshot may lack (a service's endpoints, an unknown IP)
+//! is looked up first, as [`outbound_decision`] says; the connection waits for the answer (at most
+//! [`LOOKUP_WAIT`](crate::state::xds::LOOKUP_WAIT)), then is planned again with the new snapshot.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,6 +37,8 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::{service_info, workload_info};
+use crate::state::select::{OutboundDecision, outbound_decision};
+use crate::state::xds::Lookups;
 use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, WorkloadUid};
 
 /// Buffer size of each copy direction.
@@ -113,6 +119,8 @@ struct Inner<C, O, D> {
     metrics: Arc<TcpMetrics>,
     original_dst: O,
     tls_cache: Mutex<TlsCache>,
+    /// On-demand lookups, in the node scope.
+    lookups: Option<Lookups>,
 }
 
 /// Client configurations for one certificate and bundle, per set of expected server identities.
@@ -121,6 +129,14 @@ struct TlsCache {
     serial: String,
     bundle: Option<TrustBundle>,
     configs: HashMap<Vec<Identity>, Arc<rustls::ClientConfig>>,
+}
+
+/// What a decision over one snapshot came to: a route (or why there is none), or a key to look up first.
+// Built once per connection and moved out at once: boxing the large variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Ready(Prepared),
+    Lookup(String),
 }
 
 /// What the plan decided (or why there is none), with the telemetry context known so far; taken out of the
@@ -247,7 +263,7 @@ impl<C, O, D> Clone for OutboundProxy<C, O, D> {
 
 impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
     /// The proxy of pod `local`. `dialer` opens both the HBONE connections of the pod's own pool and passthrough
-    /// connections.
+    /// connections. With `lookups` (the node scope) missing addresses are looked up before planning.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         local: WorkloadUid,
@@ -258,6 +274,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         dialer: D,
         metrics: Arc<TcpMetrics>,
         original_dst: O,
+        lookups: Option<Lookups>,
     ) -> Self {
         let pool = HbonePool::with_dialer(pool_settings, dialer.clone());
         let inner = Inner {
@@ -270,6 +287,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
             metrics,
             original_dst,
             tls_cache: Mutex::new(TlsCache::default()),
+            lookups,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -304,11 +322,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
             }
         };
         let _ = client.set_nodelay(true);
-        let prepared = {
-            let snapshot = Arc::clone(&self.inner.snapshot.borrow());
-            self.prepare(&snapshot, dst)
-        };
-        let Prepared { ctx, route } = prepared;
+        let Prepared { ctx, route } = self.decide(dst).await;
         let route = match route {
             Ok(route) => route,
             Err(error) => {
@@ -380,15 +394,59 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         }
     }
 
-    /// The plan and the telemetry context, from the current snapshot.
-    fn prepare(&self, snapshot: &Snapshot, dst: SocketAddr) -> Prepared {
+    /// The plan for `dst` from the current snapshot; in the node scope, after looking up what it lacks (once:
+    /// what the answer still leaves out is planned as an unknown destination).
+    async fn decide(&self, dst: SocketAddr) -> Prepared {
+        let Some(lookups) = &self.inner.lookups else {
+            let snapshot = Arc::clone(&self.inner.snapshot.borrow());
+            return self.prepare(&snapshot, dst, |_| true);
+        };
+        let first = {
+            let snapshot = Arc::clone(&self.inner.snapshot.borrow());
+            self.step(&snapshot, dst, |key| lookups.answered(key))
+        };
+        let key = match first {
+            Step::Ready(prepared) => return prepared,
+            Step::Lookup(key) => key,
+        };
+        let answered = lookups.fetch(&key).await;
+        debug!(key, answered, "looked up the destination");
+        let snapshot = Arc::clone(&self.inner.snapshot.borrow());
+        self.prepare(&snapshot, dst, |_| true)
+    }
+
+    /// [`Self::step`] when nothing may be looked up any more.
+    fn prepare(&self, snapshot: &Snapshot, dst: SocketAddr, looked_up: impl Fn(&str) -> bool) -> Prepared {
+        match self.step(snapshot, dst, looked_up) {
+            Step::Ready(prepared) => prepared,
+            // `looked_up` said every key was, so the decision is always a plan; answer as for an unknown address.
+            Step::Lookup(_) => self.unplanned(snapshot, dst),
+        }
+    }
+
+    /// A passthrough to `dst`, for a destination nothing is known of.
+    fn unplanned(&self, snapshot: &Snapshot, dst: SocketAddr) -> Prepared {
+        let mut ctx = ConnectionContext::new(Reporter::Source);
+        ctx.source = snapshot.workload(&self.inner.local).map(workload_info);
+        let route = Ok(Route::Passthrough { destination: dst });
+        Prepared { ctx, route }
+    }
+
+    /// The plan and the telemetry context from `snapshot`, or the key to look up first (see
+    /// [`outbound_decision`]).
+    fn step(&self, snapshot: &Snapshot, dst: SocketAddr, looked_up: impl Fn(&str) -> bool) -> Step {
         let mut ctx = ConnectionContext::new(Reporter::Source);
         let Some(local) = snapshot.workload(&self.inner.local) else {
             let route = Err(OutboundError::UnknownLocal(self.inner.local.clone()));
-            return Prepared { ctx, route };
+            return Step::Ready(Prepared { ctx, route });
         };
         ctx.source = Some(workload_info(local));
-        let plan = match crate::state::outbound_plan(snapshot, local, dst, &mut FastRandom::new()) {
+        let decision = outbound_decision(snapshot, local, dst, looked_up, &mut FastRandom::new());
+        let plan = match decision {
+            OutboundDecision::Lookup(key) => return Step::Lookup(key),
+            OutboundDecision::Plan(plan) => plan,
+        };
+        let plan = match plan {
             Ok(plan) => plan,
             Err(error) => {
                 if let PlanError::NoHealthyEndpoint { service, .. } | PlanError::UnknownServicePort { service, .. } =
@@ -397,7 +455,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                     ctx.destination_service = service_info(snapshot, service);
                 }
                 let route = Err(OutboundError::Plan(error));
-                return Prepared { ctx, route };
+                return Step::Ready(Prepared { ctx, route });
             }
         };
         let route = match plan {
@@ -434,7 +492,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                 Route::Passthrough { destination }
             }
         };
-        Prepared { ctx, route: Ok(route) }
+        Step::Ready(Prepared { ctx, route: Ok(route) })
     }
 
     /// The pod's certificate, its client configuration for `key`, then the CONNECT through the pool.

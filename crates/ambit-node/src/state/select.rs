@@ -4,6 +4,10 @@
 //!
 //! Outbound follows ztunnel (ambient §5.2): a service VIP is load-balanced over the service's endpoints (§3.4), a
 //! pod IP goes to that pod, anything else passes through untouched. Waypoints are recognized but not routed yet.
+//!
+//! A node proxy in the node scope holds only its node's workloads and every service; [`outbound_decision`] says
+//! which address resource to look up first (a service, for its endpoints; an unknown IP, by its alias) before the
+//! plan is made again with what came back.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -58,6 +62,16 @@ pub enum OutboundPlan {
         /// The service the client addressed, when it dialled a VIP.
         service: Option<ServiceKey>,
     },
+}
+
+/// What to do with a captured outbound connection when addresses may be looked up on demand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboundDecision {
+    /// Subscribe to this `istio.workload.Address` key (a service's `<namespace>/<hostname>`, or a
+    /// `<network>/<ip>` alias), wait for the answer, and decide again.
+    Lookup(String),
+    /// Nothing to look up: the plan (or why there is none) from what the snapshot holds.
+    Plan(Result<OutboundPlan, PlanError>),
 }
 
 /// Why no outbound plan can be made.
@@ -118,6 +132,40 @@ pub fn outbound_plan(
         Some(workload) => workload_plan(workload, original_dst),
         None => Ok(OutboundPlan::passthrough(original_dst, None, None)),
     }
+}
+
+/// As [`outbound_plan`], unless the snapshot may be missing what the plan needs and `looked_up` says that key was
+/// not looked up yet: then the key to look up.
+///
+/// A service VIP needs the service's endpoints (the node holds only its own), so the service's name is looked up
+/// once, unless its waypoint or PASSTHROUGH mode leaves the endpoints unused. An address that is neither a service
+/// nor a workload is looked up by the alias `<network>/<ip>`, in the client's network. A workload the snapshot
+/// holds needs nothing. Once looked up, whatever the snapshot still lacks is planned as today (an unknown address
+/// passes through).
+pub fn outbound_decision(
+    snapshot: &Snapshot,
+    source: &Workload,
+    original_dst: SocketAddr,
+    looked_up: impl Fn(&str) -> bool,
+    rng: &mut impl Random,
+) -> OutboundDecision {
+    match lookup_key(snapshot, source, original_dst.ip().to_canonical()) {
+        Some(key) if !looked_up(&key) => OutboundDecision::Lookup(key),
+        _ => OutboundDecision::Plan(outbound_plan(snapshot, source, original_dst, rng)),
+    }
+}
+
+/// The address resource a plan to `ip` depends on, if the node scope may have left it out: see
+/// [`outbound_decision`].
+fn lookup_key(snapshot: &Snapshot, source: &Workload, ip: IpAddr) -> Option<String> {
+    if let Some(service) = snapshot.service_by_vip(ip) {
+        let passthrough = service.load_balancing.as_ref().map(|lb| lb.mode) == Some(LoadBalancingMode::Passthrough);
+        return (service.waypoint.is_none() && !passthrough).then(|| service.key().to_string());
+    }
+    if snapshot.workload_by_ip(ip).is_some() {
+        return None;
+    }
+    Some(format!("{}/{ip}", source.network))
 }
 
 /// Validates an inbound HBONE authority against the local workload (ambient §1.4): a self-call port or an IP

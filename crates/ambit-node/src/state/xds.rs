@@ -5,9 +5,15 @@
 //! An update is applied to a copy of the current resources; if any resource in it does not decode, or the result is
 //! not a consistent snapshot, the whole update is rejected (the client NACKs it with the reasons) and the state
 //! stays as it was: the proxy keeps serving its last good snapshot, also while the control plane is away.
+//!
+//! In the node scope the proxy holds only its node's workloads and every service, and looks up the rest
+//! ([`Lookups`]): each key is subscribed once, every connection that misses it waits for the same answer (at most
+//! [`LOOKUP_WAIT`]), and an answer is any accepted update that names the key: a resource by that name or alias, or
+//! a removal of it (the control plane's "no such resource").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use ambit_api::envoy::service::discovery::v3::Resource;
 use ambit_api::istio::security as pb_security;
@@ -31,10 +37,23 @@ struct Resources {
     policies: BTreeMap<String, Authorization>,
 }
 
+/// The longest a connection waits for an on-demand lookup before it is planned with what the proxy holds.
+pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 /// What both handlers share: the resources and where snapshots go.
 struct Shared {
     resources: Mutex<Resources>,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    /// Keys looked up on demand → answered yet (see [`Lookups`]).
+    lookups: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+/// On-demand lookups of `istio.workload.Address` keys (resource names or `<network>/<ip>` aliases), shared by every
+/// outbound proxy of the node. Cheap to clone.
+#[derive(Clone)]
+pub struct Lookups {
+    shared: Arc<Shared>,
+    subscribe: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 /// The handler of `istio.workload.Address`.
@@ -50,6 +69,7 @@ pub fn handlers() -> (AddressHandler, AuthorizationHandler, watch::Receiver<Arc<
     let shared = Arc::new(Shared {
         resources: Mutex::new(Resources::default()),
         snapshots: tx,
+        lookups: Mutex::new(HashMap::new()),
     });
     (AddressHandler(Arc::clone(&shared)), AuthorizationHandler(shared), rx)
 }
@@ -80,6 +100,58 @@ impl Shared {
         self.snapshots.send_replace(Arc::new(snapshot));
         Ok(())
     }
+
+    /// Wakes the lookups of `keys`, once the snapshot holding their answer is published.
+    fn answered<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let lookups = self.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+        if lookups.is_empty() {
+            return;
+        }
+        for key in keys {
+            if let Some(answer) = lookups.get(key) {
+                answer.send_replace(true);
+            }
+        }
+    }
+}
+
+// === impl Lookups ===
+
+impl Lookups {
+    /// Whether `key` was looked up and answered: the snapshot holds whatever the control plane has under it.
+    pub fn answered(&self, key: &str) -> bool {
+        let lookups = self.shared.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+        lookups.get(key).is_some_and(|answer| *answer.borrow())
+    }
+
+    /// Looks `key` up: subscribes to it unless an earlier call did, then waits for its answer, at most
+    /// [`LOOKUP_WAIT`]. Whether it was answered; either way the caller decides again with the current snapshot.
+    pub async fn fetch(&self, key: &str) -> bool {
+        let (mut answer, first) = {
+            let mut lookups = self.shared.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+            match lookups.get(key) {
+                Some(answer) => (answer.subscribe(), false),
+                None => {
+                    let (tx, rx) = watch::channel(false);
+                    lookups.insert(key.to_string(), tx);
+                    (rx, true)
+                }
+            }
+        };
+        // Outside the lock: the answer may come back before `subscribe` returns.
+        if first {
+            (self.subscribe)(key.to_string());
+        }
+        let answered = tokio::time::timeout(LOOKUP_WAIT, answer.wait_for(|answered| *answered)).await;
+        matches!(answered, Ok(Ok(_)))
+    }
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lookups = self.shared.lookups.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Lookups").field("keys", &lookups.len()).finish()
+    }
 }
 
 /// The resource's body decoded as `M`.
@@ -88,12 +160,25 @@ fn body<M: Message + Default>(resource: &Resource) -> Result<M, String> {
     M::decode(any.value.as_slice()).map_err(|e| e.to_string())
 }
 
+impl AddressHandler {
+    /// The on-demand lookups answered by this handler; `subscribe` sends a key to the control plane (normally
+    /// [`XdsHandle::subscribe`](ambit_xds::delta::XdsHandle::subscribe) for this type URL).
+    pub fn lookups(&self, subscribe: impl Fn(String) + Send + Sync + 'static) -> Lookups {
+        Lookups {
+            shared: Arc::clone(&self.0),
+            subscribe: Arc::new(subscribe),
+        }
+    }
+}
+
 impl Handler for AddressHandler {
     fn type_url(&self) -> &'static str {
         ambit_api::WORKLOAD_ADDRESS_TYPE_URL
     }
 
     fn apply(&mut self, update: Update) -> Result<(), Vec<Rejection>> {
+        let names = (update.added.iter()).flat_map(|r| std::iter::once(&r.name).chain(&r.aliases));
+        let keys: Vec<String> = names.chain(&update.removed).cloned().collect();
         self.0.update(|resources| {
             let mut rejected = Vec::new();
             for name in &update.removed {
@@ -119,7 +204,9 @@ impl Handler for AddressHandler {
                 }
             }
             rejected
-        })
+        })?;
+        self.0.answered(keys.iter().map(String::as_str));
+        Ok(())
     }
 }
 
@@ -187,6 +274,66 @@ mod tests {
             removed: removed.iter().map(ToString::to_string).collect(),
             initial: false,
         }
+    }
+
+    /// A lookup subscribes its key once, however many connections miss it at once; each waits for an accepted
+    /// update naming the key (by name, alias or removal) and then sees the new snapshot; a refused update or
+    /// silence ends the wait after [`LOOKUP_WAIT`].
+    #[tokio::test]
+    async fn lookups_subscribe_once_and_wake_on_their_answer() {
+        let (mut addresses, _, snapshots) = handlers();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let lookups = addresses.lookups({
+            let sent = Arc::clone(&sent);
+            move |key| sent.lock().unwrap().push(key)
+        });
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let lookups = lookups.clone();
+                tokio::spawn(async move { lookups.fetch("/10.0.0.2").await })
+            })
+            .collect();
+        let other = tokio::spawn({
+            let lookups = lookups.clone();
+            async move { lookups.fetch("/10.0.0.9").await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            *sent.lock().unwrap(),
+            ["/10.0.0.2", "/10.0.0.9"],
+            "one subscription per key"
+        );
+        assert!(!lookups.answered("/10.0.0.2"));
+
+        // A refused update answers nothing.
+        let garbage = resource("broken", ambit_api::WORKLOAD_ADDRESS_TYPE_URL, vec![0xff]);
+        assert!(addresses.apply(update(vec![garbage], &["/10.0.0.2"])).is_err());
+        tokio::task::yield_now().await;
+        assert!(!lookups.answered("/10.0.0.2"));
+
+        // The answer names the workload by uid; its alias is the key.
+        let mut b = workload("b", "10.0.0.2");
+        b.aliases = vec!["/10.0.0.2".to_string()];
+        addresses.apply(update(vec![b], &[])).unwrap();
+        for waiter in waiting {
+            assert!(waiter.await.unwrap(), "every waiter is woken by the one answer");
+        }
+        assert!(lookups.answered("/10.0.0.2"));
+        assert_eq!(snapshots.borrow().workloads().len(), 1, "the answer is in the snapshot");
+        assert!(lookups.fetch("/10.0.0.2").await, "answered keys return at once");
+        assert_eq!(sent.lock().unwrap().len(), 2, "and are not subscribed again");
+
+        // Nobody answers /10.0.0.9: the wait ends after LOOKUP_WAIT, unanswered.
+        assert!(!other.await.unwrap());
+        // The control plane's "no such resource" is an answer too.
+        let late = tokio::spawn({
+            let lookups = lookups.clone();
+            async move { lookups.fetch("/10.0.0.9").await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        addresses.apply(update(Vec::new(), &["/10.0.0.9"])).unwrap();
+        assert!(late.await.unwrap());
+        assert_eq!(sent.lock().unwrap().len(), 2, "a pending key is not subscribed twice");
     }
 
     #[test]

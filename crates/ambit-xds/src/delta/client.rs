@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ambit_api::WORKLOAD_ADDRESS_TYPE_URL;
 use ambit_api::envoy::config::core::v3::Node;
 use ambit_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use ambit_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -41,6 +42,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 200 * 1024 * 1024;
 /// The proxy type in the node id. Istiod accepts only its own types there, and serves the workload API to this one.
 const NODE_TYPE: &str = "ztunnel";
+/// The node metadata field that declares the [`XdsScope`] of the stream (an ambit extension; istiod ignores it).
+pub const SCOPE_METADATA: &str = "AMBIT_XDS_SCOPE";
+
+/// Which `istio.workload.Address` resources a node proxy asks for; declared in its node metadata
+/// ([`SCOPE_METADATA`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum XdsScope {
+    /// Every address of the mesh, as istiod sends ztunnel (metadata absent or `"all"`).
+    #[default]
+    All,
+    /// The workloads of the node's own pods and every service, plus what the proxy looks up on demand (`"node"`):
+    /// a node of a large mesh holds only what its pods talk to.
+    Node,
+}
 
 /// What the client needs besides its handlers.
 #[derive(Clone)]
@@ -159,7 +174,7 @@ pub async fn run(
 /// The `Node` the client describes itself with, in ztunnel's form with the node in place of ztunnel's pod:
 /// id `ztunnel~<node ip>~<node>.ambit-system~ambit-system.svc.cluster.local` (`0.0.0.0` when the IP is unknown),
 /// metadata `NAME` and `NODE_NAME` = the node name, `NAMESPACE` = `ambit-system`, and `INSTANCE_IPS` = the node's IP
-/// when known.
+/// when known. [`XdsClient::with_scope`] adds [`SCOPE_METADATA`] for the node scope.
 pub fn node(name: &str, ip: Option<IpAddr>) -> Node {
     let ns = CONTROL_PLANE_NAMESPACE;
     let shown_ip = ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -224,6 +239,31 @@ impl XdsClient {
             state,
             backoff: Backoff::new(),
         })
+    }
+
+    /// Asks for `scope`'s addresses: for [`XdsScope::Node`], the node metadata says so and the
+    /// `istio.workload.Address` subscription (unless it is on demand) becomes [`DeltaState::node_scoped`], which
+    /// still takes the names given to [`XdsHandle::subscribe`]. [`XdsScope::All`] changes nothing.
+    pub fn with_scope(mut self, scope: XdsScope) -> Self {
+        if scope == XdsScope::All {
+            return self;
+        }
+        let fields = &mut self.node.metadata.get_or_insert_with(Struct::default).fields;
+        let value = Value {
+            kind: Some(Kind::StringValue(scope.as_str().to_string())),
+        };
+        fields.insert(SCOPE_METADATA.to_string(), value);
+        if let Some(subscriber) = self.types.get_mut(WORKLOAD_ADDRESS_TYPE_URL)
+            && subscriber.state.subscription() == &Subscription::Wildcard
+        {
+            subscriber.state = DeltaState::node_scoped(WORKLOAD_ADDRESS_TYPE_URL);
+        }
+        self
+    }
+
+    /// The `Node` this client describes itself with on every stream.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Changes on-demand subscriptions, from any task.
@@ -437,6 +477,48 @@ impl fmt::Debug for XdsConfig {
     }
 }
 
+// === impl XdsScope ===
+
+impl XdsScope {
+    /// The value of [`SCOPE_METADATA`] for this scope.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsScope::All => "all",
+            XdsScope::Node => "node",
+        }
+    }
+
+    /// The scope a node declared: [`SCOPE_METADATA`] as a string, `"node"` or `"all"`; absent is `All`.
+    pub fn of(node: &Node) -> Result<Self, String> {
+        let field = node.metadata.as_ref().and_then(|m| m.fields.get(SCOPE_METADATA));
+        match field.map(|value| &value.kind) {
+            None => Ok(XdsScope::All),
+            Some(Some(Kind::StringValue(text))) => text.parse(),
+            Some(_) => Err(format!("node.metadata.{SCOPE_METADATA}: not a string")),
+        }
+    }
+}
+
+impl std::str::FromStr for XdsScope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "all" => Ok(XdsScope::All),
+            "node" => Ok(XdsScope::Node),
+            other => Err(format!(
+                "node.metadata.{SCOPE_METADATA}: {other:?} is not a scope (\"node\" or \"all\")"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for XdsScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 // === impl ConnectionState ===
 
 impl ConnectionState {
@@ -587,6 +669,82 @@ mod tests {
             XdsClient::new(bad_address, handlers(&["a"])),
             Err(XdsError::Address(_))
         ));
+    }
+
+    #[test]
+    fn the_node_scope_is_declared_in_the_metadata_and_scopes_the_address_type() {
+        let address_types = |on_demand: &[&str]| {
+            let handlers: Vec<Box<dyn Handler>> = vec![
+                Box::new(Nothing(WORKLOAD_ADDRESS_TYPE_URL)),
+                Box::new(Nothing("type.googleapis.com/istio.security.Authorization")),
+            ];
+            XdsClient::new(config(on_demand), handlers).unwrap()
+        };
+        let text = |node: &Node| match &node.metadata.as_ref()?.fields.get(SCOPE_METADATA)?.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let subscription = |client: &XdsClient, type_url: &str| client.types[type_url].state.subscription().clone();
+        // (case, client, metadata, the Address subscription, synced from the start)
+        let cases = [
+            (
+                "all: unchanged",
+                address_types(&[]).with_scope(XdsScope::All),
+                None,
+                Subscription::Wildcard,
+            ),
+            (
+                "node: declared, Address node-scoped",
+                address_types(&[]).with_scope(XdsScope::Node),
+                Some("node"),
+                Subscription::NodeScoped(Default::default()),
+            ),
+            (
+                "node with Address on demand: stays on demand",
+                address_types(&[WORKLOAD_ADDRESS_TYPE_URL]).with_scope(XdsScope::Node),
+                Some("node"),
+                Subscription::Names(Default::default()),
+            ),
+        ];
+        for (case, client, metadata, address) in cases {
+            assert_eq!(text(client.node()).as_deref(), metadata, "{case}");
+            assert_eq!(
+                text(client.node()).map(|s| s.parse()),
+                metadata.map(|_| Ok(XdsScope::Node)),
+                "{case}"
+            );
+            assert_eq!(
+                XdsScope::of(client.node()),
+                Ok(metadata.map_or(XdsScope::All, |_| XdsScope::Node)),
+                "{case}"
+            );
+            assert_eq!(subscription(&client, WORKLOAD_ADDRESS_TYPE_URL), address, "{case}");
+            let policies = subscription(&client, "type.googleapis.com/istio.security.Authorization");
+            assert_eq!(policies, Subscription::Wildcard, "{case}: policies stay wildcard");
+            let synced = client.state().borrow().synced[WORKLOAD_ADDRESS_TYPE_URL];
+            assert_eq!(synced, matches!(address, Subscription::Names(_)), "{case}");
+        }
+    }
+
+    #[test]
+    fn scopes_parse_from_node_metadata() {
+        let with = |value: Option<Kind>| {
+            let mut node = node("node-1", None);
+            if let Some(kind) = value {
+                let fields = &mut node.metadata.as_mut().unwrap().fields;
+                fields.insert(SCOPE_METADATA.to_string(), Value { kind: Some(kind) });
+            }
+            XdsScope::of(&node)
+        };
+        let string = |s: &str| Some(Kind::StringValue(s.to_string()));
+        assert_eq!(with(None), Ok(XdsScope::All));
+        assert_eq!(with(string("all")), Ok(XdsScope::All));
+        assert_eq!(with(string("node")), Ok(XdsScope::Node));
+        let bad = with(string("cluster")).unwrap_err();
+        assert!(bad.contains("AMBIT_XDS_SCOPE") && bad.contains("\"cluster\""), "{bad}");
+        let bad = with(Some(Kind::BoolValue(true))).unwrap_err();
+        assert!(bad.contains("AMBIT_XDS_SCOPE") && bad.contains("not a string"), "{bad}");
+        assert_eq!(XdsScope::of(&Node::default()), Ok(XdsScope::All));
     }
 
     #[test]

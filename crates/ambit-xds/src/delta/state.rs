@@ -29,6 +29,11 @@ pub enum Subscription {
     Wildcard,
     /// Only these names (on-demand lookups: resource names or aliases). Empty subscribes to nothing.
     Names(BTreeSet<String>),
+    /// What the control plane deems this node needs (its workloads and every service, for a stream whose node
+    /// metadata asks for the node scope) plus these names, looked up on demand. The first request is a wildcard;
+    /// whatever the control plane sends is kept, named or not, and it sends the removals when the node's set
+    /// changes.
+    NodeScoped(BTreeSet<String>),
 }
 
 /// What to answer a response with.
@@ -62,6 +67,14 @@ impl DeltaState {
         Self::new(type_url.into(), Subscription::Names(BTreeSet::new()))
     }
 
+    /// A node-scoped subscription: the control plane's set for this node, plus the names
+    /// [`subscribe`](Self::subscribe)d later. Only meaningful with the node metadata that asks for the node scope
+    /// (see [`XdsClient::with_scope`](super::XdsClient::with_scope)); without it the control plane treats the
+    /// stream as a wildcard.
+    pub fn node_scoped(type_url: impl Into<String>) -> Self {
+        Self::new(type_url.into(), Subscription::NodeScoped(BTreeSet::new()))
+    }
+
     fn new(type_url: String, subscription: Subscription) -> Self {
         Self {
             type_url,
@@ -87,13 +100,19 @@ impl DeltaState {
     /// The first request of this type on a new stream: the subscription, and the versions already held
     /// (`initial_resource_versions`) so that after a reconnect the control plane sends only what changed. The caller
     /// sets `node`. A wildcard subscribes with an empty list; an on-demand subscription without names lists `*` in
-    /// both subscribe and unsubscribe, the way to subscribe to nothing (as ztunnel does).
+    /// both subscribe and unsubscribe, the way to subscribe to nothing (as ztunnel does). A node-scoped one is a
+    /// wildcard, with `*` first when it also names resources (an explicit wildcard, so the names do not replace it).
     pub fn initial_request(&mut self) -> DeltaDiscoveryRequest {
         self.awaiting_first = true;
         let (subscribe, unsubscribe) = match &self.subscription {
             Subscription::Wildcard => (Vec::new(), Vec::new()),
             Subscription::Names(names) if names.is_empty() => (vec!["*".to_string()], vec!["*".to_string()]),
             Subscription::Names(names) => (names.iter().cloned().collect(), Vec::new()),
+            Subscription::NodeScoped(names) if names.is_empty() => (Vec::new(), Vec::new()),
+            Subscription::NodeScoped(names) => {
+                let subscribe = std::iter::once("*".to_string()).chain(names.iter().cloned()).collect();
+                (subscribe, Vec::new())
+            }
         };
         DeltaDiscoveryRequest {
             type_url: self.type_url.clone(),
@@ -104,10 +123,10 @@ impl DeltaState {
         }
     }
 
-    /// Adds names to an on-demand subscription; the request to send if any is new. A wildcard already receives
-    /// everything: nothing changes and nothing is sent. Names stay subscribed across reconnects.
+    /// Adds names to an on-demand or node-scoped subscription; the request to send if any is new. A wildcard
+    /// already receives everything: nothing changes and nothing is sent. Names stay subscribed across reconnects.
     pub fn subscribe(&mut self, names: impl IntoIterator<Item = String>) -> Option<DeltaDiscoveryRequest> {
-        let Subscription::Names(subscribed) = &mut self.subscription else {
+        let (Subscription::Names(subscribed) | Subscription::NodeScoped(subscribed)) = &mut self.subscription else {
             return None;
         };
         let new: Vec<String> = names.into_iter().filter(|n| subscribed.insert(n.clone())).collect();
@@ -120,13 +139,16 @@ impl DeltaState {
 
     /// Removes names from an on-demand subscription and forgets the versions accepted under them; the request to
     /// send if any was subscribed. The control plane sends no removal for them: dropping what the handler holds
-    /// under those names is the caller's business. A wildcard is left unchanged.
+    /// under those names is the caller's business. A wildcard is left unchanged. A node-scoped subscription keeps
+    /// its versions: the control plane removes what falls out of the node's set, and the removal says so.
     pub fn unsubscribe(&mut self, names: impl IntoIterator<Item = String>) -> Option<DeltaDiscoveryRequest> {
-        let Subscription::Names(subscribed) = &mut self.subscription else {
-            return None;
+        let (subscribed, forget) = match &mut self.subscription {
+            Subscription::Wildcard => return None,
+            Subscription::Names(subscribed) => (subscribed, true),
+            Subscription::NodeScoped(subscribed) => (subscribed, false),
         };
         let gone: Vec<String> = names.into_iter().filter(|n| subscribed.remove(n)).collect();
-        for name in &gone {
+        for name in gone.iter().filter(|_| forget) {
             self.accepted.remove(name);
         }
         (!gone.is_empty()).then(|| DeltaDiscoveryRequest {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ambit_node::app::{DEFAULT_ROOT_NAMESPACE, NodeConfig, StateSource};
+use ambit_node::app::{DEFAULT_ROOT_NAMESPACE, NodeConfig, StateSource, XdsScope};
 use ambit_types::TrustDomain;
 
 use super::control::parse_trust_domain;
@@ -55,6 +55,10 @@ pub struct NodeArgs {
     /// node with 4 or more).
     #[arg(long, env = "AMBIT_NODE_WORKERS")]
     workers: Option<usize>,
+    /// Which addresses to ask the control plane for: `node` (this node's workloads and every service; others are
+    /// looked up as connections need them) or `all` (every workload of the mesh).
+    #[arg(long, default_value = "node", value_name = "SCOPE", value_parser = parse_scope)]
+    xds_scope: XdsScope,
     #[command(flatten)]
     cluster: super::ClusterSelector,
 }
@@ -115,9 +119,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         readiness_address: args.readiness_address,
         drain_grace: args.drain_grace,
         worker_threads: args.workers.unwrap_or_else(default_workers),
+        xds_scope: args.xds_scope,
     };
     ambit_node::app::run(config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `node` or `all`.
+fn parse_scope(text: &str) -> Result<XdsScope, String> {
+    match text {
+        "node" => Ok(XdsScope::Node),
+        "all" => Ok(XdsScope::All),
+        other => Err(format!("{other:?} is not a scope: use node or all")),
+    }
 }
 
 /// Half the cores this process may run on, clamped to 1..=2: the proxy shares the node with its workloads, and on a

@@ -11,10 +11,17 @@ use crate::xds::resources::ResourceStore;
 /// Workloads as (uid, last octet of the address 10.0.0.x); changing the octet changes the version.
 type Workloads = &'static [(&'static str, u8)];
 
+/// Pods as (uid, last octet, node, the hostnames of the services in `demo` it is an endpoint of).
+type Pods = &'static [(&'static str, u8, &'static str, &'static [&'static str])];
+
 #[derive(Clone, Copy, Debug)]
 enum Step {
     /// The store publishes exactly these workloads.
     Publish(Workloads),
+    /// The store publishes exactly these pods, and services in `demo` with these hostnames (named `demo/<host>`).
+    Mesh(Pods, &'static [&'static str]),
+    /// The first request of a stream scoped to this node: a wildcard.
+    Scoped(&'static str),
     /// The first request: a wildcard.
     Wildcard,
     /// The first request: `*` subscribed and unsubscribed (on-demand).
@@ -49,6 +56,27 @@ fn resources(workloads: Workloads) -> Resources {
     Resources::from_protos(workloads, Vec::new(), Vec::new())
 }
 
+fn mesh(pods: Pods, services: &[&str]) -> Resources {
+    let workloads = (pods.iter())
+        .map(|(uid, octet, node, services)| pb::Workload {
+            node: node.to_string(),
+            services: (services.iter())
+                .map(|host| (format!("demo/{host}"), pb::PortList::default()))
+                .collect(),
+            ..workload(uid, *octet)
+        })
+        .collect();
+    let services = (services.iter())
+        .map(|host| pb::Service {
+            name: host.to_string(),
+            namespace: "demo".to_string(),
+            hostname: host.to_string(),
+            ..pb::Service::default()
+        })
+        .collect();
+    Resources::from_protos(workloads, services, Vec::new())
+}
+
 fn version(uid: &str, octet: u8) -> String {
     let resources = Resources::from_protos(vec![workload(uid, octet)], Vec::new(), Vec::new());
     resources.entry(WORKLOAD_ADDRESS_TYPE_URL, uid).unwrap().version.clone()
@@ -78,6 +106,15 @@ fn play(case: &str, steps: &[Step]) {
                 store.publish(resources(workloads));
                 pending.extend(state.respond_all(&store.current()));
                 None
+            }
+            Mesh(pods, services) => {
+                store.publish(mesh(pods, services));
+                pending.extend(state.respond_all(&store.current()));
+                None
+            }
+            Scoped(node) => {
+                state.set_scope(Scope::Node(node.to_string()));
+                Some(request())
             }
             Wildcard => Some(request()),
             OnDemand => Some(DeltaDiscoveryRequest {
@@ -295,6 +332,257 @@ fn scripts() {
     ];
     for (case, steps) in cases {
         play(case, steps);
+    }
+}
+
+/// The node scope: the node's workloads and every service unasked, lookups by name or alias on top, a subscribed
+/// service's endpoints, and membership that follows each snapshot.
+#[test]
+fn node_scoped_scripts() {
+    const ECHO: &str = "demo/echo.demo";
+    const OTHER: &str = "demo/other.demo";
+    let cases: &[(&str, &[Step])] = &[
+        (
+            "only the node's workloads, and every service",
+            &[
+                Mesh(
+                    &[
+                        ("a", 1, "node-1", &[]),
+                        ("b", 2, "node-2", &[]),
+                        ("c", 3, "node-1", &[]),
+                    ],
+                    &["echo.demo", "other.demo"],
+                ),
+                Scoped("node-1"),
+                Expect(&["a", "c", ECHO, OTHER], &[]),
+                Ack,
+                // A change elsewhere is not this node's business.
+                Mesh(
+                    &[
+                        ("a", 1, "node-1", &[]),
+                        ("b", 9, "node-2", &[]),
+                        ("c", 3, "node-1", &[]),
+                    ],
+                    &["echo.demo", "other.demo"],
+                ),
+                Quiet,
+            ],
+        ),
+        (
+            "an alias brings a remote workload, which is then kept up to date",
+            &[
+                Mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-2", &[])], &[]),
+                Scoped("node-1"),
+                Expect(&["a"], &[]),
+                Ack,
+                Subscribe(&["/10.0.0.2"]),
+                Expect(&["b"], &[]),
+                Ack,
+                Mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-3", &[])], &[]),
+                Expect(&["b"], &[]),
+                Ack,
+                Subscribe(&["/10.0.0.7"]),
+                Expect(&[], &["/10.0.0.7"]),
+            ],
+        ),
+        (
+            "a subscribed service brings its endpoints, as they come and go",
+            &[
+                Mesh(
+                    &[
+                        ("a", 1, "node-1", &["echo.demo"]),
+                        ("b", 2, "node-2", &["echo.demo"]),
+                        ("d", 4, "node-2", &["other.demo"]),
+                    ],
+                    &["echo.demo", "other.demo"],
+                ),
+                Scoped("node-1"),
+                Expect(&["a", ECHO, OTHER], &[]),
+                Ack,
+                Subscribe(&[ECHO]),
+                Expect(&["b", ECHO], &[]),
+                Ack,
+                Mesh(
+                    &[
+                        ("a", 1, "node-1", &["echo.demo"]),
+                        ("b", 2, "node-2", &["echo.demo"]),
+                        ("d", 4, "node-2", &["other.demo"]),
+                        ("e", 5, "node-3", &["echo.demo"]),
+                    ],
+                    &["echo.demo", "other.demo"],
+                ),
+                Expect(&["e"], &[]),
+                Ack,
+                // b is no longer an endpoint of echo: it leaves the node's set.
+                Mesh(
+                    &[
+                        ("a", 1, "node-1", &["echo.demo"]),
+                        ("b", 2, "node-2", &[]),
+                        ("d", 4, "node-2", &["other.demo"]),
+                        ("e", 5, "node-3", &["echo.demo"]),
+                    ],
+                    &["echo.demo", "other.demo"],
+                ),
+                Expect(&[], &["b"]),
+            ],
+        ),
+        (
+            "a pod moving into the node is sent, moving out is removed, deleted is removed",
+            &[
+                Mesh(&[("a", 1, "node-2", &[]), ("b", 2, "node-1", &[])], &[]),
+                Scoped("node-1"),
+                Expect(&["b"], &[]),
+                Ack,
+                Mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-1", &[])], &[]),
+                Expect(&["a"], &[]),
+                Ack,
+                Mesh(&[("a", 1, "node-2", &[]), ("b", 2, "node-1", &[])], &[]),
+                Expect(&[], &["a"]),
+                Ack,
+                Mesh(&[("a", 1, "node-2", &[])], &[]),
+                Expect(&[], &["b"]),
+                Ack,
+                Mesh(&[("a", 1, "node-2", &[])], &[]),
+                Quiet,
+            ],
+        ),
+        (
+            "unsubscribing drops the looked-up workload at once, unless the node needs it",
+            &[
+                Mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-2", &[])], &[]),
+                Scoped("node-1"),
+                Expect(&["a"], &[]),
+                Ack,
+                Subscribe(&["b", "a"]),
+                Expect(&["a", "b"], &[]),
+                Ack,
+                Unsubscribe(&["b", "a"]),
+                Expect(&[], &["b"]),
+            ],
+        ),
+        (
+            "a non-scoped stream of the same mesh gets everything",
+            &[
+                Mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-2", &[])], &["echo.demo"]),
+                Wildcard,
+                Expect(&["a", "b", ECHO], &[]),
+            ],
+        ),
+    ];
+    for (case, steps) in cases {
+        play(case, steps);
+    }
+}
+
+#[test]
+fn a_reconnecting_scoped_client_loses_what_its_node_no_longer_needs() {
+    let store = ResourceStore::new();
+    store.publish(mesh(&[("a", 1, "node-1", &[]), ("b", 2, "node-2", &[])], &[]));
+    let mut state = StreamState::new();
+    state.set_scope(Scope::Node("node-1".to_string()));
+    state.set_scope(Scope::All);
+    assert_eq!(
+        state.scope(),
+        Some(&Scope::Node("node-1".to_string())),
+        "the first decision stands"
+    );
+    let held = |uid: &str| {
+        let entry = store.current().entry(WORKLOAD_ADDRESS_TYPE_URL, uid).unwrap().clone();
+        (uid.to_string(), entry.version.clone())
+    };
+    let reconnect = DeltaDiscoveryRequest {
+        initial_resource_versions: [held("a"), held("b")].into(),
+        ..request()
+    };
+    assert!(state.on_request(&reconnect).respond);
+    let response = state.respond(WORKLOAD_ADDRESS_TYPE_URL, &store.current()).unwrap();
+    assert!(response.resources.is_empty(), "a is held at its version: {response:?}");
+    assert_eq!(response.removed_resources, ["b"]);
+}
+
+#[test]
+fn policies_stay_wildcard_under_the_node_scope() {
+    let store = ResourceStore::new();
+    let policy = ambit_api::istio::security::Authorization {
+        name: "allow".to_string(),
+        namespace: "demo".to_string(),
+        ..Default::default()
+    };
+    let workloads = vec![pb::Workload {
+        node: "node-2".to_string(),
+        ..workload("b", 2)
+    }];
+    store.publish(Resources::from_protos(workloads, Vec::new(), vec![policy]));
+    let mut state = StreamState::new();
+    state.set_scope(Scope::Node("node-1".to_string()));
+    for type_url in [ambit_api::AUTHORIZATION_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL] {
+        let first = DeltaDiscoveryRequest {
+            type_url: type_url.to_string(),
+            ..DeltaDiscoveryRequest::default()
+        };
+        assert!(state.on_request(&first).respond);
+    }
+    let policies = state
+        .respond(ambit_api::AUTHORIZATION_TYPE_URL, &store.current())
+        .unwrap();
+    let names: Vec<&str> = policies.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["demo/allow"]);
+    let addresses = state.respond(WORKLOAD_ADDRESS_TYPE_URL, &store.current()).unwrap();
+    assert!(addresses.resources.is_empty(), "b is on node-2: {addresses:?}");
+}
+
+#[test]
+fn scopes_come_from_the_node_metadata() {
+    use ambit_api::prost_types::{Struct, Value};
+    let node = |fields: &[(&str, &str)]| Node {
+        id: "ztunnel~0.0.0.0~node-1.ambit-system~ambit-system.svc.cluster.local".to_string(),
+        metadata: Some(Struct {
+            fields: (fields.iter())
+                .map(|(k, v)| {
+                    let kind = Some(ambit_api::prost_types::value::Kind::StringValue(v.to_string()));
+                    (k.to_string(), Value { kind })
+                })
+                .collect(),
+        }),
+        ..Node::default()
+    };
+    let node_1 = Scope::Node("node-1".to_string());
+    // (case, metadata, scope or the field the error names)
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        Result<Scope, &'static str>,
+    );
+    let cases: &[Case] = &[
+        ("absent", &[("NODE_NAME", "node-1")], Ok(Scope::All)),
+        (
+            "all",
+            &[("NODE_NAME", "node-1"), ("AMBIT_XDS_SCOPE", "all")],
+            Ok(Scope::All),
+        ),
+        (
+            "node",
+            &[("NODE_NAME", "node-1"), ("AMBIT_XDS_SCOPE", "node")],
+            Ok(node_1),
+        ),
+        ("node without a name", &[("AMBIT_XDS_SCOPE", "node")], Err("NODE_NAME")),
+        (
+            "node with an empty name",
+            &[("NODE_NAME", ""), ("AMBIT_XDS_SCOPE", "node")],
+            Err("NODE_NAME"),
+        ),
+        (
+            "unknown",
+            &[("NODE_NAME", "node-1"), ("AMBIT_XDS_SCOPE", "zone")],
+            Err("AMBIT_XDS_SCOPE"),
+        ),
+    ];
+    for (case, fields, expected) in cases {
+        match (scope_of(&node(fields)), expected) {
+            (Ok(got), Ok(expected)) => assert_eq!(&got, expected, "{case}"),
+            (Err(got), Err(field)) => assert!(got.contains(field), "{case}: {got}"),
+            (got, expected) => panic!("{case}: {got:?}, expected {expected:?}"),
+        }
     }
 }
 

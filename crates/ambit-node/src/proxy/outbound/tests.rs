@@ -196,6 +196,7 @@ impl Harness {
             PlainDialer,
             Arc::clone(&self.metrics),
             FixedOriginalDst(dst),
+            None,
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -436,4 +437,80 @@ fn production_proxy_is_spawnable() {
 /// A drain watch whose trigger is gone: it never signals.
 fn never_drains() -> ambit_hbone::drain::DrainWatch {
     ambit_hbone::drain::channel().1
+}
+
+/// The node scope: the proxy holds only its own pod; a connection to the destination pod's IP looks up its alias
+/// (one subscription, however many connections), waits for the answer and tunnels to it on the first try.
+#[tokio::test]
+async fn an_unknown_pod_ip_is_looked_up_then_tunnelled() {
+    use ambit_api::envoy::service::discovery::v3::Resource;
+    use ambit_api::istio::workload as pb;
+    use ambit_api::prost::Message;
+    use ambit_xds::delta::{Handler, Update};
+
+    let h = Harness::start("dest").await;
+    let full = h.snapshot();
+    let resource = |workload: &Workload, aliases: Vec<String>| Resource {
+        name: workload.uid.as_str().to_string(),
+        version: "1".to_string(),
+        resource: Some(ambit_api::prost_types::Any {
+            type_url: ambit_api::WORKLOAD_ADDRESS_TYPE_URL.to_string(),
+            value: pb::Address::from(workload).encode_to_vec(),
+        }),
+        aliases,
+    };
+    let update = |added| Update {
+        added,
+        removed: Vec::new(),
+        initial: false,
+    };
+    let (mut addresses, _, snapshot) = crate::state::xds::handlers();
+    let local = full.workload(&local_uid()).unwrap().clone();
+    addresses.apply(update(vec![resource(&local, Vec::new())])).unwrap();
+    assert!(
+        snapshot.borrow().workload_by_ip(h.pod_ip).is_none(),
+        "the destination is not held"
+    );
+
+    // The control plane, played by the subscriber: it answers the alias of the destination pod with the pod.
+    let dest = full.workload_by_ip(h.pod_ip).unwrap().clone();
+    let alias = format!("/{}", h.pod_ip);
+    let subscribed = Arc::new(Mutex::new(Vec::new()));
+    let handler = Arc::new(Mutex::new(None::<crate::state::xds::AddressHandler>));
+    let lookups = addresses.lookups({
+        let (subscribed, handler, alias) = (Arc::clone(&subscribed), Arc::clone(&handler), alias.clone());
+        move |key: String| {
+            subscribed.lock().unwrap().push(key.clone());
+            if key == alias {
+                let answer = update(vec![resource(&dest, vec![key])]);
+                handler.lock().unwrap().as_mut().unwrap().apply(answer).unwrap();
+            }
+        }
+    });
+    *handler.lock().unwrap() = Some(addresses);
+
+    let (_, bundle) = watch::channel(h.ca.trust_bundle());
+    let cert = h.ca.issue(&identity(&h.td, "client"), None, SystemTime::now()).unwrap();
+    let proxy = OutboundProxy::new(
+        local_uid(),
+        snapshot,
+        FixedCert(cert),
+        bundle,
+        PoolSettings::default(),
+        PlainDialer,
+        Arc::clone(&h.metrics),
+        FixedOriginalDst(h.app),
+        Some(lookups),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, never_drains()));
+
+    echo_through(addr, b"looked up").await;
+    echo_through(addr, b"held now").await;
+    assert_eq!(*subscribed.lock().unwrap(), [alias], "one lookup");
+    let requests = h.seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "both connections were tunnelled");
+    assert_eq!(requests[0].authority, Authority::Addr(h.app));
+    assert_eq!(requests[0].peer_identity, Some(identity(&h.td, "client")));
 }

@@ -553,3 +553,142 @@ fn inbound_service_follows_forwarded_host_then_the_target_port() {
         assert_eq!(inbound_service(&local, host, port), want.as_ref(), "{host:?} {port}");
     }
 }
+
+/// The node scope's lookups: what a captured connection must look up before it can be planned, and that once
+/// looked up (or when nothing is missing) the decision is the plan.
+#[test]
+fn outbound_decisions_name_the_key_to_look_up() {
+    let only_local = || {
+        let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
+        echo.subject_alt_names = Vec::new();
+        snapshot(vec![client()], vec![echo])
+    };
+    let with_waypoint = || {
+        let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
+        echo.waypoint = Some(GatewayAddress::hostname(
+            "demo/waypoint.demo.svc.cluster.local".parse().unwrap(),
+        ));
+        snapshot(vec![client()], vec![echo])
+    };
+    let passthrough = || {
+        let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
+        echo.load_balancing = balancing(LoadBalancingMode::Passthrough, &[], HealthPolicy::OnlyHealthy);
+        snapshot(vec![client()], vec![echo])
+    };
+    let lookup = |key: &str| OutboundDecision::Lookup(key.to_string());
+    let unknown = |dst: &str| OutboundDecision::Plan(Ok(OutboundPlan::passthrough(addr(dst), None, None)));
+    const ECHO: &str = "demo/echo.demo.svc.cluster.local";
+    let echo = ECHO;
+    // (case, snapshot, destination, keys already looked up, decision)
+    let cases: Vec<(&str, Snapshot, &str, &[&str], OutboundDecision)> = vec![
+        (
+            "a VIP: its service, for the endpoints",
+            only_local(),
+            "10.96.0.10:80",
+            &[],
+            lookup(echo),
+        ),
+        (
+            "a VIP already looked up, still without endpoints: no healthy endpoint",
+            only_local(),
+            "10.96.0.10:80",
+            &[ECHO],
+            OutboundDecision::Plan(no_endpoint()),
+        ),
+        (
+            "a VIP with its endpoints looked up: the plan",
+            two_endpoints(|_, _, _| {}),
+            "10.96.0.10:80",
+            &[ECHO],
+            OutboundDecision::Plan(to_echo_a()),
+        ),
+        (
+            "a VIP whose local endpoints the node holds: the service still, for the others",
+            two_endpoints(|_, _, _| {}),
+            "10.96.0.10:80",
+            &[],
+            lookup(echo),
+        ),
+        (
+            "a VIP with a waypoint: nothing to look up",
+            with_waypoint(),
+            "10.96.0.10:80",
+            &[],
+            OutboundDecision::Plan(Err(PlanError::WaypointUnsupported {
+                destination: format!("service {echo}"),
+                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
+            })),
+        ),
+        (
+            "a PASSTHROUGH VIP: nothing to look up",
+            passthrough(),
+            "10.96.0.10:80",
+            &[],
+            OutboundDecision::Plan(Ok(OutboundPlan::passthrough(
+                addr("10.96.0.10:80"),
+                None,
+                Some(key("echo")),
+            ))),
+        ),
+        (
+            "an unknown IP: its alias",
+            only_local(),
+            "10.0.2.3:8080",
+            &[],
+            lookup("/10.0.2.3"),
+        ),
+        (
+            "an IPv4-mapped unknown IP: the IPv4 alias",
+            only_local(),
+            "[::ffff:10.0.2.3]:8080",
+            &[],
+            lookup("/10.0.2.3"),
+        ),
+        (
+            "an unknown IP looked up: passthrough",
+            only_local(),
+            "10.0.2.3:8080",
+            &["/10.0.2.3"],
+            unknown("10.0.2.3:8080"),
+        ),
+        (
+            "another key looked up does not count",
+            only_local(),
+            "10.0.2.3:8080",
+            &["/10.0.2.4", ECHO],
+            lookup("/10.0.2.3"),
+        ),
+        (
+            "a pod IP the node holds: the plan",
+            two_endpoints(|_, _, _| {}),
+            "10.0.1.2:9000",
+            &[],
+            OutboundDecision::Plan(Ok(hbone("10.0.1.2", 9000, "b", None, &[]))),
+        ),
+    ];
+    for (case, snapshot, dst, looked_up, expected) in cases {
+        let decision = outbound_decision(
+            &snapshot,
+            &client(),
+            addr(dst),
+            |k| looked_up.contains(&k),
+            &mut scripted(&[0]),
+        );
+        assert_eq!(decision, expected, "{case}");
+    }
+
+    let mut remote_client = client();
+    remote_client.network = "net-2".to_string();
+    let decision = outbound_decision(
+        &only_local(),
+        &remote_client,
+        addr("10.0.2.3:80"),
+        |_| false,
+        &mut scripted(&[]),
+    );
+    assert_eq!(
+        decision,
+        lookup("net-2/10.0.2.3"),
+        "the alias is in the client's network"
+    );
+}

@@ -80,6 +80,8 @@ fn holding(mut state: DeltaState, pairs: &[(&str, &str)]) -> DeltaState {
 fn initial_requests() {
     let mut on_demand_names = DeltaState::on_demand(TYPE);
     on_demand_names.subscribe(strings(&["ns/b", "ns/a"]));
+    let mut scoped_names = DeltaState::node_scoped(TYPE);
+    scoped_names.subscribe(strings(&["/10.0.0.2", "ns/a"]));
     // (case, state, subscribe, unsubscribe, initial versions)
     let cases = [
         (
@@ -116,6 +118,20 @@ fn initial_requests() {
             vec!["ns/a", "ns/b"],
             vec![],
             vec![("uid-a", "3")],
+        ),
+        (
+            "node scope, no names: a wildcard",
+            DeltaState::node_scoped(TYPE),
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            "node scope after a reconnect: the explicit wildcard, then the names",
+            holding(scoped_names, &[("uid-local", "1"), ("uid-b", "2")]),
+            vec!["*", "/10.0.0.2", "ns/a"],
+            vec![],
+            vec![("uid-b", "2"), ("uid-local", "1")],
         ),
     ];
     for (case, mut state, subscribe, unsubscribe, initial) in cases {
@@ -302,6 +318,40 @@ fn subscriptions() {
     );
     let names = ["10.0.0.2", "10.0.0.3"].map(String::from).into();
     assert_eq!(state.subscription(), &Subscription::Names(names));
+}
+
+/// The third mode: the control plane's node set arrives unasked and is kept; names are added on demand; an
+/// unsubscribed name keeps its version (the control plane sends the removal if the node no longer needs it).
+#[test]
+fn node_scoped_subscriptions() {
+    let mut state = DeltaState::node_scoped(TYPE);
+    assert_eq!(state.subscription(), &Subscription::NodeScoped(BTreeSet::new()));
+    let mut handler = Scripted::accepting();
+    let local = state.handle_response(response("1", vec![resource("uid-local", "1")], &[]), &mut handler);
+    assert_eq!(local.verdict, Verdict::Ack);
+    assert!(local.initial);
+
+    let request = state.subscribe(strings(&["/10.0.0.9"])).expect("a name is sent");
+    assert_eq!(request.resource_names_subscribe, strings(&["/10.0.0.9"]));
+    assert!(request.resource_names_unsubscribe.is_empty());
+    assert_eq!(state.subscribe(strings(&["/10.0.0.9"])), None, "already subscribed");
+
+    // The lookup's answer is named by its uid, not the alias asked for: still kept, as is the node's set.
+    let answer = state.handle_response(response("2", vec![resource("uid-remote", "4")], &[]), &mut handler);
+    assert_eq!(answer.verdict, Verdict::Ack);
+    assert_eq!(state.accepted(), &versions(&[("uid-local", "1"), ("uid-remote", "4")]));
+
+    let request = state.unsubscribe(strings(&["/10.0.0.9", "never"])).unwrap();
+    assert_eq!(request.resource_names_unsubscribe, strings(&["/10.0.0.9"]));
+    assert_eq!(
+        state.accepted().len(),
+        2,
+        "versions stay until the control plane removes them"
+    );
+    let removal = state.handle_response(response("3", vec![], &["uid-remote"]), &mut handler);
+    assert_eq!(removal.verdict, Verdict::Ack);
+    assert_eq!(state.accepted(), &versions(&[("uid-local", "1")]));
+    assert_eq!(state.subscription(), &Subscription::NodeScoped(BTreeSet::new()));
 }
 
 #[test]
