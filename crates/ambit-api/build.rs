@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/istio/v1/auth/ca.proto",
         "proto/istio/workload/workload.proto",
+        "proto/istio/workload/zds/zds.proto",
         "proto/istio/security/authorization.proto",
         "proto/envoy/service/discovery/v3/ads.proto",
     ];

@@ -26,6 +26,12 @@ pub mod istio {
         // `Address` is a oneof of a Workload and a smaller Service, held inline as prost generates it.
         #![allow(clippy::large_enum_variant)]
         tonic::include_proto!("istio.workload");
+
+        /// `istio.workload.zds`: ZDS, the node agent to node proxy protocol that hands over each enrolled pod and
+        /// its network namespace (one message per SOCK_SEQPACKET datagram, the netns fd beside `AddWorkload`).
+        pub mod zds {
+            tonic::include_proto!("istio.workload.zds");
+        }
     }
 
     /// `istio.security`: L4 authorization policies (`Authorization`).

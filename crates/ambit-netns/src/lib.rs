@@ -5,7 +5,13 @@
 //! fresh thread that enters it, creates the socket and returns it; the socket keeps its namespace for its whole life,
 //! so the caller can use it from any thread or runtime afterwards. Nothing else ever changes namespace. The
 //! socket functions ([`listen_in`], [`connect_socket_in`]) create the node proxy's sockets that way.
+//!
+//! Namespaces also travel between processes as descriptors: [`SeqpacketListener`] and [`SeqpacketStream`] carry them
+//! beside messages (SCM_RIGHTS, the ZDS transport), and [`is_network_namespace`] checks what arrived.
+//!
+//! This is the one crate allowed `unsafe`, item by item with a SAFETY comment; nix's safe wrappers come first.
 
+mod seqpacket;
 mod socket;
 
 use std::fs::File;
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
+pub use seqpacket::{MAX_FDS, SOCKET_MODE, SeqpacketListener, SeqpacketStream, is_network_namespace};
 pub use socket::{
     ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, SocketFactory, connect_socket_in, listen_in,
     original_dst, set_mark,
