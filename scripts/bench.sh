@@ -210,8 +210,9 @@ PY
 
 # The control plane, without the cluster (taken down first, so it adds no noise): one policy change to 10 node
 # proxies' xDS streams with 10,000 workloads in the store, and the control plane's memory. The program
-# (crates/ambit-control/examples/xds_propagation.rs) runs `$AMBIT control` on a generated state file and prints its
-# own rows; a missed target is reported, only a failed measurement fails the bench.
+# (crates/ambit-control/examples/xds_propagation.rs) runs `$AMBIT control` on generated Kubernetes objects (an objects
+# file and a config store), applies each policy change through its config API socket and prints its own rows; a
+# missed target is reported, only a failed measurement fails the bench.
 "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
 if ! "${CARGO:-cargo}" build --release --locked --example xds_propagation -p ambit-control >"$out/build.log" 2>&1; then
   echo "bench: cannot build the control plane benchmark:" >&2

@@ -1,17 +1,19 @@
 //! The control plane's benchmark (`make bench`, "control plane" rows): how long one policy change takes to reach
 //! every node proxy with 10,000 workloads in the store, and the control plane's memory with them loaded.
 //!
-//! It writes a state file of 10,000 workloads (100 namespaces, 50 nodes, 500 services, 50 policies) into a temporary
-//! directory, starts the real `ambit control` on it as a child process, connects one delta xDS client per node
-//! in-process (`ambit_xds::delta::XdsClient` over TLS with the node's token, as the node proxy does; the first alone,
-//! then the others at once), waits until every client holds every resource, and reads the control plane's VmRSS and
-//! VmHWM. Then, several times, it rewrites the state file with one more DENY policy (atomic rename) and times how
-//! long until every client has applied it. The control plane checks the state file every 100 ms (`STATE_POLL`), so each figure includes a
-//! wait of 0 to 100 ms before the rewrite is even read.
+//! It generates the mesh (10,000 pods over 100 namespaces and 50 nodes, 500 services, 50 AuthorizationPolicies) as
+//! Kubernetes objects, written as the local cluster writes them (`ambit_cluster::objects`): the objects file (a v1
+//! `List` of Namespaces, ServiceAccounts, Pods with their status, and Services), the config store (the policies, a
+//! v1 `List`) and the plan. It starts the real `ambit control` on them as a child process, connects one delta xDS
+//! client per node in-process (`ambit_xds::delta::XdsClient` over TLS with the node's token, as the node proxy does;
+//! the first alone, then the others at once), waits until every client holds every resource, and reads the control
+//! plane's VmRSS and VmHWM. Then, several times, it applies one more DENY AuthorizationPolicy through the config API
+//! (`POST /v1/apply` on the Unix socket, as `ambit apply` does) and times from just before the request until every
+//! client has the policy and the reply has come back. Nothing on that path polls.
 //!
 //! ```text
-//! cargo build --release --bin ambit
-//! cargo run --release --example xds_propagation -p ambit-control -- target/release/ambit
+//! cargo build --release -p ambit --bin ambit -p ambit-control --example xds_propagation
+//! target/release/examples/xds_propagation target/release/ambit
 //! ```
 //!
 //! Options: `--workloads N` (10000), `--clients N` (10), `--changes N` (5). Prints rows for the bench table; exits
@@ -31,32 +33,42 @@ use std::time::{Duration, Instant};
 use ambit_api::istio::security as pb_security;
 use ambit_api::prost::Message;
 use ambit_api::{AUTHORIZATION_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
-use ambit_cluster::model::{ClusterPlan, ContainerPlan, NamespacePlan, NodePlan, PodPlan, RestartPolicy};
+use ambit_cluster::model::{
+    ClusterPlan, ContainerPlan, ContainerPort, NamespacePlan, NodePlan, PodPlan, Protocol, RestartPolicy,
+    ServiceAccountPlan, ServicePlan, ServicePort, TargetPort,
+};
+use ambit_cluster::status::{ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus};
+use ambit_cluster::{mesh, objects};
 use ambit_control::ca::auth::generate_token;
 use ambit_identity::cert::TrustBundle;
-use ambit_node::state::model::{
-    Hostname, Namespace, NetworkAddress, Port, PortMapping, Service, ServiceAccount, ServiceKey, TunnelProtocol,
-    Workload, WorkloadType, WorkloadUid,
-};
-use ambit_node::state::source::StateFile;
-use ambit_policy::{Action, Authorization, Clause, Group, Match, PolicyRef, Scope, StringMatch};
+use ambit_policy::istio::AuthorizationPolicy;
 use ambit_types::TrustDomain;
 use ambit_xds::delta::{Handler, Rejection, Transport, Update, XdsClient, XdsConfig};
 use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 /// The nodes workloads are spread over (and the most clients, one per node).
 const NODES: usize = 50;
-/// Apps per namespace, each a service with its own service account.
+/// Apps per namespace, each a Deployment with its own Service and service account.
 const APPS_PER_NAMESPACE: usize = 5;
 /// The issue's targets.
 const TARGET_LATENCY: Duration = Duration::from_secs(1);
 const TARGET_RSS_MIB: f64 = 200.0;
-/// How often `ambit control` checks the state file (`STATE_POLL` in ambit-control).
-const STATE_POLL: Duration = Duration::from_millis(100);
-/// Longest wait for the control plane to listen, the clients to sync, or a change to arrive.
+/// The pause before each policy change, so that each starts from a quiet control plane.
+const PAUSE: Duration = Duration::from_millis(300);
+/// Longest wait for the control plane to listen, the clients to sync, a reply, or a change to arrive.
 const DEADLINE: Duration = Duration::from_secs(60);
 const TRUST_DOMAIN: &str = "cluster.local";
+const CLUSTER_DOMAIN: &str = "cluster.local";
+/// The container ports of every pod: the Services' named `http` target and the metrics port.
+const HTTP_PORT: u16 = 8080;
+const METRICS_PORT: u16 = 9090;
+/// The alphabet of Kubernetes' generated names (no vowels, no look-alikes).
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// The bench table's label column (scripts/bench.sh).
 const LABEL_WIDTH: usize = 46;
 const VALUE_WIDTH: usize = 44;
@@ -88,6 +100,26 @@ struct Counter {
 struct ControlPlane {
     child: Child,
     log: PathBuf,
+    /// The config API socket.
+    api: PathBuf,
+}
+
+/// The files `ambit control` reads, in the temporary directory.
+struct Files {
+    plan: PathBuf,
+    credentials: PathBuf,
+    objects: PathBuf,
+    config_store: PathBuf,
+    ca_dir: PathBuf,
+    api_socket: PathBuf,
+}
+
+/// One policy change as measured: when the slowest and the median client had the policy, and when the apply's
+/// reply came back, each from just before the request.
+struct Round {
+    all: Duration,
+    median_client: Duration,
+    reply: Duration,
 }
 
 fn main() -> ExitCode {
@@ -151,48 +183,22 @@ fn parse_args() -> anyhow::Result<Options> {
 async fn bench(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let mesh = Mesh::new(options.workloads);
-    let (mut state, plan) = mesh.generate()?;
+    let plan = mesh.plan()?;
     let tokens: BTreeMap<String, String> = (0..NODES)
         .map(|n| Ok((node_name(n), generate_token()?)))
         .collect::<anyhow::Result<_>>()?;
+    let files = Files::new(dir.path());
+    let source = write_inputs(&files, &plan, &tokens)?;
 
-    let state_file = dir.path().join("mesh-state.json");
-    write_state(&state_file, &state)?;
-    let state_bytes = fs::metadata(&state_file)?.len();
-    let plan_file = dir.path().join("plan.json");
-    fs::write(&plan_file, serde_json::to_vec(&plan)?).context("cannot write the plan")?;
-    let credentials_file = dir.path().join("node-credentials.json");
-    let mut credentials = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&credentials_file)
-        .context("cannot write the node credentials")?;
-    credentials.write_all(&serde_json::to_vec(&tokens)?)?;
-    let ca_dir = dir.path().join("ca");
-
-    // The root is made here, before the control plane opens it.
-    let root = Command::new(&options.ambit)
-        .args(["ca", "root", "--ca-dir"])
-        .arg(&ca_dir)
-        .output()
-        .with_context(|| format!("cannot run {}", options.ambit.display()))?;
-    if !root.status.success() {
-        bail!(
-            "`ambit ca root` failed: {}",
-            String::from_utf8_lossy(&root.stderr).trim()
-        );
-    }
-    let bundle = TrustBundle::from_pem(&String::from_utf8_lossy(&root.stdout)).context("`ambit ca root` output")?;
-
+    let bundle = make_root(&options.ambit, &files.ca_dir)?;
     let listen = free_port()?;
-    let mut control = ControlPlane::start(options, &ca_dir, &plan_file, &credentials_file, &state_file, listen)?;
+    let mut control = ControlPlane::start(options, &files, listen)?;
     control.wait_listening(listen)?;
     let pid = control.child.id();
 
     // One client per node, as many node proxies: the first alone (the control plane with one stream), then the rest
     // at once.
-    let expected = (state.workloads.len() + state.services.len(), state.policies.len());
+    let expected = mesh.published();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut fleet = Fleet {
@@ -216,37 +222,15 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
     fleet.wait_synced(&mut control, expected).await?;
     let sync_time = started.elapsed();
     let synced_memory = settled_memory(pid).await?;
+    control.wait_api().await?;
 
-    // The policy changes: each adds one DENY policy and waits until every client has applied it.
+    // The policy changes: each applies one more DENY policy and waits until every client has it.
     let cpu_before = cpu_seconds(pid)?;
     let mut rounds = Vec::new();
     for change in 0..options.changes {
-        // Spread the rewrites over the poll period, so the figures sample its phase rather than repeat one.
-        let offset = STATE_POLL.mul_f64(change as f64 / options.changes as f64);
-        tokio::time::sleep(Duration::from_millis(300) + offset).await;
-        let policy = deny_policy(change, mesh.namespaces);
-        let key = format!("{}/{}", policy.namespace, policy.name);
-        state.policies.push(policy);
-        write_state(&state_file, &state)?;
-        let t0 = Instant::now();
-        let mut seen: Vec<Option<Duration>> = vec![None; options.clients];
-        while seen.iter().any(Option::is_none) {
-            let arrival = tokio::time::timeout_at((t0 + DEADLINE).into(), arrivals.recv()).await;
-            let Ok(Some(arrival)) = arrival else {
-                control.check_running()?;
-                let missing = seen.iter().filter(|s| s.is_none()).count();
-                bail!(
-                    "policy {key}: {missing} of {} clients did not get it within {DEADLINE:?}",
-                    options.clients
-                );
-            };
-            if arrival.policy == key && seen[arrival.client].is_none() {
-                seen[arrival.client] = Some(arrival.at.saturating_duration_since(t0));
-            }
-        }
-        let mut latencies: Vec<Duration> = seen.into_iter().flatten().collect();
-        latencies.sort();
-        rounds.push(latencies);
+        tokio::time::sleep(PAUSE).await;
+        let (key, manifest) = deny_policy(change, mesh.namespaces);
+        rounds.push(change_policy(&mut control, &mut arrivals, options.clients, &key, &manifest).await?);
     }
     let cpu_used = cpu_seconds(pid)? - cpu_before;
     let final_memory = settled_memory(pid).await?;
@@ -254,8 +238,77 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
     drop(control);
 
     let memory = [one_stream, synced_memory, final_memory];
-    report(options, &mesh, state_bytes, sync_time, memory, &rounds, cpu_used);
+    report(options, &mesh, source, sync_time, memory, &rounds, cpu_used);
     Ok(())
+}
+
+/// Writes what `ambit control` reads, as the local cluster writes it: the objects file as its supervisor does
+/// (pretty JSON), the config store as `cluster up` seeds it, the plan and the node credentials.
+fn write_inputs(files: &Files, plan: &ClusterPlan, tokens: &BTreeMap<String, String>) -> anyhow::Result<Source> {
+    let cluster = objects::cluster_objects(plan, Some(&running(plan)), &mesh::enrolled(plan));
+    let pretty = serde_json::to_vec_pretty(&cluster)?;
+    write_new(&files.objects, &pretty, 0o644).context("cannot write the objects")?;
+    let store = serde_json::to_vec_pretty(&objects::config_store(plan))?;
+    write_new(&files.config_store, &store, 0o600).context("cannot write the config store")?;
+    write_new(&files.plan, &serde_json::to_vec(plan)?, 0o644).context("cannot write the plan")?;
+    write_new(&files.credentials, &serde_json::to_vec(tokens)?, 0o600).context("cannot write the node credentials")?;
+    Ok(Source {
+        bytes: pretty.len() as u64,
+        objects: cluster["items"].as_array().map_or(0, Vec::len),
+    })
+}
+
+/// Makes the CA's root with `ambit ca root` (before the control plane opens it) and returns it as a bundle.
+fn make_root(ambit: &Path, ca_dir: &Path) -> anyhow::Result<TrustBundle> {
+    let root = Command::new(ambit)
+        .args(["ca", "root", "--ca-dir"])
+        .arg(ca_dir)
+        .output()
+        .with_context(|| format!("cannot run {}", ambit.display()))?;
+    if !root.status.success() {
+        bail!(
+            "`ambit ca root` failed: {}",
+            String::from_utf8_lossy(&root.stderr).trim()
+        );
+    }
+    TrustBundle::from_pem(&String::from_utf8_lossy(&root.stdout)).context("`ambit ca root` output")
+}
+
+/// One policy change: applies `manifest` (the policy `key`) through the config API and waits until each of the
+/// `clients` has the policy.
+async fn change_policy(
+    control: &mut ControlPlane,
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+    clients: usize,
+    key: &str,
+    manifest: &str,
+) -> anyhow::Result<Round> {
+    let t0 = Instant::now();
+    let file = format!("{}.yaml", key.replace('/', "-"));
+    let reply = tokio::time::timeout(DEADLINE, apply(&control.api, &file, manifest))
+        .await
+        .with_context(|| format!("applying {key}: no reply within {DEADLINE:?}"))?
+        .with_context(|| format!("applying {key}"))?;
+    let mut seen: Vec<Option<Duration>> = vec![None; clients];
+    while seen.iter().any(Option::is_none) {
+        let arrival = tokio::time::timeout_at((t0 + DEADLINE).into(), arrivals.recv()).await;
+        let Ok(Some(arrival)) = arrival else {
+            control.check_running()?;
+            let missing = seen.iter().filter(|s| s.is_none()).count();
+            bail!("policy {key}: {missing} of {clients} clients did not get it within {DEADLINE:?}");
+        };
+        if arrival.policy == key && seen[arrival.client].is_none() {
+            seen[arrival.client] = Some(arrival.at.saturating_duration_since(t0));
+        }
+    }
+    let arrivals = seen.into_iter().flatten().collect();
+    Ok(Round::new(arrivals, reply.saturating_duration_since(t0)))
+}
+
+/// The objects file as measured.
+struct Source {
+    bytes: u64,
+    objects: usize,
 }
 
 /// Prints the rows: `memory` is the control plane's with one stream synced, with every stream synced, and after the
@@ -263,19 +316,16 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
 fn report(
     options: &Options,
     mesh: &Mesh,
-    state_bytes: u64,
+    source: Source,
     sync_time: Duration,
     memory: [Memory; 3],
-    rounds: &[Vec<Duration>],
+    rounds: &[Round],
     cpu_used: f64,
 ) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    // Per change: when the slowest client had it (every node proxy), and when the median client did.
-    let all: Vec<f64> = rounds
-        .iter()
-        .map(|r| ms(r.last().copied().unwrap_or_default()))
-        .collect();
-    let median_client: Vec<f64> = rounds.iter().map(|r| ms(r[r.len() / 2])).collect();
+    let all: Vec<f64> = rounds.iter().map(|r| ms(r.all)).collect();
+    let median_client: Vec<f64> = rounds.iter().map(|r| ms(r.median_client)).collect();
+    let replies: Vec<f64> = rounds.iter().map(|r| ms(r.reply)).collect();
     let cell = |values: &[f64]| {
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(0.0, f64::max);
@@ -317,6 +367,7 @@ fn report(
         latency_target,
     );
     row("  to the median node proxy", cell(&median_client), String::new());
+    row("  config API reply to the apply", cell(&replies), String::new());
     row(
         &format!("control plane RSS, {clients} streams synced"),
         resident(synced),
@@ -339,15 +390,15 @@ fn report(
         row(&label, format!("{:.0} ms", ms(sync_time)), String::new());
     }
     println!(
-        "figures: crates/ambit-control/examples/xds_propagation.rs against `ambit control --state-file` (a {:.1} MiB \
-         state file, rewritten with one more DENY policy per change),",
-        state_bytes as f64 / (1024.0 * 1024.0)
+        "figures: crates/ambit-control/examples/xds_propagation.rs against `ambit control --objects-file \
+         --config-store --api-socket` (a {:.1} MiB objects file of {} Kubernetes objects);",
+        source.bytes as f64 / (1024.0 * 1024.0),
+        thousands(source.objects)
     );
     println!(
-        "  {clients} delta xDS clients in the same process; the control plane reads the file every {} ms, so each \
-         change includes 0-{} ms before it is read. Targets are informational.",
-        STATE_POLL.as_millis(),
-        STATE_POLL.as_millis()
+        "  each change is one `POST /v1/apply` of a new DENY AuthorizationPolicy, timed from just before the request \
+         until all {clients} delta xDS clients (in the same process) have it and the reply is in; nothing polls on \
+         that path. Targets are informational."
     );
 }
 
@@ -383,11 +434,88 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Replaces the state file atomically, as the local cluster's supervisor does (pretty JSON, then a rename).
-fn write_state(path: &Path, state: &StateFile) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(state)?).context("cannot write the state file")?;
-    fs::rename(&tmp, path).context("cannot replace the state file")?;
+/// Creates the file `path` with `mode` and writes `bytes` to it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+// === impl Files ===
+
+impl Files {
+    fn new(dir: &Path) -> Self {
+        Self {
+            plan: dir.join("plan.json"),
+            credentials: dir.join("node-credentials.json"),
+            objects: dir.join("objects.json"),
+            config_store: dir.join("config-store.json"),
+            ca_dir: dir.join("ca"),
+            api_socket: dir.join("control.sock"),
+        }
+    }
+}
+
+// === impl Round ===
+
+impl Round {
+    /// From the arrival times of every client and the reply's.
+    fn new(mut arrivals: Vec<Duration>, reply: Duration) -> Self {
+        arrivals.sort();
+        let last = arrivals.last().copied().unwrap_or_default();
+        Self {
+            all: last.max(reply),
+            median_client: arrivals.get(arrivals.len() / 2).copied().unwrap_or_default(),
+            reply,
+        }
+    }
+}
+
+// === the config API ===
+
+/// `POST /v1/apply` of one manifest on the config API socket, as `ambit apply` sends it; when the reply came, once
+/// it said every object was created.
+async fn apply(socket: &Path, name: &str, text: &str) -> anyhow::Result<Instant> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot connect to the config API at {}", socket.display()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("cannot start HTTP on the config API")?;
+    let driver = tokio::spawn(connection);
+    let body = json!({ "sources": [{ "name": name, "text": text }] });
+    let request = hyper::Request::post("/v1/apply")
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let response = sender.send_request(request).await.context("no reply")?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the reply")?
+        .to_bytes();
+    let at = Instant::now();
+    driver.abort();
+    let reply = String::from_utf8_lossy(&bytes);
+    if !status.is_success() {
+        bail!("the config API answered {status}: {reply}");
+    }
+    check_created(&reply).with_context(|| format!("the reply {reply}"))?;
+    Ok(at)
+}
+
+/// Whether an apply's reply (`{"results":[{"outcome":...}]}`) says every object was created.
+fn check_created(reply: &str) -> anyhow::Result<()> {
+    let reply: Value = serde_json::from_str(reply).context("is not JSON")?;
+    let results = reply["results"].as_array().context("has no results")?;
+    if results.is_empty() || results.iter().any(|r| r["outcome"] != "created") {
+        bail!("does not say created");
+    }
     Ok(())
 }
 
@@ -443,8 +571,9 @@ impl Fleet {
             control.check_running()?;
             if started.elapsed() > DEADLINE {
                 bail!(
-                    "the clients did not sync within {DEADLINE:?}: (addresses, policies) held {:?}",
-                    held()
+                    "the clients did not sync within {DEADLINE:?}: (addresses, policies) held {:?}, expected {expected:?}{}",
+                    held(),
+                    control.log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -454,9 +583,10 @@ impl Fleet {
 }
 
 // === the mesh ===
+// === the mesh ===
 
-/// The shape of the generated mesh: `workloads` pods spread over namespaces of 100, five apps (each a service with
-/// its own service account) per namespace, and 50 nodes.
+/// The shape of the generated mesh: `workloads` pods spread over namespaces of 100, five apps (each a Deployment
+/// with a Service and its own service account) per namespace, and 50 nodes.
 struct Mesh {
     workloads: usize,
     namespaces: usize,
@@ -479,139 +609,135 @@ impl Mesh {
         self.namespaces.div_ceil(2)
     }
 
-    /// The state file and the plan (whose pods the control plane indexes by node).
-    fn generate(&self) -> anyhow::Result<(StateFile, ClusterPlan)> {
-        let mut state = StateFile::default();
-        let mut pods = Vec::with_capacity(self.workloads);
-        let service_key = |ns: &str, app: usize| -> anyhow::Result<ServiceKey> {
-            let hostname = Hostname::new(&format!("{}.{ns}.svc.{TRUST_DOMAIN}", app_name(app)))?;
-            Ok(ServiceKey::new(Namespace::new(ns)?, hostname))
-        };
-        for n in 0..self.namespaces {
-            let ns = namespace_name(n);
-            for app in 0..APPS_PER_NAMESPACE {
-                let key = service_key(&ns, app)?;
-                let mut service = Service::new(&app_name(app), key.namespace.clone(), key.hostname.clone());
-                let ip =
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + (n * APPS_PER_NAMESPACE + app) as u32 + 1);
-                service.addresses = vec![NetworkAddress {
-                    network: String::new(),
-                    address: ip.into(),
-                }];
-                service.ports = vec![
-                    Port {
-                        service_port: 80,
-                        target_port: 8080,
-                        ..Port::default()
-                    },
-                    Port {
-                        service_port: 9090,
-                        target_port: 9090,
-                        ..Port::default()
-                    },
-                ];
-                state.services.push(service);
-            }
-            // Every other namespace has a policy: a namespace-wide ALLOW, or an ALLOW that selects app-0's pods.
-            if n.is_multiple_of(2) {
-                state.policies.push(base_policy(n));
-            }
-        }
-        for i in 0..self.workloads {
-            let (n, j) = (i % self.namespaces, i / self.namespaces);
-            let (ns, app, replica) = (namespace_name(n), j % APPS_PER_NAMESPACE, j / APPS_PER_NAMESPACE);
-            let name = format!("{}-{replica}", app_name(app));
-            let node = node_name(i % NODES);
-            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i as u32);
-            let labels = BTreeMap::from([
-                ("app".to_string(), app_name(app)),
-                ("version".to_string(), "v1".to_string()),
-            ]);
-            let mut workload = Workload::new(
-                WorkloadUid::new(&format!("Kubernetes//Pod/{ns}/{name}"))?,
-                Namespace::new(&ns)?,
-            );
-            workload.name = name.clone();
-            workload.addresses = vec![ip.into()];
-            workload.tunnel_protocol = TunnelProtocol::Hbone;
-            workload.service_account = ServiceAccount::new(&service_account(app))?;
-            workload.node = node.clone();
-            workload.canonical_name = app_name(app);
-            workload.canonical_revision = "v1".to_string();
-            workload.workload_type = WorkloadType::Deployment;
-            workload.workload_name = app_name(app);
-            workload.services = BTreeMap::from([(
-                service_key(&ns, app)?,
-                vec![
-                    PortMapping {
-                        service_port: 80,
-                        target_port: 8080,
-                    },
-                    PortMapping {
-                        service_port: 9090,
-                        target_port: 9090,
-                    },
-                ],
-            )]);
-            if n % 4 == 2 && app == 0 {
-                workload.authorization_policies = vec![PolicyRef::new(&ns, "allow-app-0")];
-            }
-            workload.cluster_id = "Kubernetes".to_string();
-            workload.labels = labels.clone();
-            state.workloads.push(workload);
-            pods.push(PodPlan {
-                namespace: ns.clone(),
-                name: name.clone(),
-                uid: format!("{ns}-{name}"),
-                node,
-                ip,
-                labels,
-                annotations: BTreeMap::new(),
-                service_account: service_account(app),
-                restart_policy: RestartPolicy::Always,
-                owner: Some(app_name(app)),
-                containers: vec![ContainerPlan {
-                    name: "app".to_string(),
-                    argv: vec!["ambit".to_string(), "app".to_string(), "echo".to_string()],
-                    env: Vec::new(),
-                    working_dir: None,
-                    ports: Vec::new(),
-                    readiness: None,
-                }],
-            });
-        }
-        let plan = ClusterPlan {
+    /// What every client must hold once synced, (addresses, policies): every pod has an IP and is Running, so each
+    /// is a workload, each Service an address, and both kinds of [`base_policy`] are enforced by node proxies.
+    fn published(&self) -> (usize, usize) {
+        (self.workloads + self.services(), self.policies())
+    }
+
+    /// The cluster: namespaces enrolled in ambient, each app a Deployment's pods with a Service selecting them,
+    /// and the policies (whose pods the control plane's CA also indexes by node).
+    fn plan(&self) -> anyhow::Result<ClusterPlan> {
+        let apps = (0..self.namespaces).flat_map(|n| (0..APPS_PER_NAMESPACE).map(move |app| (n, app)));
+        let apps: Vec<(usize, usize)> = apps.collect();
+        let policies = (0..self.namespaces).filter(|n| n.is_multiple_of(2)).map(base_policy);
+        Ok(ClusterPlan {
             name: "bench".to_string(),
-            cluster_domain: TRUST_DOMAIN.to_string(),
+            cluster_domain: CLUSTER_DOMAIN.to_string(),
             pod_cidr: "10.64.0.0/10".parse()?,
             service_cidr: "10.96.0.0/12".parse()?,
             node_cidr: "172.31.0.0/24".parse()?,
             control_address: Ipv4Addr::new(172, 31, 0, 1),
             dns_ip: Ipv4Addr::new(10, 96, 0, 10),
-            nodes: (0..NODES)
-                .map(|n| -> anyhow::Result<NodePlan> {
-                    Ok(NodePlan {
-                        name: node_name(n),
-                        address: Ipv4Addr::new(172, 31, 0, 2 + n as u8),
-                        pod_cidr: format!("10.64.{n}.0/24").parse()?,
-                        labels: BTreeMap::new(),
-                    })
-                })
-                .collect::<anyhow::Result<_>>()?,
-            namespaces: (0..self.namespaces)
-                .map(|n| NamespacePlan {
-                    name: namespace_name(n),
-                    labels: BTreeMap::from([("istio.io/dataplane-mode".to_string(), "ambient".to_string())]),
-                    annotations: BTreeMap::new(),
-                })
-                .collect(),
-            service_accounts: Vec::new(),
-            pods,
-            services: Vec::new(),
-            authorization_policies: Vec::new(),
+            nodes: (0..NODES).map(node_plan).collect::<anyhow::Result<_>>()?,
+            namespaces: (0..self.namespaces).map(namespace_plan).collect(),
+            service_accounts: apps.iter().map(|&(n, app)| service_account_plan(n, app)).collect(),
+            pods: (0..self.workloads).map(|i| self.pod(i)).collect(),
+            services: apps.iter().map(|&(n, app)| service_plan(n, app)).collect(),
+            authorization_policies: policies.collect::<anyhow::Result<_>>()?,
             peer_authentications: Vec::new(),
+        })
+    }
+
+    /// Pod `i`: namespaces, then apps, take turns, so that every namespace has about as many pods of each app.
+    fn pod(&self, i: usize) -> PodPlan {
+        let (n, j) = (i % self.namespaces, i / self.namespaces);
+        let (ns, app, replica) = (namespace_name(n), j % APPS_PER_NAMESPACE, j / APPS_PER_NAMESPACE);
+        // As a Deployment names its pods: `<deployment>-<template hash>-<suffix>`.
+        let name = format!("{}-{}-{}", app_name(app), template_hash(n, app), pod_suffix(replica));
+        let port = |name: &str, port| ContainerPort {
+            name: Some(name.to_string()),
+            port,
+            protocol: Protocol::Tcp,
         };
-        Ok((state, plan))
+        PodPlan {
+            uid: format!("{ns}-{name}"),
+            namespace: ns,
+            name,
+            node: node_name(i % NODES),
+            ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i as u32),
+            labels: app_labels(app),
+            annotations: BTreeMap::new(),
+            service_account: service_account(app),
+            restart_policy: RestartPolicy::Always,
+            owner: Some(app_name(app)),
+            containers: vec![ContainerPlan {
+                name: "app".to_string(),
+                argv: vec!["ambit".to_string(), "app".to_string(), "echo".to_string()],
+                env: Vec::new(),
+                working_dir: None,
+                ports: vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)],
+                readiness: None,
+            }],
+        }
+    }
+}
+
+/// Every pod of the plan Running and Ready, as the supervisor reports them.
+fn running(plan: &ClusterPlan) -> ClusterStatus {
+    let pod = |pod: &PodPlan| PodStatus {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        phase: Phase::Running,
+        ready: true,
+        containers: (pod.containers.iter())
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                state: ContainerState::Running { pid: 1, started_at: 0 },
+                ready: true,
+                restarts: 0,
+            })
+            .collect(),
+    };
+    ClusterStatus {
+        pods: plan.pods.iter().map(pod).collect(),
+        ..ClusterStatus::default()
+    }
+}
+
+fn node_plan(n: usize) -> anyhow::Result<NodePlan> {
+    Ok(NodePlan {
+        name: node_name(n),
+        address: Ipv4Addr::new(172, 31, 0, 2 + n as u8),
+        pod_cidr: format!("10.64.{n}.0/24").parse()?,
+        labels: BTreeMap::new(),
+    })
+}
+
+fn namespace_plan(n: usize) -> NamespacePlan {
+    NamespacePlan {
+        name: namespace_name(n),
+        labels: BTreeMap::from([(mesh::DATAPLANE_MODE_LABEL.to_string(), "ambient".to_string())]),
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn service_account_plan(n: usize, app: usize) -> ServiceAccountPlan {
+    ServiceAccountPlan {
+        namespace: namespace_name(n),
+        name: service_account(app),
+    }
+}
+
+/// App `app`'s Service in namespace `n`: HTTP on 80 to the pods' named port `http`, and the metrics port.
+fn service_plan(n: usize, app: usize) -> ServicePlan {
+    let index = (n * APPS_PER_NAMESPACE + app) as u32;
+    let port = |name: &str, port, target| ServicePort {
+        name: Some(name.to_string()),
+        port,
+        protocol: Protocol::Tcp,
+        target,
+    };
+    ServicePlan {
+        namespace: namespace_name(n),
+        name: app_name(app),
+        cluster_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 11)) + index)),
+        selector: BTreeMap::from([("app".to_string(), app_name(app))]),
+        ports: vec![
+            port("http", 80, TargetPort::Name("http".to_string())),
+            port("metrics", METRICS_PORT, TargetPort::Number(METRICS_PORT)),
+        ],
+        labels: BTreeMap::from([("app".to_string(), app_name(app))]),
     }
 }
 
@@ -623,64 +749,79 @@ fn app_name(app: usize) -> String {
     format!("app-{app}")
 }
 
+fn app_labels(app: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), app_name(app)),
+        ("version".to_string(), "v1".to_string()),
+    ])
+}
+
 fn service_account(app: usize) -> String {
     format!("sa-app-{app}")
 }
 
-fn exact(value: String) -> StringMatch {
-    StringMatch::Exact(value)
+/// The pod template hash of app `app`'s Deployment in namespace `n`: 10 characters, as Kubernetes writes them.
+fn template_hash(n: usize, app: usize) -> String {
+    generated_name(&format!("{}/{}", namespace_name(n), app_name(app)), 10)
+}
+
+/// The random suffix of a Deployment's pod, 5 characters, here derived from the replica's number.
+fn pod_suffix(replica: usize) -> String {
+    generated_name(&replica.to_string(), 5)
+}
+
+/// `len` characters of [`NAME_ALPHABET`] from an FNV-1a hash of `seed`: the same seed, the same name.
+fn generated_name(seed: &str, len: usize) -> String {
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let base = NAME_ALPHABET.len() as u64;
+    let digit = |i: u32| char::from(NAME_ALPHABET[(hash / base.pow(i) % base) as usize]);
+    (0..len as u32).map(digit).collect()
 }
 
 /// The policy of namespace `n` (an even one): a namespace-wide ALLOW from its own namespace, or an ALLOW of app-0's
 /// pods for app-1's service account on port 8080.
-fn base_policy(n: usize) -> Authorization {
+fn base_policy(n: usize) -> anyhow::Result<AuthorizationPolicy> {
     let ns = namespace_name(n);
-    let (name, scope, matches) = if n.is_multiple_of(4) {
-        let from = Match {
-            namespaces: vec![exact(ns.clone())],
-            ..Match::default()
-        };
-        ("allow-same-namespace", Scope::Namespace, vec![from])
+    let policy = if n.is_multiple_of(4) {
+        json!({
+            "metadata": { "name": "allow-same-namespace", "namespace": ns },
+            "spec": { "action": "ALLOW", "rules": [{ "from": [{ "source": { "namespaces": [ns] } }] }] },
+        })
     } else {
-        let from = Match {
-            principals: vec![exact(format!("{TRUST_DOMAIN}/ns/{ns}/sa/{}", service_account(1)))],
-            destination_ports: vec![8080],
-            ..Match::default()
-        };
-        ("allow-app-0", Scope::WorkloadSelector, vec![from])
+        let principal = format!("{TRUST_DOMAIN}/ns/{ns}/sa/{}", service_account(1));
+        json!({
+            "metadata": { "name": "allow-app-0", "namespace": ns },
+            "spec": {
+                "selector": { "matchLabels": { "app": app_name(0) } },
+                "action": "ALLOW",
+                "rules": [{
+                    "from": [{ "source": { "principals": [principal] } }],
+                    "to": [{ "operation": { "ports": [HTTP_PORT.to_string()] } }],
+                }],
+            },
+        })
     };
-    Authorization {
-        name: name.to_string(),
-        namespace: ns,
-        scope,
-        action: Action::Allow,
-        groups: vec![Group {
-            clauses: vec![Clause { matches }],
-        }],
-        dry_run: false,
-    }
+    serde_json::from_value(policy).with_context(|| format!("the policy of {ns}"))
 }
 
-/// The policy change number `change`: a namespace-wide DENY of another namespace's traffic to port 9090.
-fn deny_policy(change: usize, namespaces: usize) -> Authorization {
-    let from = Match {
-        namespaces: vec![exact(namespace_name((change + 1) % namespaces))],
-        ..Match::default()
-    };
-    let to = Match {
-        destination_ports: vec![9090],
-        ..Match::default()
-    };
-    Authorization {
-        name: format!("deny-change-{change}"),
-        namespace: namespace_name(change % namespaces),
-        scope: Scope::Namespace,
-        action: Action::Deny,
-        groups: vec![Group {
-            clauses: vec![Clause { matches: vec![from] }, Clause { matches: vec![to] }],
-        }],
-        dry_run: false,
-    }
+/// The policy change number `change`, as its xDS name and its manifest: a namespace-wide DENY of another
+/// namespace's traffic to port 9090.
+fn deny_policy(change: usize, namespaces: usize) -> (String, String) {
+    let (ns, from) = (
+        namespace_name(change % namespaces),
+        namespace_name((change + 1) % namespaces),
+    );
+    let name = format!("deny-change-{change}");
+    let manifest = format!(
+        "apiVersion: security.istio.io/v1\n\
+         kind: AuthorizationPolicy\n\
+         metadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [\"{from}\"]\n    \
+         to:\n    - operation:\n        ports: [\"{METRICS_PORT}\"]\n"
+    );
+    (format!("{ns}/{name}"), manifest)
 }
 
 // === impl Counter ===
@@ -799,33 +940,55 @@ fn clock_ticks() -> u64 {
 }
 
 impl ControlPlane {
-    fn start(
-        options: &Options,
-        ca_dir: &Path,
-        plan: &Path,
-        credentials: &Path,
-        state: &Path,
-        listen: SocketAddr,
-    ) -> anyhow::Result<Self> {
-        let log = ca_dir.with_file_name("control.log");
+    /// Starts `ambit control` on the generated files, logging to `control.log` beside them.
+    fn start(options: &Options, files: &Files, listen: SocketAddr) -> anyhow::Result<Self> {
+        let log = files.ca_dir.with_file_name("control.log");
         let log_file = fs::File::create(&log).context("cannot create the control plane's log")?;
         let child = Command::new(&options.ambit)
             .arg("control")
             .args(["--listen", &listen.to_string()])
             .arg("--ca-dir")
-            .arg(ca_dir)
+            .arg(&files.ca_dir)
             .arg("--plan")
-            .arg(plan)
+            .arg(&files.plan)
             .arg("--node-credentials")
-            .arg(credentials)
-            .arg("--state-file")
-            .arg(state)
+            .arg(&files.credentials)
+            .arg("--objects-file")
+            .arg(&files.objects)
+            .arg("--config-store")
+            .arg(&files.config_store)
+            .arg("--api-socket")
+            .arg(&files.api_socket)
+            .args(["--cluster-domain", CLUSTER_DOMAIN, "--trust-domain", TRUST_DOMAIN])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("cannot start {} control", options.ambit.display()))?;
-        Ok(Self { child, log })
+        Ok(Self {
+            child,
+            log,
+            api: files.api_socket.clone(),
+        })
+    }
+
+    /// Waits until the config API accepts connections (it opens once the config store is restored).
+    async fn wait_api(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            self.check_running()?;
+            if tokio::net::UnixStream::connect(&self.api).await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > DEADLINE {
+                bail!(
+                    "the config API did not open at {} within {DEADLINE:?}{}",
+                    self.api.display(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn wait_listening(&mut self, listen: SocketAddr) -> anyhow::Result<()> {

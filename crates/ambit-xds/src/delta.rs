@@ -15,8 +15,8 @@ use std::fmt;
 use ambit_api::envoy::service::discovery::v3::Resource;
 
 pub use client::{
-    ClientStopped, ConnectionState, SCOPE_METADATA, Transport, XdsClient, XdsConfig, XdsError, XdsHandle, XdsScope, node,
-    run,
+    ClientStopped, ConnectionState, SCOPE_METADATA, Transport, XdsClient, XdsConfig, XdsError, XdsHandle, XdsScope,
+    node, run,
 };
 pub use state::{DeltaState, Reply, Subscription, Verdict, reject_unknown_type};
 
