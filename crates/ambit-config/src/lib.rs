@@ -31,7 +31,7 @@ pub use ambit_policy::istio;
 pub use diagnostic::Diagnostic;
 pub use kind::{Kind, ObjectKey};
 pub use object::{DEFAULT_NAMESPACE, Object};
-pub use parse::{MAX_DOCUMENT_BYTES, MAX_TEXT_BYTES, parse, parse_keys, parse_sources};
+pub use parse::{MAX_DOCUMENT_BYTES, MAX_TEXT_BYTES, parse, parse_keys, parse_source, parse_sources};
 pub use status::{ZTUNNEL_ACCEPTED, policy_status, to_json_with_status};
 pub use store::{Outcome, Store, Stored};
 

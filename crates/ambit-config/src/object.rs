@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use ambit_policy::istio::{AuthorizationPolicy, PeerAuthentication};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodStatus, Service, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -106,6 +107,48 @@ impl Object {
             Object::GrpcRoute(o) => Some(&o.metadata),
             Object::AuthorizationPolicy(_) | Object::PeerAuthentication(_) => None,
         }
+    }
+
+    /// The object with only what the mesh reads from a cluster's objects: for a Pod, its identifying metadata
+    /// (name, namespace, uid, labels, annotations, owner references), node, service account, host networking,
+    /// containers' names and ports, and its phase, IPs and Ready condition; the rest (commands, environment, probes,
+    /// volumes, managed fields, ...) is dropped. Other kinds are kept whole. A cluster source's pods are trimmed when
+    /// they enter the store, which keeps a large cluster's store small.
+    pub fn trimmed(self) -> Object {
+        let Object::Pod(pod) = self else { return self };
+        let Pod { metadata, spec, status } = *pod;
+        let metadata = ObjectMeta {
+            name: metadata.name,
+            namespace: metadata.namespace,
+            uid: metadata.uid,
+            labels: metadata.labels,
+            annotations: metadata.annotations,
+            owner_references: metadata.owner_references,
+            ..ObjectMeta::default()
+        };
+        let spec = spec.map(|spec| PodSpec {
+            node_name: spec.node_name,
+            service_account_name: spec.service_account_name,
+            host_network: spec.host_network,
+            containers: (spec.containers.into_iter())
+                .map(|container| Container {
+                    name: container.name,
+                    ports: container.ports,
+                    ..Container::default()
+                })
+                .collect(),
+            ..PodSpec::default()
+        });
+        let status = status.map(|status| PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            host_ip: status.host_ip,
+            conditions: (status.conditions)
+                .map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect()),
+            ..PodStatus::default()
+        });
+        Object::Pod(Box::new(Pod { metadata, spec, status }))
     }
 
     /// The object as the API server returns it: `apiVersion` (the preferred one), `kind`, `metadata`, `spec`,

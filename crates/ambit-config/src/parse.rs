@@ -33,6 +33,17 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Object>, Vec<Diagnostic>> {
     parse_sources([(file, text)])
 }
 
+/// [`parse`] for a cluster source's objects: a JSON v1 `List` of every Namespace, Pod, ... of a cluster. The same
+/// validation, without the size limits, which guard the API against oversized input while such a list grows with
+/// the cluster (about 2 KiB per pod) and comes from a trusted source; and read item by item, so that only one item
+/// at a time is held as a JSON tree (a whole tree is several times the text's size).
+pub fn parse_source(file: &str, text: &str) -> Result<Vec<Object>, Vec<Diagnostic>> {
+    let mut batch = Batch::new(Mode::Objects);
+    batch.limited = false;
+    batch.json_list(file, text.strip_prefix('\u{feff}').unwrap_or(text));
+    batch.finish().map(|(objects, _)| objects)
+}
+
 /// [`parse`] for several texts as one batch, (file, text) pairs: a duplicate across texts is an error too.
 pub fn parse_sources<'a>(
     sources: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -64,6 +75,8 @@ enum Mode {
 /// The objects (or keys) of the texts parsed so far, and the problems found.
 struct Batch {
     mode: Mode,
+    /// Whether [`MAX_TEXT_BYTES`] and [`MAX_DOCUMENT_BYTES`] apply.
+    limited: bool,
     objects: Vec<Object>,
     keys: Vec<ObjectKey>,
     diagnostics: Vec<Diagnostic>,
@@ -93,6 +106,7 @@ impl Batch {
     fn new(mode: Mode) -> Self {
         Self {
             mode,
+            limited: true,
             objects: Vec::new(),
             keys: Vec::new(),
             diagnostics: Vec::new(),
@@ -109,7 +123,7 @@ impl Batch {
 
     fn text(&mut self, file: &str, text: &str) {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if text.len() > MAX_TEXT_BYTES {
+        if self.limited && text.len() > MAX_TEXT_BYTES {
             let message = format!(
                 "the text has {} bytes; the limit is 8 MiB ({MAX_TEXT_BYTES} bytes)",
                 text.len()
@@ -132,10 +146,35 @@ impl Batch {
         }
     }
 
+    /// A JSON v1 `List`, its items added one at a time as they are read.
+    fn json_list(&mut self, file: &str, text: &str) {
+        use serde::de::DeserializeSeed;
+        let position = Position::new(file, 1, true);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let seed = ListSeed {
+            batch: self,
+            position: &position,
+        };
+        let header = seed.deserialize(&mut deserializer).and_then(|header| {
+            deserializer.end()?;
+            Ok(header)
+        });
+        match header {
+            Err(error) => self.fail(&position, None, "", format!("invalid JSON: {error}")),
+            Ok(header) => {
+                let text = |key: &str| header.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+                if (text("apiVersion"), text("kind")) != ("v1".into(), "List".into()) {
+                    let message = "a cluster source must be a JSON v1 List".to_string();
+                    self.fail(&position, None, "", message);
+                }
+            }
+        }
+    }
+
     fn yaml(&mut self, file: &str, text: &str) {
         for ((lines_before, document), number) in documents::split(text).into_iter().zip(1..) {
             let position = Position::new(file, number, false);
-            if document.len() > MAX_DOCUMENT_BYTES {
+            if self.limited && document.len() > MAX_DOCUMENT_BYTES {
                 let message = size_message("document", document.len());
                 self.fail(&position, None, "", message);
                 continue;
@@ -170,7 +209,11 @@ impl Batch {
 
     fn add_object(&mut self, kind: Kind, value: Value, position: &Position<'_>) {
         let label = label(kind, &value);
-        let size = if position.json { value.to_string().len() } else { 0 };
+        let size = if position.json && self.limited {
+            value.to_string().len()
+        } else {
+            0
+        };
         if size > MAX_DOCUMENT_BYTES {
             return self.fail(position, Some(label), "", size_message("object", size));
         }
@@ -208,6 +251,76 @@ impl Batch {
         let field = validate::join(&position.prefix, field);
         let diagnostic = at(position.file, position.document, &field, object, message);
         self.diagnostics.push(diagnostic);
+    }
+}
+
+/// Reads a JSON object, passing each element of its `items` to the batch as soon as it is read; the other fields
+/// (`apiVersion`, `kind`, ...) are returned.
+struct ListSeed<'b, 'p, 'f> {
+    batch: &'b mut Batch,
+    position: &'p Position<'f>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListSeed<'_, '_, '_> {
+    type Value = serde_json::Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListSeed<'_, '_, '_> {
+    type Value = serde_json::Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a v1 List")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut header = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "items" {
+                map.next_value_seed(ItemsSeed {
+                    batch: &mut *self.batch,
+                    position: self.position,
+                })?;
+            } else {
+                header.insert(key, map.next_value()?);
+            }
+        }
+        Ok(header)
+    }
+}
+
+/// The `items` of a [`ListSeed`], added one by one.
+struct ItemsSeed<'b, 'p, 'f> {
+    batch: &'b mut Batch,
+    position: &'p Position<'f>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ItemsSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(item) = seq.next_element::<Value>()? {
+            let prefix = validate::index(&self.position.prefix, "items", index);
+            self.batch.add(item, &self.position.at(prefix));
+            index += 1;
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,10 +36,11 @@ pub enum Outcome {
     Deleted,
 }
 
-/// All objects, by key, and a revision that counts the changes.
+/// All objects, by key, and a revision that counts the changes. Objects are shared (`Arc`), so a copy of the
+/// store (taken to apply a change all or nothing) copies no object.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Store {
-    objects: BTreeMap<ObjectKey, Stored>,
+    objects: BTreeMap<ObjectKey, Arc<Stored>>,
     revision: u64,
 }
 
@@ -112,7 +114,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Stored> {
-        self.objects.get(key)
+        self.objects.get(key).map(|stored| &**stored)
     }
 
     /// The objects of `kind`, in `namespace` or in all namespaces, sorted by namespace and name. A cluster-scoped
@@ -123,13 +125,13 @@ impl Store {
         (self.objects.range(start..))
             .take_while(|(key, _)| key.kind == kind)
             .filter(|(key, _)| namespace.is_none_or(|namespace| key.namespace == namespace))
-            .map(|(_, stored)| stored)
+            .map(|(_, stored)| &**stored)
             .collect()
     }
 
     /// Every object as stored, in key order.
     pub fn stored(&self) -> impl Iterator<Item = &Stored> {
-        self.objects.values()
+        self.objects.values().map(|stored| &**stored)
     }
 
     /// Every object, in key order.
@@ -242,7 +244,7 @@ impl Store {
             resource_version: revision,
             created,
         };
-        self.objects.insert(key, stored);
+        self.objects.insert(key, Arc::new(stored));
     }
 
     fn remove(&mut self, key: ObjectKey) -> (ObjectKey, Outcome) {

@@ -41,8 +41,6 @@ struct Inner {
     /// Whether the persisted config was restored: nothing is published before, so no node proxy ever sees the
     /// cluster's workloads without the policies that guard them.
     restored: bool,
-    /// The last translation, for `describe`.
-    state: Arc<StateFile>,
 }
 
 /// What a change did, per object.
@@ -72,7 +70,6 @@ impl ConfigStore {
             inner: Arc::new(Mutex::new(Inner {
                 store: Store::default(),
                 restored: false,
-                state: Arc::new(StateFile::default()),
             })),
             resources,
             persist,
@@ -135,6 +132,7 @@ impl ConfigStore {
 
     /// Replaces the cluster source's objects; translates and publishes if anything changed.
     pub fn replace_source(&self, objects: Vec<Object>) {
+        let objects = objects.into_iter().map(Object::trimmed).collect();
         let mut inner = self.lock();
         if inner.store.replace_source(objects) {
             self.pods.rebuild(&inner.store, &self.trust_domain);
@@ -166,7 +164,9 @@ impl ConfigStore {
         peer: Option<&Identity>,
         port: Option<u16>,
     ) -> Option<PodDescription> {
-        let state = self.lock().state.clone();
+        // Translated again rather than kept from the last publish: describe is rare, and a kept translation would
+        // cost as much memory as the encoded resources.
+        let state = translate_store(&self.lock().store, &self.settings);
         describe_pod(&state, &self.trust_domain, namespace, name, peer, port)
     }
 
@@ -190,7 +190,6 @@ impl ConfigStore {
             policies = state.policies.len(),
             "published a new translation"
         );
-        inner.state = Arc::new(state);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -239,22 +238,18 @@ impl NodeIndex for PodIndex {
 
 /// The workload API for everything in `store`.
 pub fn translate_store(store: &Store, settings: &Settings) -> StateFile {
-    let mut namespaces = Vec::new();
-    let mut pods = Vec::new();
-    let mut services = Vec::new();
-    let mut authorization_policies = Vec::new();
-    let mut peer_authentications = Vec::new();
+    let mut inputs = Inputs::default();
     let mut gateways = Vec::new();
     // Oldest first: PeerAuthentication conflicts are settled by age.
     let mut stored: Vec<_> = store.stored().collect();
     stored.sort_by_key(|s| s.created);
     for s in stored {
         match &s.object {
-            Object::Namespace(o) => namespaces.push((**o).clone()),
-            Object::Pod(o) => pods.push((**o).clone()),
-            Object::Service(o) => services.push((**o).clone()),
-            Object::AuthorizationPolicy(o) => authorization_policies.push((**o).clone()),
-            Object::PeerAuthentication(o) => peer_authentications.push((**o).clone()),
+            Object::Namespace(o) => inputs.namespaces.push(o),
+            Object::Pod(o) => inputs.pods.push(o),
+            Object::Service(o) => inputs.services.push(o),
+            Object::AuthorizationPolicy(o) => inputs.authorization_policies.push(o),
+            Object::PeerAuthentication(o) => inputs.peer_authentications.push(o),
             Object::Gateway(o) => gateways.push(WaypointGateway {
                 namespace: o.metadata.namespace.clone().unwrap_or_default(),
                 name: o.metadata.name.clone().unwrap_or_default(),
@@ -264,14 +259,7 @@ pub fn translate_store(store: &Store, settings: &Settings) -> StateFile {
             Object::ServiceAccount(_) | Object::HttpRoute(_) | Object::GrpcRoute(_) => {}
         }
     }
-    let inputs = Inputs {
-        namespaces: &namespaces,
-        pods: &pods,
-        services: &services,
-        authorization_policies: &authorization_policies,
-        peer_authentications: &peer_authentications,
-        gateways: &gateways,
-    };
+    inputs.gateways = &gateways;
     translate(&inputs, settings)
 }
 

@@ -24,7 +24,7 @@ pub async fn follow_objects_file(
         match read_if_changed(&path, last_stamp) {
             Ok(Some((stamp, text))) => {
                 last_stamp = Some(stamp);
-                match ambit_config::parse(&path.display().to_string(), &text) {
+                match ambit_config::parse_source(&path.display().to_string(), &text) {
                     Ok(objects) => {
                         let count = objects.len();
                         store.replace_source(objects);

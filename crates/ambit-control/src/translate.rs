@@ -57,14 +57,14 @@ pub const MESH_CONTROLLER: &str = "istio.io-mesh-controller";
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// Everything translation reads: the cluster's objects and the user's config, oldest first within each kind
-/// (PeerAuthentication conflicts are settled by age).
-#[derive(Clone, Copy, Debug)]
+/// (PeerAuthentication conflicts are settled by age). Borrowed, so translating a large store copies no object.
+#[derive(Clone, Debug, Default)]
 pub struct Inputs<'a> {
-    pub namespaces: &'a [core::Namespace],
-    pub pods: &'a [core::Pod],
-    pub services: &'a [core::Service],
-    pub authorization_policies: &'a [AuthorizationPolicy],
-    pub peer_authentications: &'a [PeerAuthentication],
+    pub namespaces: Vec<&'a core::Namespace>,
+    pub pods: Vec<&'a core::Pod>,
+    pub services: Vec<&'a core::Service>,
+    pub authorization_policies: Vec<&'a AuthorizationPolicy>,
+    pub peer_authentications: Vec<&'a PeerAuthentication>,
     pub gateways: &'a [WaypointGateway],
 }
 
@@ -365,7 +365,7 @@ impl<'a> Cluster<'a> {
         let namespaces = inputs.namespaces.iter();
         let namespace_labels = namespaces.filter_map(|ns| Some((name_of(&ns.metadata)?, labels_of(&ns.metadata))));
         let mut services_by_namespace: BTreeMap<&str, Vec<&core::Service>> = BTreeMap::new();
-        for svc in inputs.services {
+        for svc in &inputs.services {
             services_by_namespace
                 .entry(namespace_of(&svc.metadata))
                 .or_default()
@@ -385,7 +385,7 @@ impl<'a> Cluster<'a> {
     /// selects a ready pod (istiod gives the Gateway an address only then).
     fn ready_waypoints(&self, inputs: &Inputs<'a>) -> BTreeMap<WaypointName, &'a str> {
         let gateways = inputs.gateways.iter().filter(|gw| gw.class_name == WAYPOINT_CLASS);
-        let ready = gateways.filter(|gw| self.has_ready_endpoint(inputs.pods, &gw.namespace, &gw.name));
+        let ready = gateways.filter(|gw| self.has_ready_endpoint(&inputs.pods, &gw.namespace, &gw.name));
         let entry = |gw: &'a WaypointGateway| {
             let waypoint_for = gw.labels.get(WAYPOINT_FOR_LABEL).map_or("service", String::as_str);
             let name = WaypointName {
@@ -397,7 +397,7 @@ impl<'a> Cluster<'a> {
         ready.map(entry).collect()
     }
 
-    fn has_ready_endpoint(&self, pods: &[core::Pod], namespace: &str, name: &str) -> bool {
+    fn has_ready_endpoint(&self, pods: &[&core::Pod], namespace: &str, name: &str) -> bool {
         let Some(svc) = self
             .services_in(namespace)
             .find(|svc| name_of(&svc.metadata) == Some(name))
@@ -407,7 +407,7 @@ impl<'a> Cluster<'a> {
         let in_namespace = pods.iter().filter(|pod| namespace_of(&pod.metadata) == namespace);
         in_namespace
             .filter(|pod| selects(svc, labels_of(&pod.metadata)))
-            .any(is_serving)
+            .any(|pod| is_serving(pod))
     }
 
     fn services_in(&self, namespace: &str) -> impl Iterator<Item = &'a core::Service> {
@@ -531,7 +531,7 @@ impl MeshPolicies {
             peer: Vec::new(),
             all: BTreeMap::new(),
         };
-        for policy in inputs.authorization_policies {
+        for policy in &inputs.authorization_policies {
             policies.add_authorization(policy, root_namespace);
         }
         let peer = inputs.peer_authentications.iter().zip(0..);

@@ -279,3 +279,80 @@ fn apply_validates_objects_built_in_code() {
     assert!(diagnostics[1].message.contains("appears twice in the batch"));
     assert_eq!(store, before);
 }
+
+/// A cluster source's list may exceed the API's limits: `parse_source` reads it, `parse` refuses it.
+#[test]
+fn a_cluster_source_is_not_held_to_the_api_limits() {
+    let annotation = "x".repeat(10 * 1024);
+    let pods: Vec<serde_json::Value> = (0..900)
+        .map(|i| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("pod-{i}"), "namespace": "web", "annotations": {"note": annotation}},
+                "spec": {"containers": [{"name": "c"}]}
+            })
+        })
+        .collect();
+    let text = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods}).to_string();
+    assert!(text.len() > crate::MAX_TEXT_BYTES);
+    assert!(crate::parse("objects.json", &text).is_err());
+    let objects = crate::parse_source("objects.json", &text).expect("the whole list");
+    assert_eq!(objects.len(), 900);
+}
+
+/// A trimmed pod keeps what translation and the CA read, and drops the rest.
+#[test]
+fn trimmed_pods_keep_what_the_mesh_reads() {
+    let text = r#"{"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "a", "namespace": "web", "uid": "u-1", "labels": {"app": "a"},
+                   "annotations": {"ambient.istio.io/redirection": "enabled"},
+                   "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "a-5d8f", "uid": "r", "controller": true}],
+                   "managedFields": [{"manager": "kubectl"}]},
+      "spec": {"nodeName": "node-1", "serviceAccountName": "api",
+               "containers": [{"name": "app", "image": "app:1", "command": ["run"], "env": [{"name": "X", "value": "1"}],
+                               "ports": [{"name": "http", "containerPort": 8080}]}]},
+      "status": {"phase": "Running", "podIP": "10.0.0.5", "hostIP": "172.31.0.2",
+                 "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]}}"#;
+    let pod = parse_ok(text).remove(0).trimmed();
+    let json = pod.to_json();
+    assert_eq!(json["metadata"]["labels"]["app"], "a");
+    assert_eq!(
+        json["metadata"]["annotations"]["ambient.istio.io/redirection"],
+        "enabled"
+    );
+    assert_eq!(json["metadata"]["ownerReferences"][0]["name"], "a-5d8f");
+    assert!(json["metadata"].get("managedFields").is_none(), "{json}");
+    assert_eq!(json["spec"]["nodeName"], "node-1");
+    assert_eq!(json["spec"]["serviceAccountName"], "api");
+    let container = &json["spec"]["containers"][0];
+    assert_eq!(
+        (&container["name"], &container["ports"][0]["name"]),
+        (&"app".into(), &"http".into())
+    );
+    assert!(container.get("command").is_none() && container.get("env").is_none() && container.get("image").is_none());
+    assert_eq!(json["status"]["podIP"], "10.0.0.5");
+    assert_eq!(
+        json["status"]["conditions"].as_array().unwrap().len(),
+        1,
+        "only Ready: {json}"
+    );
+}
+
+/// The cluster source is a JSON List; a bad item is located by its index.
+#[test]
+fn a_cluster_source_must_be_a_list_and_bad_items_are_located() {
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "web"}, "spec": {"containers": []}}"#;
+    let problems = crate::parse_source("objects.json", pod).unwrap_err();
+    assert!(problems[0].message.contains("v1 List"), "{problems:?}");
+    let bad = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "Not_A_Name"}}]}"#;
+    let problems = crate::parse_source("objects.json", bad).unwrap_err();
+    assert!(problems[0].field.starts_with("items[1]"), "{problems:?}");
+    let truncated = &bad[..bad.len() - 3];
+    assert!(
+        crate::parse_source("objects.json", truncated).unwrap_err()[0]
+            .message
+            .contains("invalid JSON")
+    );
+}

@@ -23,11 +23,11 @@ struct Objects {
 impl Objects {
     fn inputs(&self) -> Inputs<'_> {
         Inputs {
-            namespaces: &self.namespaces,
-            pods: &self.pods,
-            services: &self.services,
-            authorization_policies: &self.authorization_policies,
-            peer_authentications: &self.peer_authentications,
+            namespaces: self.namespaces.iter().collect(),
+            pods: self.pods.iter().collect(),
+            services: self.services.iter().collect(),
+            authorization_policies: self.authorization_policies.iter().collect(),
+            peer_authentications: self.peer_authentications.iter().collect(),
             gateways: &self.gateways,
         }
     }

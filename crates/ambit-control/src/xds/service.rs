@@ -215,7 +215,8 @@ impl StreamDriver {
         }
         if outcome.respond {
             let snapshot = self.resources.borrow().clone();
-            if let Some(response) = self.state.respond(type_url, &snapshot) {
+            // A large answer comes in several responses (see `stream::MAX_RESOURCES_PER_RESPONSE`).
+            while let Some(response) = self.state.respond(type_url, &snapshot) {
                 self.send(response).await?;
             }
         }

@@ -34,6 +34,11 @@ use super::resources::{Entry, EntryKind, Resources};
 /// The subscription key that stands for every resource of a type.
 pub const WILDCARD: &str = "*";
 
+/// The most resources one response carries: an initial sync of a large mesh goes out in several responses, so no
+/// single message (and no encode buffer, which keeps the capacity of the largest message it held) is the size of
+/// the whole mesh.
+pub const MAX_RESOURCES_PER_RESPONSE: usize = 1000;
+
 /// How many unanswered responses a subscription remembers; older ones are taken as applied.
 const MAX_IN_FLIGHT: usize = 32;
 
@@ -151,12 +156,17 @@ impl StreamState {
         Some(response)
     }
 
-    /// The responses of every subscribed type against a new snapshot.
+    /// The responses of every subscribed type against a new snapshot (several per type when it has more than
+    /// [`MAX_RESOURCES_PER_RESPONSE`] to send).
     pub fn respond_all(&mut self, resources: &Resources) -> Vec<DeltaDiscoveryResponse> {
         let types: Vec<String> = self.subscriptions.keys().cloned().collect();
-        (types.iter())
-            .filter_map(|type_url| self.respond(type_url, resources))
-            .collect()
+        let mut responses = Vec::new();
+        for type_url in &types {
+            while let Some(response) = self.respond(type_url, resources) {
+                responses.push(response);
+            }
+        }
+        responses
     }
 }
 
@@ -262,6 +272,8 @@ impl Subscription {
             }
         }
         send.extend(tracked.into_iter().filter(|name| !self.sent.contains_key(*name)));
+        // The rest goes in the next response: call again after recording this one.
+        let send: Vec<&str> = send.into_iter().take(MAX_RESOURCES_PER_RESPONSE).collect();
         if send.is_empty() && removed.is_empty() && !self.must_respond {
             return None;
         }

@@ -684,3 +684,26 @@ fn replies_name_nacks_with_their_reason_and_ignore_unknown_nonces() {
     let again = state.on_request(&reply(&sent.nonce, None));
     assert_eq!(again.reply, Some(Reply::Stale), "a nonce is answered once");
 }
+
+#[test]
+fn a_large_answer_comes_in_bounded_responses() {
+    let uids: Vec<String> = (0..2500).map(|i| format!("pod-{i}")).collect();
+    let workloads = uids.iter().map(|uid| workload(uid, 1)).collect();
+    let snapshot = Resources::from_protos(workloads, Vec::new(), Vec::new());
+    let mut state = StreamState::new();
+    assert!(state.on_request(&request()).respond);
+    let responses = state.respond_all(&snapshot);
+    let sizes: Vec<usize> = responses.iter().map(|r| r.resources.len()).collect();
+    assert_eq!(sizes, [MAX_RESOURCES_PER_RESPONSE, MAX_RESOURCES_PER_RESPONSE, 500]);
+    let mut sent: Vec<&str> = responses
+        .iter()
+        .flat_map(|r| &r.resources)
+        .map(|r| r.name.as_str())
+        .collect();
+    sent.sort_unstable();
+    sent.dedup();
+    assert_eq!(sent.len(), 2500, "every resource exactly once");
+    let nonces: std::collections::BTreeSet<&str> = responses.iter().map(|r| r.nonce.as_str()).collect();
+    assert_eq!(nonces.len(), 3, "each response has its own nonce");
+    assert!(state.respond_all(&snapshot).is_empty(), "nothing left to send");
+}
