@@ -43,7 +43,6 @@ e2e: deps
 	$(CARGO) test --locked -p ambit --features netns-tests --test local_cluster -- --test-threads=2
 	$(CARGO) test --locked -p ambit --features netns-tests --test mesh -- --test-threads=2
 	$(CARGO) test --locked -p ambit --features netns-tests --test proxy_config
-	$(CARGO) test --locked -p ambit --features netns-tests --test scope
 	$(CARGO) test --locked -p ambit-capture --features netns-tests --test capture
 
 test: deps lint unit e2e

@@ -149,12 +149,6 @@ spec:
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/mesh/sa/client";
 const ECHO_ID: &str = "spiffe://cluster.local/ns/mesh/sa/default";
 
-/// `curl` from a pod: (succeeded, body).
-fn curl(c: &TestCluster, ns: &str, pod: &str, url: &str) -> (bool, String) {
-    let out = c.exec(ns, pod, &format!("curl -sS -m 5 {url}"));
-    (out.status.success(), text(&out))
-}
-
 /// A packet capture on one fabric port, stopped (and read) by [`Capture::finish`].
 struct Capture {
     child: Child,
@@ -257,36 +251,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-fn node_metrics(c: &TestCluster, node: &str) -> String {
-    let ns = format!("ambit.{}.node.{node}", c.name);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            "http://127.0.0.1:15020/metrics",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "metrics of {node}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The series of `metric` whose labels include every `label="value"` of `labels`.
-fn series<'a>(metrics: &'a str, metric: &str, labels: &[&str]) -> Vec<&'a str> {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(&format!("{metric}{{")))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .collect()
-}
-
 /// Rewrites the cluster's objects file (the control plane's cluster source) through `edit`, atomically as the
-/// supervisor does; returns the original text, to put back with [`restore_objects`].
+/// supervisor does; returns the original text, to put back with [`write_objects`].
 fn edit_objects(c: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let path = c.run_dir().join("objects.json");
     let original = std::fs::read(&path).unwrap();

@@ -1,5 +1,6 @@
 //! End-to-end test of `ambit proxy-config`: what the node proxies of a two-node local cluster hold, read from their
-//! admin endpoints inside the node namespaces. It needs root and fails (never skips) without it.
+//! admin endpoints inside the node namespaces; with node-scoped xDS (the default), each holds its own node's pods and
+//! looks the others up when traffic needs them. It needs root and fails (never skips) without it.
 #![cfg(feature = "netns-tests")]
 
 mod common;
@@ -177,6 +178,51 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{kind} -o json: {e}"));
         assert!(v.is_array(), "{kind}: {v}");
     }
+
+    // Node-scoped xDS at work: node-1 knows the echo ClusterIP but holds neither the echo pod nor its endpoint;
+    // the client reaches it by pod IP and by ClusterIP at the first try (node-1 looks the destination up while the
+    // connection waits), over mutual TLS, and node-1 holds the echo workload afterwards.
+    let services = out(&["services", "--node", "node-1", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_str(&services).unwrap();
+    let echo = services.as_array().unwrap().iter().find(|s| s["name"] == "echo");
+    let vip = echo.unwrap_or_else(|| panic!("node-1 lacks the echo service: {services}"))["addresses"][0]["address"]
+        .as_str()
+        .expect("the echo ClusterIP")
+        .to_string();
+    let echo_ip = cluster.pod_ip("pc", "echo");
+    for url in [
+        format!("http://{echo_ip}:8080/by-pod-ip"),
+        format!("http://{vip}/by-cluster-ip"),
+    ] {
+        let (ok, body) = curl(&cluster, "pc", "client", &url);
+        assert!(ok && body.contains("pod=echo"), "client -> {url}: {body}");
+    }
+    let metrics = node_metrics(&cluster, "node-1");
+    let labels = [
+        "reporter=\"source\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "source_principal=\"spiffe://cluster.local/ns/pc/sa/client\"",
+        "destination_principal=\"spiffe://cluster.local/ns/pc/sa/default\"",
+        "destination_workload=\"echo\"",
+    ];
+    for service in ["unknown", "echo.pc.svc.cluster.local"] {
+        let service = format!("destination_service=\"{service}\"");
+        let with_service = [&labels[..], &[service.as_str()]].concat();
+        assert!(
+            !series(&metrics, "istio_tcp_connections_opened_total", &with_service).is_empty(),
+            "node-1 has no mTLS series with {service}:\n{metrics}"
+        );
+    }
+    let workloads = out(&["workloads", "--node", "node-1"]);
+    assert!(
+        row(&rows(&workloads), 1, "echo").is_some(),
+        "node-1 did not keep the looked-up echo:\n{workloads}"
+    );
+    let workloads = out(&["workloads", "--node", "node-2"]);
+    assert!(
+        row(&rows(&workloads), 1, "client").is_none(),
+        "node-2 holds node-1's client:\n{workloads}"
+    );
 
     // A node that does not exist is an error naming it.
     let nope = pc(&["pods", "--node", "nope"]);

@@ -241,3 +241,38 @@ impl Drop for TestCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `curl` from a pod: (succeeded, body).
+pub fn curl(c: &TestCluster, ns: &str, pod: &str, url: &str) -> (bool, String) {
+    let out = c.exec(ns, pod, &format!("curl -sS -m 5 {url}"));
+    (out.status.success(), text(&out))
+}
+
+/// The node proxy's Prometheus exposition (`:15020/metrics`), read inside the node's namespace.
+pub fn node_metrics(c: &TestCluster, node: &str) -> String {
+    let ns = format!("ambit.{}.node.{node}", c.name);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://127.0.0.1:15020/metrics",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "metrics of {node}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The series of `metric` whose labels include every `label="value"` of `labels`.
+pub fn series<'a>(metrics: &'a str, metric: &str, labels: &[&str]) -> Vec<&'a str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .collect()
+}
