@@ -511,6 +511,21 @@ fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
     let locked_ip = c.pod_ip("strict", "locked");
     let (ok, body) = curl(&c, "plain", "outsider", &format!("http://{locked_ip}:8080/"));
     assert!(!ok, "STRICT accepted a plaintext client: {body}");
+    // node-2 does not hold node-1's outsider (node-scoped xDS) and plaintext carries no baggage: it looks the
+    // source up, so the refusal names it.
+    let refused = [
+        "reporter=\"destination\"",
+        "response_flags=\"DENY\"",
+        "source_workload=\"outsider\"",
+        "source_workload_namespace=\"plain\"",
+    ];
+    let named = series(
+        &node_metrics(&c, "node-2"),
+        "istio_tcp_connections_failed_total",
+        &refused,
+    )
+    .len();
+    assert!(named > 0, "node-2 does not name the plaintext source it refused");
     let (ok, body) = curl(&c, "mesh", "client", &format!("http://{locked_ip}:8080/"));
     assert!(ok, "STRICT refused an mTLS client: {body}");
 

@@ -228,7 +228,8 @@ impl PodManager {
             context.root_namespace.clone(),
             Arc::clone(&context.metrics.tcp),
             connector,
-        );
+        )
+        .with_lookups(context.lookups.clone());
         let connections = inbound.connections().clone();
         let task = run_pod(
             context.clone(),

@@ -37,6 +37,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info};
 
 use super::{service_info, workload_info};
+use crate::state::xds::Lookups;
 use crate::state::{Snapshot, Workload, WorkloadUid, inbound_target, policies_for};
 
 /// The mark on sockets the proxy opens towards local applications, so the pod's redirection rules let them through
@@ -98,6 +99,8 @@ struct Registration {
 pub struct InboundHandler<C = PodAppConnector> {
     local: WorkloadUid,
     snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// On-demand lookups (node-scoped xDS): a plaintext source of another node is looked up to name it.
+    lookups: Option<Lookups>,
     root_namespace: String,
     metrics: Arc<TcpMetrics>,
     connector: C,
@@ -281,11 +284,18 @@ impl<C: AppConnector> InboundHandler<C> {
         Self {
             local,
             snapshot,
+            lookups: None,
             root_namespace,
             metrics,
             connector,
             connections: Connections::new(),
         }
+    }
+
+    /// Looks up plaintext sources the snapshot does not hold (node-scoped xDS), so telemetry names them.
+    pub fn with_lookups(mut self, lookups: Option<Lookups>) -> Self {
+        self.lookups = lookups;
+        self
     }
 
     /// The live connections this handler accepted.
@@ -313,6 +323,18 @@ impl<C: AppConnector> InboundHandler<C> {
     /// `req.authority` is the connection's original destination; `req.peer_identity` is ignored.
     pub async fn accept_plaintext(&self, mut req: InboundRequest) -> Result<InboundUpstream, Refusal> {
         req.peer_identity = None;
+        // A plaintext peer sends no baggage: with node-scoped xDS, a source of another node is looked up (once per
+        // address, at most `LOOKUP_WAIT`) so the metrics and the access log can name it.
+        if let Some(lookups) = &self.lookups {
+            let key = {
+                let snapshot = self.snapshot.borrow();
+                let local = snapshot.workload(&self.local);
+                local.and_then(|local| crate::state::select::source_lookup_key(&snapshot, local, req.peer_addr.ip()))
+            };
+            if let Some(key) = key.filter(|key| !lookups.answered(key)) {
+                lookups.fetch(&key).await;
+            }
+        }
         self.accept(req, false).await
     }
 

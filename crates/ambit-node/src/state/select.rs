@@ -168,6 +168,17 @@ fn lookup_key(snapshot: &Snapshot, source: &Workload, ip: IpAddr) -> Option<Stri
     Some(format!("{}/{ip}", source.network))
 }
 
+/// The address resource to look up so that telemetry can name an inbound connection's source at `ip`: its alias
+/// `<network>/<ip>` in the local workload's network, when the snapshot (node-scoped: this node's pods) does not hold
+/// it. Policy never needs it: it reads the peer's identity and IP.
+pub fn source_lookup_key(snapshot: &Snapshot, local: &Workload, ip: IpAddr) -> Option<String> {
+    let ip = ip.to_canonical();
+    snapshot
+        .workload_by_ip(ip)
+        .is_none()
+        .then(|| format!("{}/{ip}", local.network))
+}
+
 /// Validates an inbound HBONE authority against the local workload (ambient §1.4): a self-call port or an IP
 /// that is not the workload's is refused; the authority itself is then the application address.
 pub fn inbound_target(local: &Workload, authority: &Authority) -> Result<InboundTarget, InboundError> {

@@ -692,3 +692,24 @@ fn outbound_decisions_name_the_key_to_look_up() {
         "the alias is in the client's network"
     );
 }
+
+#[test]
+fn an_inbound_source_the_node_does_not_hold_is_looked_up_by_its_alias() {
+    let local = client();
+    let snap = snapshot(vec![client()], Vec::new());
+    let local_ip = local.addresses[0];
+    assert_eq!(
+        source_lookup_key(&snap, &local, local_ip),
+        None,
+        "a held workload needs no lookup"
+    );
+    let other: std::net::IpAddr = "10.244.2.9".parse().unwrap();
+    let key = source_lookup_key(&snap, &local, other);
+    assert_eq!(key, Some(format!("{}/10.244.2.9", local.network)));
+    let mapped: std::net::IpAddr = "::ffff:10.244.2.9".parse().unwrap();
+    assert_eq!(
+        source_lookup_key(&snap, &local, mapped),
+        key,
+        "IPv4-mapped addresses are canonical"
+    );
+}
