@@ -51,6 +51,7 @@ impl ControlConfig {
             cluster_domain: self.cluster_domain.clone(),
             root_namespace: ambit_config::ROOT_NAMESPACE.to_string(),
             cluster_id: CLUSTER_ID.to_string(),
+            trust_domain: self.trust_domain.clone(),
         }
     }
 

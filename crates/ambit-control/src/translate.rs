@@ -86,6 +86,8 @@ pub struct Settings {
     pub root_namespace: String,
     /// The cluster id written into workload uids and `cluster_id`, istiod's default `Kubernetes`.
     pub cluster_id: String,
+    /// The mesh's trust domain: every workload's identity is `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+    pub trust_domain: ambit_types::TrustDomain,
 }
 
 /// A waypoint named by an object's labels.
@@ -348,12 +350,13 @@ fn allows(waypoint_for: &str, binder: Binder) -> bool {
 // === impl Settings ===
 
 impl Default for Settings {
-    /// istiod's defaults: `cluster.local`, `istio-system`, `Kubernetes`.
+    /// istiod's defaults: `cluster.local`, `istio-system`, `Kubernetes`, trust domain `cluster.local`.
     fn default() -> Self {
         Self {
             cluster_domain: "cluster.local".to_string(),
             root_namespace: "istio-system".to_string(),
             cluster_id: "Kubernetes".to_string(),
+            trust_domain: ambit_node::state::model::default_trust_domain(),
         }
     }
 }
@@ -425,6 +428,7 @@ impl<'a> Cluster<'a> {
         }
         let uid = WorkloadUid::new(&format!("{}//Pod/{namespace}/{name}", settings.cluster_id)).ok()?;
         let mut workload = Workload::new(uid, Namespace::new(namespace).ok()?);
+        workload.trust_domain = settings.trust_domain.clone();
         let labels = labels_of(&pod.metadata);
         let (workload_name, workload_type) = workload_name_and_type(pod);
         // Istio's canonical service and revision rules, as telemetry labels them.

@@ -240,11 +240,13 @@ fn settings_name_the_uid_cluster_and_hostnames() {
         cluster_domain: "example.org".to_string(),
         root_namespace: "mesh-root".to_string(),
         cluster_id: "east".to_string(),
+        trust_domain: ambit_types::TrustDomain::new("example.org").unwrap(),
     };
     let objects = mesh();
     let state = translate(&objects.inputs(), &settings);
     let a = workload(&state, "web", "a");
     assert_eq!((a.uid.as_str(), a.cluster_id.as_str()), ("east//Pod/web/a", "east"));
+    assert_eq!(a.identity().to_string(), "spiffe://example.org/ns/web/sa/default");
     assert_eq!(
         a.services.keys().collect::<Vec<_>>(),
         [&key("web/web.web.svc.example.org")]
