@@ -156,26 +156,30 @@ fn apply(store: &ConfigStore, change: ChangeRequest) -> Answer {
 }
 
 fn delete(store: &ConfigStore, change: ChangeRequest) -> Answer {
-    let objects = match parse_sources(&change.sources) {
-        Ok(objects) => objects,
+    let keys = match parse_keys(&change.sources) {
+        Ok(keys) => keys,
         Err(diagnostics) => return invalid(diagnostics),
     };
-    let keys: Vec<ObjectKey> = objects.iter().map(ambit_config::Object::key).collect();
     changed(store.delete(&keys, change.ignore_not_found, change.dry_run))
 }
 
-/// Every source parsed and validated; the diagnostics of all of them if any fails.
+/// Every source parsed and validated as one batch; the diagnostics of all of them if any fails.
 fn parse_sources(sources: &[SourceText]) -> Result<Vec<ambit_config::Object>, Vec<Diagnostic>> {
-    let mut objects = Vec::new();
+    ambit_config::parse_sources(sources.iter().map(|s| (s.name.as_str(), s.text.as_str())))
+}
+
+/// The objects the sources name (kind, namespace, name; the rest is not read, as `kubectl delete -f`).
+fn parse_keys(sources: &[SourceText]) -> Result<Vec<ObjectKey>, Vec<Diagnostic>> {
+    let mut keys = Vec::new();
     let mut diagnostics = Vec::new();
     for source in sources {
-        match ambit_config::parse(&source.name, &source.text) {
-            Ok(parsed) => objects.extend(parsed),
+        match ambit_config::parse_keys(&source.name, &source.text) {
+            Ok(found) => keys.extend(found),
             Err(found) => diagnostics.extend(found),
         }
     }
     if diagnostics.is_empty() {
-        Ok(objects)
+        Ok(keys)
     } else {
         Err(diagnostics)
     }
