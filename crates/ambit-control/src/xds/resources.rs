@@ -47,8 +47,10 @@ pub enum EntryKind {
 /// The resources of one type URL, by name, with an index of their aliases.
 #[derive(Clone, Debug, Default)]
 struct Table {
-    by_name: BTreeMap<String, Arc<Entry>>,
-    by_alias: BTreeMap<String, String>,
+    /// Names are shared (`Arc<str>`) with every stream that holds the resource, and entries with the next snapshot
+    /// when they did not change (see [`ResourceStore::publish`]).
+    by_name: BTreeMap<Arc<str>, Arc<Entry>>,
+    by_alias: BTreeMap<String, Arc<str>>,
 }
 
 /// An immutable snapshot of every resource the control plane serves.
@@ -146,6 +148,7 @@ impl Resources {
     /// Adds (or replaces) the resource `name` of `type_url`, for sources that build their own entries.
     pub fn insert(&mut self, type_url: &str, name: String, entry: Entry) {
         let table = self.types.entry(type_url.to_string()).or_default();
+        let name: Arc<str> = name.into();
         for alias in &entry.aliases {
             table.by_alias.entry(alias.clone()).or_insert_with(|| name.clone());
         }
@@ -162,12 +165,17 @@ impl Resources {
         self.types.get(type_url)?.by_name.get(name)
     }
 
+    /// The resource `name` of `type_url` with its shared name.
+    pub fn named(&self, type_url: &str, name: &str) -> Option<(&Arc<str>, &Arc<Entry>)> {
+        self.types.get(type_url)?.by_name.get_key_value(name)
+    }
+
     /// Every resource of `type_url`, in name order.
     pub fn entries(&self, type_url: &str) -> impl Iterator<Item = (&str, &Arc<Entry>)> {
         let table = self.types.get(type_url);
         table
             .into_iter()
-            .flat_map(|table| table.by_name.iter().map(|(name, entry)| (name.as_str(), entry)))
+            .flat_map(|table| table.by_name.iter().map(|(name, entry)| (&**name, entry)))
     }
 
     /// The name a subscription key stands for: the key itself when it names a resource, else the resource that has it
@@ -177,7 +185,7 @@ impl Resources {
         if let Some((name, _)) = table.by_name.get_key_value(key) {
             return Some(name);
         }
-        table.by_alias.get(key).map(String::as_str)
+        table.by_alias.get(key).map(|name| &**name)
     }
 
     /// The number of resources of `type_url`.
@@ -192,6 +200,29 @@ impl Resources {
 
     fn with_generation(mut self, generation: u64) -> Self {
         self.generation = generation;
+        self
+    }
+
+    /// Makes every resource that `previous` holds unchanged (same name, same entry) point at `previous`'s copy, so
+    /// consecutive snapshots, and the streams that remember what they sent, share one copy of what did not change.
+    fn share_unchanged(mut self, previous: &Resources) -> Self {
+        for (type_url, table) in &mut self.types {
+            let Some(old) = previous.types.get(type_url) else {
+                continue;
+            };
+            let by_name = std::mem::take(&mut table.by_name);
+            table.by_name = (by_name.into_iter())
+                .map(|(name, entry)| match old.by_name.get_key_value(&*name) {
+                    Some((old_name, old_entry)) if **old_entry == *entry => (old_name.clone(), old_entry.clone()),
+                    _ => (name, entry),
+                })
+                .collect();
+            for name in table.by_alias.values_mut() {
+                if let Some((shared, _)) = table.by_name.get_key_value(&**name) {
+                    *name = shared.clone();
+                }
+            }
+        }
         self
     }
 }
@@ -246,12 +277,13 @@ impl ResourceStore {
         Self { tx }
     }
 
-    /// Replaces the snapshot every stream serves; returns the new generation.
+    /// Replaces the snapshot every stream serves; returns the new generation. Resources that did not change keep the
+    /// previous snapshot's copy.
     pub fn publish(&self, resources: Resources) -> u64 {
         let mut generation = 0;
         self.tx.send_modify(|current| {
             generation = current.generation + 1;
-            *current = Arc::new(resources.with_generation(generation));
+            *current = Arc::new(resources.share_unchanged(current).with_generation(generation));
         });
         generation
     }
@@ -392,6 +424,38 @@ mod tests {
         let (first, again, changed) = (build([10, 0, 0, 1]), build([10, 0, 0, 1]), build([10, 0, 0, 2]));
         assert_eq!(version(&first), version(&again));
         assert_ne!(version(&first), version(&changed));
+    }
+
+    #[test]
+    fn a_new_snapshot_shares_what_did_not_change() {
+        let store = ResourceStore::new();
+        let build = |ip| {
+            let workloads = vec![workload("same", [10, 0, 0, 1]), workload("moves", ip)];
+            Resources::from_protos(workloads, vec![service()], Vec::new())
+        };
+        store.publish(build([10, 0, 0, 2]));
+        let first = store.current();
+        store.publish(build([10, 0, 0, 3]));
+        let second = store.current();
+        let named = |r: &Arc<Resources>, name: &str| {
+            let (name, entry) = r.named(WORKLOAD_ADDRESS_TYPE_URL, name).unwrap();
+            (name.clone(), entry.clone())
+        };
+        for unchanged in ["same", "demo/echo.demo.svc.cluster.local"] {
+            let ((name1, entry1), (name2, entry2)) = (named(&first, unchanged), named(&second, unchanged));
+            assert!(
+                Arc::ptr_eq(&entry1, &entry2),
+                "{unchanged}: one entry for both snapshots"
+            );
+            assert!(Arc::ptr_eq(&name1, &name2), "{unchanged}: one name for both snapshots");
+        }
+        let (moved1, moved2) = (named(&first, "moves").1, named(&second, "moves").1);
+        assert!(!Arc::ptr_eq(&moved1, &moved2));
+        assert_ne!(moved1.version, moved2.version);
+        // Aliases resolve to the shared name, and the changed workload's new alias to it.
+        assert_eq!(second.resolve(WORKLOAD_ADDRESS_TYPE_URL, "net/10.0.0.3"), None);
+        assert_eq!(second.resolve(WORKLOAD_ADDRESS_TYPE_URL, "/10.0.0.3"), Some("moves"));
+        assert_eq!(second.resolve(WORKLOAD_ADDRESS_TYPE_URL, "/10.0.0.1"), Some("same"));
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! what leaves it is removed. Other types, and streams without the scope, are unaffected.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ambit_api::WORKLOAD_ADDRESS_TYPE_URL;
 use ambit_api::envoy::config::core::v3::Node;
@@ -95,20 +96,25 @@ pub struct Subscription {
     /// Keys subscribed since the last response: answered even when the client holds them.
     fresh: BTreeSet<String>,
     /// What the client confirmed (or reported holding when it reconnected).
-    acked: BTreeMap<String, Held>,
-    /// Responses not answered yet, oldest first: name → what it set (`None`: removed).
-    in_flight: Vec<(String, BTreeMap<String, Option<Held>>)>,
+    acked: BTreeMap<Arc<str>, Held>,
+    /// Responses not answered yet, oldest first: their nonce and what they changed.
+    in_flight: Vec<(String, Changes)>,
     /// `acked` with `in_flight` applied: what the client holds once it applied everything sent.
-    sent: BTreeMap<String, Held>,
+    sent: BTreeMap<Arc<str>, Held>,
     must_respond: bool,
 }
 
-/// A resource as the client holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Held {
-    version: String,
-    aliases: Vec<String>,
+/// A resource as the client holds it: the entry that was sent (shared with the snapshot, so a stream costs a
+/// pointer per resource, not a copy of its name, version and aliases), or only the version a reconnecting client
+/// reported.
+#[derive(Clone, Debug)]
+enum Held {
+    Sent(Arc<Entry>),
+    Reported(Arc<str>),
 }
+
+/// What one response changed, by resource name (`None`: removed).
+type Changes = BTreeMap<Arc<str>, Option<Held>>;
 
 // === impl StreamState ===
 
@@ -150,9 +156,9 @@ impl StreamState {
     /// The response for `type_url` against `resources`, if there is anything to say; it is recorded as sent.
     pub fn respond(&mut self, type_url: &str, resources: &Resources) -> Option<DeltaDiscoveryResponse> {
         let subscription = self.subscriptions.get_mut(type_url)?;
-        let response = subscription.diff(resources, &self.next_nonce.to_string())?;
+        let (response, changes) = subscription.diff(resources, &self.next_nonce.to_string())?;
         self.next_nonce += 1;
-        subscription.record(&response);
+        subscription.record(&response.nonce, changes);
         Some(response)
     }
 
@@ -206,11 +212,8 @@ impl Subscription {
             // An empty first subscribe list is the legacy wildcard.
             self.wildcard = request.resource_names_subscribe.is_empty();
             for (name, version) in &request.initial_resource_versions {
-                let held = Held {
-                    version: version.clone(),
-                    aliases: Vec::new(),
-                };
-                self.acked.insert(name.clone(), held);
+                let held = Held::Reported(version.as_str().into());
+                self.acked.insert(name.as_str().into(), held);
             }
             self.sent = self.acked.clone();
         }
@@ -236,9 +239,9 @@ impl Subscription {
         Outcome { reply, respond }
     }
 
-    /// The response that brings the client from what it holds to `resources`, or `None` when there is nothing to
-    /// send (a type's first request and a subscription are answered even then).
-    pub fn diff(&self, resources: &Resources, nonce: &str) -> Option<DeltaDiscoveryResponse> {
+    /// The response that brings the client from what it holds to `resources`, with what it changes, or `None` when
+    /// there is nothing to send (a type's first request and a subscription are answered even then).
+    fn diff(&self, resources: &Resources, nonce: &str) -> Option<(DeltaDiscoveryResponse, Changes)> {
         let type_url = self.type_url.as_str();
         let mut send: BTreeSet<&str> = BTreeSet::new();
         let mut removed: BTreeSet<&str> = BTreeSet::new();
@@ -265,10 +268,10 @@ impl Subscription {
         for (name, held) in &self.sent {
             match resources.entry(type_url, name) {
                 // Out of the node's set: the client drops it.
-                Some(_) if scoped.is_some() && !tracked.contains(name.as_str()) => _ = removed.insert(name.as_str()),
-                Some(entry) if entry.version != held.version => _ = send.insert(name.as_str()),
+                Some(_) if scoped.is_some() && !tracked.contains(&**name) => _ = removed.insert(&**name),
+                Some(entry) if entry.version != held.version() => _ = send.insert(&**name),
                 Some(_) => {}
-                None => _ = removed.insert(name.as_str()),
+                None => _ = removed.insert(&**name),
             }
         }
         send.extend(tracked.into_iter().filter(|name| !self.sent.contains_key(*name)));
@@ -277,9 +280,11 @@ impl Subscription {
         if send.is_empty() && removed.is_empty() && !self.must_respond {
             return None;
         }
+        let mut changes = Changes::new();
         let sent = (send.into_iter())
             .filter_map(|name| {
-                let entry = resources.entry(type_url, name)?;
+                let (name, entry) = resources.named(type_url, name)?;
+                changes.insert(name.clone(), Some(Held::Sent(entry.clone())));
                 Some(Resource {
                     version: entry.version.clone(),
                     resource: Some(entry.resource.clone()),
@@ -288,30 +293,25 @@ impl Subscription {
                 })
             })
             .collect();
-        Some(DeltaDiscoveryResponse {
+        for name in &removed {
+            let shared = self.sent.get_key_value(*name).map(|(name, _)| name.clone());
+            changes.insert(shared.unwrap_or_else(|| (*name).into()), None);
+        }
+        let response = DeltaDiscoveryResponse {
             system_version_info: resources.generation().to_string(),
             resources: sent,
             type_url: type_url.to_string(),
             nonce: nonce.to_string(),
             removed_resources: removed.into_iter().map(str::to_string).collect(),
-        })
+        };
+        Some((response, changes))
     }
 
-    /// Records `response` as sent: the client will hold its resources unless it refuses them.
-    pub fn record(&mut self, response: &DeltaDiscoveryResponse) {
-        let mut changes = BTreeMap::new();
-        for resource in &response.resources {
-            let held = Held {
-                version: resource.version.clone(),
-                aliases: resource.aliases.clone(),
-            };
-            changes.insert(resource.name.clone(), Some(held));
-        }
-        for name in &response.removed_resources {
-            changes.insert(name.clone(), None);
-        }
+    /// Records the response `nonce` as sent with its `changes`: the client will hold its resources unless it
+    /// refuses them.
+    fn record(&mut self, nonce: &str, changes: Changes) {
         apply(&mut self.sent, &changes);
-        self.in_flight.push((response.nonce.clone(), changes));
+        self.in_flight.push((nonce.to_string(), changes));
         if self.in_flight.len() > MAX_IN_FLIGHT {
             let (_, oldest) = self.in_flight.remove(0);
             apply(&mut self.acked, &oldest);
@@ -365,11 +365,11 @@ impl Subscription {
         if self.wildcard {
             return;
         }
-        let matches = |name: &String, held: &Held| name == key || held.aliases.iter().any(|alias| alias == key);
+        let matches = |name: &Arc<str>, held: &Held| &**name == key || held.aliases().iter().any(|alias| alias == key);
         self.acked.retain(|name, held| !matches(name, held));
         self.sent.retain(|name, held| !matches(name, held));
         for (_, changes) in &mut self.in_flight {
-            changes.retain(|name, held| name != key && !held.as_ref().is_some_and(|held| matches(name, held)));
+            changes.retain(|name, held| &**name != key && !held.as_ref().is_some_and(|held| matches(name, held)));
         }
     }
 }
@@ -401,8 +401,27 @@ fn node_needs(node: &str, subscribed: &BTreeSet<&str>, entry: &Entry) -> bool {
     }
 }
 
+// === impl Held ===
+
+impl Held {
+    fn version(&self) -> &str {
+        match self {
+            Held::Sent(entry) => &entry.version,
+            Held::Reported(version) => version,
+        }
+    }
+
+    /// The aliases the client knows the resource by (none for a version it reported: it reports names only).
+    fn aliases(&self) -> &[String] {
+        match self {
+            Held::Sent(entry) => &entry.aliases,
+            Held::Reported(_) => &[],
+        }
+    }
+}
+
 /// Applies one response's changes to what a client holds.
-fn apply(held: &mut BTreeMap<String, Held>, changes: &BTreeMap<String, Option<Held>>) {
+fn apply(held: &mut BTreeMap<Arc<str>, Held>, changes: &Changes) {
     for (name, change) in changes {
         match change {
             Some(resource) => _ = held.insert(name.clone(), resource.clone()),
