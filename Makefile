@@ -33,7 +33,7 @@ lint:
 	  if $(CARGO) tree --locked -e normal -p $$c | grep -qE '(^|[ ─])tokio v'; then echo "$$c must not depend on tokio"; exit 1; fi; \
 	done
 	@if $(CARGO) tree --locked -e normal,build | grep -qE '(^|[ ─])ring v'; then echo "ring must not be in the build"; exit 1; fi
-	$(CARGO) clippy --locked --workspace --all-targets --features ambit/netns-tests,ambit-capture/netns-tests -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets --features ambit/netns-tests,ambit-capture/netns-tests,ambit-node/netns-tests,ambit-agent/netns-tests -- -D warnings
 
 unit:
 	$(CARGO) test --locked --workspace
@@ -43,7 +43,10 @@ e2e: deps
 	$(CARGO) test --locked -p ambit --features netns-tests --test local_cluster -- --test-threads=2
 	$(CARGO) test --locked -p ambit --features netns-tests --test mesh -- --test-threads=2
 	$(CARGO) test --locked -p ambit --features netns-tests --test proxy_config
+	$(CARGO) test --locked -p ambit --features netns-tests --test agent -- --test-threads=2
 	$(CARGO) test --locked -p ambit-capture --features netns-tests --test capture
+	$(CARGO) test --locked -p ambit-agent --features netns-tests --test netns
+	$(CARGO) test --locked -p ambit-node --features netns-tests --lib
 
 test: deps lint unit e2e
 

@@ -1,13 +1,18 @@
 //! In-pod traffic capture, the node agent's half of Istio ambient's redirection: inside a pod's network namespace,
 //! nftables rules send the pod's TCP to the node proxy's in-pod listeners (outbound 15001, inbound 15006; HBONE
 //! 15008 is left alone), and a policy-routing rule brings the app's replies back to the proxy's transparent
-//! sockets. [`install`] applies them (replacing any previous ones), [`remove`] takes them away, and [`verify`]
-//! reads them back and reports drift. The rules themselves are pure values in [`rules`].
+//! sockets. A fail-closed guard in policy routing drops the pod's TCP that capture did not redirect, so that it
+//! fails rather than leaves in plaintext while the nftables tables are missing, and `net.ipv4.tcp_migrate_req` is
+//! set so that a node-proxy upgrade loses no queued connection. [`install`] applies all of it (the guard first,
+//! replacing any previous tables), [`remove`] takes it away (the guard last), and [`verify`] reads it back and
+//! reports drift. The rules themselves are pure values in [`rules`].
 //!
-//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, so the caller's thread never changes namespace.
-//! The sockets the proxy needs on the other side (SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST) are in `ambit-netns`.
+//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, and the sysctl is read and written by a
+//! short-lived thread inside the namespace, so the caller's thread never changes namespace. The sockets the proxy
+//! needs on the other side (SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST) are in `ambit-netns`.
 
 mod command;
+mod guard;
 mod install;
 mod routing;
 pub mod rules;
@@ -29,4 +34,13 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read or write sysctl {key} in network namespace {netns}")]
+    Sysctl {
+        netns: String,
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netns(ambit_netns::NetnsError),
 }

@@ -1,5 +1,6 @@
 //! The policy routing of capture in a pod namespace: the `fwmark … lookup TABLE` rule at [`RULE_PREF`] and the
-//! local default route of that table, installed idempotently, removed, and read back.
+//! local default route of that table, installed idempotently, removed, and read back; and the rule and route
+//! helpers the guard shares.
 
 use crate::CaptureError;
 use crate::command::ip;
@@ -9,12 +10,12 @@ use crate::rules::{CaptureConfig, LOCAL_ROUTE, RULE_PREF, normalize};
 /// already correct rule untouched so that replies in flight are never misrouted.
 pub(crate) fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     let table = cfg.route_table.to_string();
-    ip(netns, &route_args("replace", &table))?;
-    let rules = rules(netns)?;
+    ip(netns, &route_args("replace", LOCAL_ROUTE, &table))?;
+    let rules = rules_at(netns, RULE_PREF)?;
     if rules == [normalize(&cfg.ip_rule())] {
         return Ok(());
     }
-    delete_rules(netns, rules.len())?;
+    delete_rules_at(netns, RULE_PREF, rules.len())?;
     let pref = RULE_PREF.to_string();
     let rule = cfg.ip_rule();
     let mut args = vec!["rule", "add"];
@@ -25,47 +26,69 @@ pub(crate) fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureErr
 
 /// Deletes every rule at [`RULE_PREF`] and the local route of the configured table; absent ones are no error.
 pub(crate) fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
-    delete_rules(netns, rules(netns)?.len())?;
+    delete_rules_at(netns, RULE_PREF, rules_at(netns, RULE_PREF)?.len())?;
     if has_local_route(netns, cfg)? {
-        ip(netns, &route_args("del", &cfg.route_table.to_string()))?;
+        ip(netns, &route_args("del", LOCAL_ROUTE, &cfg.route_table.to_string()))?;
     }
     Ok(())
 }
 
-/// The rules at [`RULE_PREF`], normalised and without their `PREF:` prefix.
-pub(crate) fn rules(netns: &str) -> Result<Vec<String>, CaptureError> {
-    let pref = RULE_PREF.to_string();
-    let listing = ip(netns, &["rule", "show", "pref", &pref])?;
+/// Whether the configured table holds the local default route over `lo`.
+pub(crate) fn has_local_route(netns: &str, cfg: &CaptureConfig) -> Result<bool, CaptureError> {
+    Ok(table_routes(&all_routes(netns)?, cfg.route_table)
+        .iter()
+        .any(|route| is_local_route(route)))
+}
+
+/// The rules at `pref`, normalised and without their `PREF:` prefix.
+pub(crate) fn rules_at(netns: &str, pref: u32) -> Result<Vec<String>, CaptureError> {
+    let listing = ip(netns, &["rule", "show", "pref", &pref.to_string()])?;
     Ok(parse_rules(&listing))
 }
 
-/// Whether the configured table holds the local default route over `lo`.
-pub(crate) fn has_local_route(netns: &str, cfg: &CaptureConfig) -> Result<bool, CaptureError> {
-    let listing = ip(netns, &["route", "show", "table", &cfg.route_table.to_string()])?;
-    Ok(listing.lines().any(is_local_route))
-}
-
-fn route_args<'a>(verb: &'a str, table: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["route", verb];
-    args.extend(LOCAL_ROUTE.split_whitespace());
-    args.extend(["table", table]);
-    args
-}
-
-fn delete_rules(netns: &str, count: usize) -> Result<(), CaptureError> {
-    let pref = RULE_PREF.to_string();
+/// Deletes the first `count` rules at `pref` (all of them when `count` is their number).
+fn delete_rules_at(netns: &str, pref: u32, count: usize) -> Result<(), CaptureError> {
+    let pref = pref.to_string();
     for _ in 0..count {
         ip(netns, &["rule", "del", "pref", &pref])?;
     }
     Ok(())
 }
 
-fn parse_rules(listing: &str) -> Vec<String> {
+/// `ip -4 route show table all`: the IPv4 routes of every table, each naming its table unless it is `main`.
+pub(crate) fn all_routes(netns: &str) -> Result<String, CaptureError> {
+    ip(netns, &["-4", "route", "show", "table", "all"])
+}
+
+/// `ip route VERB ROUTE… table TABLE`.
+fn route_args<'a>(verb: &'a str, route: &'a str, table: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["route", verb];
+    args.extend(route.split_whitespace());
+    args.extend(["table", table]);
+    args
+}
+
+/// Rules from `ip rule show` output, normalised and without their `PREF:` prefix.
+pub(crate) fn parse_rules(listing: &str) -> Vec<String> {
     listing
         .lines()
         .filter_map(|line| line.split_once(':'))
         .map(|(_, rule)| normalize(rule))
         .filter(|rule| !rule.is_empty())
+        .collect()
+}
+
+/// The routes of `table` in [`all_routes`] output, normalised and without their `table N`. A table that does not
+/// exist simply has none here, where `ip route show table N` would fail on it.
+pub(crate) fn table_routes(listing: &str, table: u32) -> Vec<String> {
+    let table = table.to_string();
+    listing
+        .lines()
+        .filter_map(|line| {
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            let at = tokens.windows(2).position(|w| w == ["table", table.as_str()])?;
+            Some(normalize(&[&tokens[..at], &tokens[at + 2..]].concat().join(" ")))
+        })
         .collect()
 }
 
@@ -80,9 +103,49 @@ mod tests {
 
     #[test]
     fn rules_are_parsed_without_their_pref() {
-        let listing = "32764:\tfrom all fwmark 0x111/0xfff lookup 100 \n";
-        assert_eq!(parse_rules(listing), ["from all fwmark 0x111/0xfff lookup 100"]);
-        assert!(parse_rules("").is_empty());
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "32764:\tfrom all fwmark 0x111/0xfff lookup 100 \n",
+                &["from all fwmark 0x111/0xfff lookup 100"],
+            ),
+            (
+                "32763:\tfrom all fwmark 0x539/0xfff lookup main\n32763:\tfrom all lookup 7\n",
+                &["from all fwmark 0x539/0xfff lookup main", "from all lookup 7"],
+            ),
+            ("", &[]),
+        ];
+        for (listing, want) in cases {
+            assert_eq!(parse_rules(listing), *want, "{listing:?}");
+        }
+    }
+
+    #[test]
+    fn table_routes_are_picked_from_all_tables() {
+        let listing = "\
+local default dev lo table 100 scope host 
+default dev ambit-guard table 134 scope link src 10.244.1.5 
+unreachable default table 134 metric 1000 
+throw 169.254.7.127 table 134 
+default via 10.244.1.1 dev eth0 
+10.244.1.1 dev eth0 scope link 
+local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 
+1.2.3.4 via 10.244.1.1 dev eth0 table 1340 
+";
+        let cases: &[(u32, &[&str])] = &[
+            (
+                134,
+                &[
+                    "default dev ambit-guard scope link src 10.244.1.5",
+                    "unreachable default metric 1000",
+                    "throw 169.254.7.127",
+                ],
+            ),
+            (100, &["local default dev lo scope host"]),
+            (135, &[]),
+        ];
+        for (table, want) in cases {
+            assert_eq!(table_routes(listing, *table), *want, "table {table}");
+        }
     }
 
     #[test]
@@ -94,9 +157,22 @@ mod tests {
 
     #[test]
     fn route_arguments_name_the_table() {
-        assert_eq!(
-            route_args("replace", "100"),
-            ["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]
-        );
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (
+                "replace",
+                LOCAL_ROUTE,
+                "100",
+                &["route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", "100"],
+            ),
+            (
+                "del",
+                "throw 169.254.7.127",
+                "134",
+                &["route", "del", "throw", "169.254.7.127", "table", "134"],
+            ),
+        ];
+        for (verb, route, table, want) in cases {
+            assert_eq!(route_args(verb, route, table), *want);
+        }
     }
 }

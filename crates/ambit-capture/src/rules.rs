@@ -10,8 +10,23 @@
 //!   app's reply back to the proxy's transparent socket;
 //! - nat output: tproxy-marked TCP and traffic to the pod's own IP over `lo` are accepted, other TCP not to
 //!   127.0.0.1 and without the proxy's mark → the outbound port.
+//! - with `bypass_inbound`, inbound TCP reaches the app directly: mangle prerouting gives such a connection the
+//!   proxy's mark as its connection mark and mangle output copies it to the replies, which the guard lets through.
+//!
+//! The fail-closed guard (ambit's own, not Istio's), policy routing that needs no nftables table:
+//! - `fwmark <mark>/<mask> lookup main` at [`GUARD_MARK_PREF`]: the proxy's own sockets route as before;
+//! - `ipproto tcp lookup` [`GUARD_TABLE`] at [`GUARD_PREF`], after Istio's tproxy rule at [`RULE_PREF`] (so the
+//!   app's replies to spoofed sources still reach the proxy) and just before `main`: every other TCP packet that
+//!   leaves the pod is routed by the guard table, whose default route goes into [`GUARD_LINK`], a device that drops
+//!   everything it is given, and whose fallback `unreachable` route fails it should that device vanish. The probe
+//!   address is thrown back to `main`, so the replies to the node's health probes still leave.
+//! - An app's connection to the outside finds a route there (a `connect()` looks its route up before netfilter's
+//!   output hook, so a blackhole route would fail captured connections too); with capture in place the nat table's
+//!   REDIRECT re-routes it to `lo`, and without it the packet is dropped: TCP fails, never leaves in plaintext.
+//!   Local traffic (the `local` table comes first), UDP and ICMP are untouched.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 /// The address family of the tables: `inet` covers IPv4 and IPv6, though the rules only match IPv4.
 pub const FAMILY: &str = "inet";
@@ -48,11 +63,50 @@ pub struct CaptureConfig {
     pub bypass_inbound: bool,
     /// The source address of the node's health probes (Istio's 169.254.7.127): connections from it reach the app
     /// directly, so probes see the app rather than the proxy, and STRICT mTLS does not fail them.
-    pub probe_source: Option<std::net::Ipv4Addr>,
+    pub probe_source: Option<Ipv4Addr>,
 }
 
 /// The address kubelet probes come from in ambient (ambient §2.3).
-pub const PROBE_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 7, 127);
+pub const PROBE_SOURCE: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
+
+/// The guard's device: every unmarked TCP packet that capture did not redirect is routed into it and dropped.
+pub const GUARD_LINK: &str = "ambit-guard";
+/// The kind of [`GUARD_LINK`]: an `ifb` drops every packet sent to it that tc did not redirect there, as a `dummy`
+/// would, and is built into kernels that lack `dummy`.
+pub const GUARD_LINK_KIND: &str = "ifb";
+/// The routing table of the guard; capture owns every route in it.
+pub const GUARD_TABLE: u32 = 134;
+/// The priority of the rule sending the proxy's own marked sockets to `main`, before the guard; capture owns every
+/// rule at this priority.
+pub const GUARD_MARK_PREF: u32 = 32763;
+/// The priority of the guard's `ipproto tcp` rule: after Istio's [`RULE_PREF`], just before `main` (32766);
+/// capture owns every rule at this priority.
+pub const GUARD_PREF: u32 = 32765;
+/// The priority of the kernel's `lookup main` rule.
+const MAIN_PREF: u32 = 32766;
+
+// The proxy's exception comes before the guard, Istio's tproxy rule sees the app's replies to spoofed sources before
+// the guard does, and the guard comes before `main`.
+const _: () = assert!(GUARD_MARK_PREF < RULE_PREF && RULE_PREF < GUARD_PREF && GUARD_PREF < MAIN_PREF);
+
+/// The metric of the guard table's `unreachable` default, behind the route into [`GUARD_LINK`]: it takes over when
+/// that device is deleted or down (the kernel drops its routes then), so the guard still fails closed.
+pub const GUARD_FALLBACK_METRIC: u32 = 1000;
+/// The sysctl letting a closing SO_REUSEPORT listener hand its queued connections to another listener of its group,
+/// which a node-proxy upgrade relies on; install sets it to [`MIGRATE_REQ_ON`] in the pod, remove to
+/// [`MIGRATE_REQ_OFF`] (the kernel's default).
+pub const MIGRATE_REQ_SYSCTL: &str = "net.ipv4.tcp_migrate_req";
+/// [`MIGRATE_REQ_SYSCTL`] with capture installed.
+pub const MIGRATE_REQ_ON: &str = "1";
+/// [`MIGRATE_REQ_SYSCTL`] without capture.
+pub const MIGRATE_REQ_OFF: &str = "0";
+
+/// A policy-routing rule at its priority, as `ip rule add` takes it after `add` (without `pref`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRule {
+    pub pref: u32,
+    pub rule: String,
+}
 
 /// An nftables table of capture: its name and chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +131,37 @@ impl CaptureConfig {
             "from all fwmark {:#x}/{:#x} lookup {}",
             self.tproxy_mark, self.mask, self.route_table
         )
+    }
+
+    /// The guard's policy-routing rules, in the order install adds them: the exception for the proxy's own
+    /// sockets first, so that they never meet the guard.
+    pub fn guard_rules(&self) -> Vec<IpRule> {
+        vec![
+            IpRule {
+                pref: GUARD_MARK_PREF,
+                rule: format!("from all fwmark {:#x}/{:#x} lookup main", self.mark, self.mask),
+            },
+            IpRule {
+                pref: GUARD_PREF,
+                rule: format!("from all ipproto tcp lookup {GUARD_TABLE}"),
+            },
+        ]
+    }
+
+    /// The routes of [`GUARD_TABLE`], as `ip route replace` takes them without their table and as `ip route show`
+    /// lists them: into [`GUARD_LINK`] from `pod_ip` (the address the app's connections would have had; the
+    /// kernel picks one when `None`), the `unreachable` fallback, and the probe address thrown back to the next
+    /// rule.
+    pub fn guard_routes(&self, pod_ip: Option<Ipv4Addr>) -> Vec<String> {
+        let mut routes = vec![match pod_ip {
+            Some(ip) => format!("default dev {GUARD_LINK} scope link src {ip}"),
+            None => format!("default dev {GUARD_LINK} scope link"),
+        }];
+        routes.push(format!("unreachable default metric {GUARD_FALLBACK_METRIC}"));
+        if let Some(probe) = self.probe_source {
+            routes.push(format!("throw {probe}"));
+        }
+        routes
     }
 }
 
@@ -120,24 +205,25 @@ pub fn pod_tables(cfg: &CaptureConfig) -> Vec<Table> {
 
 fn mangle_table(cfg: &CaptureConfig) -> Table {
     let (mask, mark, tproxy) = (cfg.mask, cfg.mark, cfg.tproxy_mark);
-    // CONNMARK --set-xmark tproxy/mask: keep the bits outside the mask, set tproxy inside it. Written as nft lists
-    // it back (it folds `& !mask | tproxy` into this form).
-    let keep = !mask | tproxy;
+    // CONNMARK --set-xmark value/mask: keep the bits outside the mask, set the value inside it. Written as nft lists
+    // it back (it folds `& !mask | value` into this form).
+    let set = |value: u32| format!("ct mark set ct mark & {:#x} | {value:#x}", !mask | value);
+    let restore = |value: u32| format!("ct mark & {mask:#x} == {value:#x} meta mark set ct mark");
+    let mut prerouting = vec![format!("meta mark & {mask:#x} == {mark:#x} {}", set(tproxy))];
+    let mut output = vec![restore(tproxy)];
+    if cfg.bypass_inbound {
+        // Inbound TCP from outside the pod reaches the app itself: its replies carry the proxy's mark, so the
+        // guard's mark rule routes them by `main` rather than into the guard's device.
+        prerouting.push(format!("iifname != \"lo\" meta l4proto tcp ct state new {}", set(mark)));
+        output.push(restore(mark));
+    }
     Table {
         name: MANGLE_TABLE,
         chains: vec![
             base_chain("prerouting", "filter", -150),
             base_chain("output", "route", -150),
-            chain(
-                "istio-prerouting",
-                vec![format!(
-                    "meta mark & {mask:#x} == {mark:#x} ct mark set ct mark & {keep:#x} | {tproxy:#x}"
-                )],
-            ),
-            chain(
-                "istio-output",
-                vec![format!("ct mark & {mask:#x} == {tproxy:#x} meta mark set ct mark")],
-            ),
+            chain("istio-prerouting", prerouting),
+            chain("istio-output", output),
         ],
     }
 }

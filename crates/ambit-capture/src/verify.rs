@@ -1,13 +1,18 @@
 //! Reading capture back from a pod namespace and reporting how it differs from what [`install`](crate::install)
-//! would have put there: missing tables, chains, rules, policy rule or route, and rules nobody asked for (an
-//! `accept` slipped in before a redirect bypasses capture).
+//! would have put there: missing tables, chains, rules, policy rules, routes, the guard's device or the sysctl, and
+//! rules or guard routes nobody asked for (an `accept` slipped in before a redirect bypasses capture; a route in
+//! the guard's table could let TCP out).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::command::{ensure_namespace, nft};
-use crate::rules::{CaptureConfig, Chain, FAMILY, LOCAL_ROUTE, RULE_PREF, Table, normalize, pod_tables};
-use crate::{CaptureError, routing};
+use crate::guard::GuardState;
+use crate::rules::{
+    CaptureConfig, Chain, FAMILY, GUARD_LINK, GUARD_TABLE, LOCAL_ROUTE, MIGRATE_REQ_ON, MIGRATE_REQ_SYSCTL, RULE_PREF,
+    Table, normalize, pod_tables,
+};
+use crate::{CaptureError, guard, routing};
 
 /// Where a pod's capture differs from its configuration; empty when capture is intact.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +21,8 @@ pub struct VerifyReport {
 }
 
 /// One difference between the capture found and the capture expected. Tables are named with their family
-/// (`inet istio-ambient-nat`); rules are normalised (see [`normalize`]).
+/// (`inet istio-ambient-nat`); rules are normalised (see [`normalize`]); policy rules carry their priority
+/// (`32765: from all ipproto tcp lookup 134`) and routes their table (`throw 169.254.7.127 table 134`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
     MissingTable {
@@ -50,6 +56,24 @@ pub enum Drift {
     MissingRoute {
         route: String,
     },
+    /// A route in the guard's table that install does not put there.
+    UnexpectedRoute {
+        route: String,
+    },
+    /// The guard's device does not exist.
+    MissingLink {
+        link: String,
+    },
+    /// The guard's device exists but is down.
+    LinkDown {
+        link: String,
+    },
+    /// A sysctl of the namespace has another value than install sets.
+    Sysctl {
+        key: String,
+        found: String,
+        want: String,
+    },
 }
 
 /// A table's chains and their normalised lines, as `nft list ruleset` shows them.
@@ -76,41 +100,92 @@ impl fmt::Display for Drift {
             Drift::MissingIpRule { rule } => write!(f, "ip rule `{rule}` is missing"),
             Drift::UnexpectedIpRule { rule } => write!(f, "unexpected ip rule `{rule}`"),
             Drift::MissingRoute { route } => write!(f, "route `{route}` is missing"),
+            Drift::UnexpectedRoute { route } => write!(f, "unexpected route `{route}`"),
+            Drift::MissingLink { link } => write!(f, "link {link} is missing"),
+            Drift::LinkDown { link } => write!(f, "link {link} is down"),
+            Drift::Sysctl { key, found, want } => write!(f, "sysctl {key} is {found}, not {want}"),
         }
     }
 }
 
-/// Reads the named namespace's nftables ruleset, policy rules and routes, and reports where they differ from what
-/// [`install`](crate::install) with `cfg` leaves. Tables and chains other than capture's are ignored.
+/// Reads the named namespace's nftables ruleset, policy rules, routes, guard device and sysctl, and reports where
+/// they differ from what [`install`](crate::install) with `cfg` leaves. Tables and chains other than capture's are
+/// ignored.
 pub fn verify(netns: &str, cfg: &CaptureConfig) -> Result<VerifyReport, CaptureError> {
     ensure_namespace(netns)?;
     let listing = parse_listing(&nft(netns, &["list", "ruleset"], None)?);
     let mut drift = table_drift(&listing, &pod_tables(cfg));
-    drift.extend(routing_drift(netns, cfg)?);
-    Ok(VerifyReport { drift })
-}
-
-fn routing_drift(netns: &str, cfg: &CaptureConfig) -> Result<Vec<Drift>, CaptureError> {
-    let want = normalize(&cfg.ip_rule());
-    let found = routing::rules(netns)?;
-    let mut drift: Vec<Drift> = found
-        .iter()
-        .filter(|rule| **rule != want)
-        .map(|rule| Drift::UnexpectedIpRule {
-            rule: format!("{RULE_PREF}: {rule}"),
-        })
-        .collect();
-    if !found.contains(&want) {
-        drift.push(Drift::MissingIpRule {
-            rule: format!("{RULE_PREF}: {want}"),
-        });
-    }
+    drift.extend(rule_drift(
+        RULE_PREF,
+        &cfg.ip_rule(),
+        &routing::rules_at(netns, RULE_PREF)?,
+    ));
     if !routing::has_local_route(netns, cfg)? {
         drift.push(Drift::MissingRoute {
             route: format!("{LOCAL_ROUTE} table {}", cfg.route_table),
         });
     }
-    Ok(drift)
+    drift.extend(guard_drift(&guard::read(netns, cfg)?, cfg));
+    Ok(VerifyReport { drift })
+}
+
+/// How the rules found at `pref` differ from the one rule wanted there.
+fn rule_drift(pref: u32, want: &str, found: &[String]) -> Vec<Drift> {
+    let want = normalize(want);
+    let mut drift: Vec<Drift> = found
+        .iter()
+        .filter(|rule| **rule != want)
+        .map(|rule| Drift::UnexpectedIpRule {
+            rule: format!("{pref}: {rule}"),
+        })
+        .collect();
+    if !found.contains(&want) {
+        drift.push(Drift::MissingIpRule {
+            rule: format!("{pref}: {want}"),
+        });
+    }
+    drift
+}
+
+/// How the guard and the sysctl read back differ from what install leaves: the device, the guard table's routes
+/// (missing, then unexpected), the rules in priority order, then the sysctl.
+pub(crate) fn guard_drift(found: &GuardState, cfg: &CaptureConfig) -> Vec<Drift> {
+    let link = || GUARD_LINK.to_string();
+    let mut drift = match found.link_up {
+        None => vec![Drift::MissingLink { link: link() }],
+        Some(false) => vec![Drift::LinkDown { link: link() }],
+        Some(true) => Vec::new(),
+    };
+    let want = cfg.guard_routes(found.pod_ip);
+    let in_table = |route: &String| format!("{route} table {GUARD_TABLE}");
+    drift.extend(
+        want.iter()
+            .filter(|r| !found.routes.contains(r))
+            .map(|r| Drift::MissingRoute { route: in_table(r) }),
+    );
+    drift.extend(
+        found
+            .routes
+            .iter()
+            .filter(|r| !want.contains(r))
+            .map(|r| Drift::UnexpectedRoute { route: in_table(r) }),
+    );
+    for rule in cfg.guard_rules() {
+        let at = found.rules.iter().find(|(pref, _)| *pref == rule.pref);
+        drift.extend(rule_drift(
+            rule.pref,
+            &rule.rule,
+            at.map_or(&[][..], |(_, rules)| rules),
+        ));
+    }
+    if found.migrate_req != MIGRATE_REQ_ON {
+        drift.push(Drift::Sysctl {
+            key: MIGRATE_REQ_SYSCTL.to_string(),
+            found: found.migrate_req.clone(),
+            want: MIGRATE_REQ_ON.to_string(),
+        });
+    }
+    drift
 }
 
 fn table_drift(listing: &Listing, expected: &[Table]) -> Vec<Drift> {

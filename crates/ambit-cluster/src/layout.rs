@@ -21,6 +21,11 @@ pub fn node_component(node: &str) -> String {
     format!("node.{node}")
 }
 
+/// The component name of a node's agent (`ambit agent`), for [`Layout::component_log`]: `agent.<node>`.
+pub fn agent_component(node: &str) -> String {
+    format!("agent.{node}")
+}
+
 /// The names and paths of one cluster's host resources.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -126,10 +131,31 @@ impl Layout {
         self.dir.join("nodes")
     }
 
-    /// The enrollment file of a node's proxy (`nodes/<node>/pods.json`): its enrolled pods whose capture is
-    /// installed, with their network namespaces.
-    pub fn node_pods_file(&self, node: &str) -> PathBuf {
-        self.nodes_dir().join(node).join("pods.json")
+    /// The node agent's ZDS socket (`nodes/<node>/zds.sock`), on which it hands the node proxy the enrolled pods.
+    pub fn zds_socket(&self, node: &str) -> PathBuf {
+        self.nodes_dir().join(node).join("zds.sock")
+    }
+
+    /// The prefix of the names of this cluster's pod network namespaces, where a node agent looks for its pods.
+    pub fn pod_ns_prefix(&self) -> String {
+        format!("{}pod.", self.prefix())
+    }
+
+    /// A request to upgrade a node's proxy (`nodes/<node>/upgrade.request`), written by `ambit node upgrade` for the
+    /// supervisor, which takes it on SIGUSR1.
+    pub fn upgrade_request(&self, node: &str) -> PathBuf {
+        self.nodes_dir().join(node).join("upgrade.request")
+    }
+
+    /// The outcome of the last upgrade of a node's proxy (`nodes/<node>/upgrade.json`), written by the supervisor.
+    pub fn upgrade_result(&self, node: &str) -> PathBuf {
+        self.nodes_dir().join(node).join("upgrade.json")
+    }
+
+    /// Where the node-proxy instance started by the `instance`th upgrade says it is ready (`nodes/<node>/ready.<n>`):
+    /// beside the old instance, the readiness port answers for either.
+    pub fn node_ready_file(&self, node: &str, instance: u64) -> PathBuf {
+        self.nodes_dir().join(node).join(format!("ready.{instance}"))
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -209,7 +235,9 @@ mod tests {
     #[test]
     fn node_files_live_under_the_runtime_dir() {
         let a = Layout::new("demo");
-        assert_eq!(a.node_pods_file("n1"), a.dir().join("nodes/n1/pods.json"));
+        assert_eq!(a.zds_socket("n1"), a.dir().join("nodes/n1/zds.sock"));
+        assert!(a.pod_ns("default", "web").starts_with(&a.pod_ns_prefix()));
+        assert!(!a.node_ns("n1").starts_with(&a.pod_ns_prefix()));
         assert_eq!(a.ca_dir().join("root-cert.pem"), a.dir().join("ca/root-cert.pem"));
         assert_eq!(
             a.component_log(&node_component("n1")),

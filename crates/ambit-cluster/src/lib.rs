@@ -14,4 +14,5 @@ pub mod objects;
 pub mod runtime;
 pub mod status;
 pub mod supervisor;
+pub mod upgrade;
 pub mod view;

@@ -27,8 +27,10 @@ const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// The cluster's Kubernetes objects as a v1 `List`: Namespaces by name, ServiceAccounts (each namespace's
 /// `default`, the declared ones and those pods use), Pods and Services, each by namespace and name. A pod is Ready
 /// when `status` says so (the supervisor's readiness: every container ready) and carries the redirection
-/// annotation when it is in `enrolled`.
-pub fn cluster_objects(plan: &ClusterPlan, status: Option<&ClusterStatus>, enrolled: &BTreeSet<PodKey>) -> Value {
+/// annotation when it is in `redirected`. A running cluster passes none: the node agents add the annotation through
+/// the control plane once a pod's node proxy serves it (a manifest's own value is dropped); generated clusters (the
+/// control-plane bench) pass the pods to show as redirected.
+pub fn cluster_objects(plan: &ClusterPlan, status: Option<&ClusterStatus>, redirected: &BTreeSet<PodKey>) -> Value {
     let mut items = Vec::new();
     let mut namespaces: Vec<_> = plan.namespaces.iter().collect();
     namespaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -43,7 +45,7 @@ pub fn cluster_objects(plan: &ClusterPlan, status: Option<&ClusterStatus>, enrol
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let pod = |pod: &crate::model::PodPlan| {
         let key = (pod.namespace.clone(), pod.name.clone());
-        to_value(view::pod_with(plan, pod, status, enrolled.contains(&key)))
+        to_value(view::pod_with(plan, pod, status, redirected.contains(&key)))
     };
     items.extend(pods.into_iter().map(pod));
     let mut services: Vec<_> = plan.services.iter().collect();

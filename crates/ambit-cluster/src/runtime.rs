@@ -1,19 +1,17 @@
-//! Bringing a cluster up and down: preflight checks, the mesh CA, network creation, in-pod capture for enrolled pods,
-//! the node proxies' enrollment files, the control plane's config store seeded with the manifests' policies, starting
-//! the supervisor, waiting for pods, and a teardown that finds every host resource from the cluster's name alone (so
-//! it also works after the supervisor was killed, or over a leftover cluster).
+//! Bringing a cluster up and down: preflight checks, the mesh CA, network creation, in-pod capture for the pods the
+//! manifests enroll (as Istio's CNI plugin does at sandbox creation; the node agents take them over), the control
+//! plane's config store seeded with the manifests' policies, starting the supervisor, waiting for pods, and a
+//! teardown that finds every host resource from the cluster's name alone (so it also works after the supervisor was
+//! killed, or over a leftover cluster).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use ambit_node::app::enrollment::{EnrolledPod, EnrollmentFile};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::endpoints::PodKey;
 use crate::layout::Layout;
 use crate::model::{ClusterPlan, PodPlan, RestartPolicy};
 use crate::status::{ClusterStatus, Phase, write_json_atomic};
@@ -103,7 +101,8 @@ pub fn up(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
 
 /// Everything before the supervisor: files (the config store the control plane starts from among them), the CA (so
 /// `root-cert.pem` exists when node proxies start), the network, and capture in every enrolled pod right after its
-/// namespace is made, so no container of an enrolled pod ever runs without it; then each node's enrollment file.
+/// namespace is made, so no container of an enrolled pod ever runs without it (the node agent finds the capture in
+/// place, hands the pod to its node proxy and marks it redirected).
 fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(layout.system_logs_dir()).map_err(io(&layout.system_logs_dir()))?;
     write_json_atomic(&layout.plan_file(), plan).map_err(io(&layout.plan_file()))?;
@@ -119,7 +118,6 @@ fn create(layout: &Layout, plan: &ClusterPlan) -> Result<(), RuntimeError> {
             install_capture(layout, pod)?;
         }
     }
-    write_enrollments(layout, plan, &enrolled)?;
     start_supervisor(layout)
 }
 
@@ -166,44 +164,6 @@ fn install_capture(layout: &Layout, pod: &PodPlan) -> Result<(), RuntimeError> {
         pod: format!("{}/{}", pod.namespace, pod.name),
         source,
     })
-}
-
-/// Writes every node's enrollment file (an empty one for a node without enrolled pods).
-fn write_enrollments(layout: &Layout, plan: &ClusterPlan, enrolled: &BTreeSet<PodKey>) -> Result<(), RuntimeError> {
-    for (node, file) in enrollments(layout, plan, enrolled) {
-        let path = layout.node_pods_file(&node);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
-        file.write(&path).map_err(io(&path))?;
-    }
-    Ok(())
-}
-
-/// The enrollment file of every node of the plan: its enrolled pods, by workload uid and namespace path.
-pub fn enrollments(
-    layout: &Layout,
-    plan: &ClusterPlan,
-    enrolled: &BTreeSet<PodKey>,
-) -> BTreeMap<String, EnrollmentFile> {
-    let mut files: BTreeMap<String, EnrollmentFile> = plan
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), EnrollmentFile::default()))
-        .collect();
-    let pods = plan
-        .pods
-        .iter()
-        .filter(|p| enrolled.contains(&(p.namespace.clone(), p.name.clone())));
-    for pod in pods {
-        // Every planned name is valid in the Workload API (see `mesh::workload_uid`); `mesh` leaves such a pod out too.
-        let (Some(uid), Some(file)) = (mesh::workload_uid(pod), files.get_mut(&pod.node)) else {
-            continue;
-        };
-        let netns = ambit_netns::path_of(&layout.pod_ns(&pod.namespace, &pod.name));
-        file.pods.push(EnrolledPod { uid, netns });
-    }
-    files
 }
 
 /// A random token per node, readable by root only: what a node's proxy presents to the control plane's CA.
@@ -397,38 +357,8 @@ fn kill_all_in(ns: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
-    use crate::manifest::{Source, load};
-
-    /// Two nodes; `web` is enrolled by its namespace, `web/b` opts out; `default/c` on node-2 is not enrolled.
-    const MANIFEST: &str = "\
-apiVersion: ambit.dev/v1alpha1
-kind: Cluster
-metadata: {name: test}
-spec:
-  nodes: [{name: node-1}, {name: node-2}]
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: web, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: web}
-spec: {nodeName: node-1, containers: [{name: c, command: [sleep, '1']}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: web, labels: {istio.io/dataplane-mode: none}}
-spec: {nodeName: node-1, containers: [{name: c, command: [sleep, '1']}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: c}
-spec: {nodeName: node-2, containers: [{name: c, command: [sleep, '1']}]}
-";
 
     #[test]
     fn the_config_store_is_written_private_and_whole_over_leftovers() {
@@ -448,23 +378,5 @@ spec: {nodeName: node-2, containers: [{name: c, command: [sleep, '1']}]}
         let leftover = tmp.exists();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((mode, written, leftover), (0o600, value, false));
-    }
-
-    #[test]
-    fn every_node_gets_an_enrollment_file_listing_its_enrolled_pods() {
-        let sources = [Source {
-            name: "test.yaml".to_string(),
-            text: MANIFEST.to_string(),
-        }];
-        let plan = load(&sources).unwrap_or_else(|error| panic!("{error}")).plan;
-        let layout = Layout::new("test");
-        let files = enrollments(&layout, &plan, &mesh::enrolled(&plan));
-        let nodes: Vec<&str> = files.keys().map(String::as_str).collect();
-        assert_eq!(nodes, ["node-1", "node-2"]);
-        let pods = &files["node-1"].pods;
-        assert_eq!(pods.len(), 1, "{pods:?}");
-        assert_eq!(pods[0].uid.to_string(), "Kubernetes//Pod/web/a");
-        assert_eq!(pods[0].netns, PathBuf::from("/run/netns/ambit.test.pod.web.a"));
-        assert!(files["node-2"].pods.is_empty());
     }
 }

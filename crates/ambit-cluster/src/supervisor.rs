@@ -1,14 +1,17 @@
 //! The supervisor of a running local cluster (`ambit cluster supervise`, started in the background by `cluster up`):
-//! runs the cluster's own components (`ambit control` in the fabric namespace, one `ambit node` per node namespace),
+//! runs the cluster's own components (`ambit control` in the fabric namespace, one `ambit agent` and one `ambit node`
+//! per node namespace, the two joined by the node's ZDS socket),
 //! runs each container as a process inside its pod's namespace, restarts it per `restartPolicy` with backoff,
 //! probes readiness from the node, keeps service endpoints, nftables rules and the DNS table in step with the ready
 //! pods, and writes `status.json` on every change. It also publishes the cluster's Kubernetes objects
 //! (`objects.json`, see `objects`): the control plane's cluster source, from which it builds the node proxies' state.
 //! They are written before the control plane starts and again whenever they change (every readiness change among
-//! them). SIGTERM stops every container, then the node proxies and the control plane, and exits.
+//! them). SIGTERM stops every container, then the node proxies and the control plane, and exits. SIGUSR1 takes the
+//! node-proxy upgrades `ambit node upgrade` asked for (see [`crate::upgrade`]): a new instance starts beside the old
+//! one, and once it is ready the old one is told to stop accepting and drain.
 //!
-//! Start order: the objects first, then the components; the node proxies once the control plane accepts connections
-//! (or after `CONTROL_WAIT`); the containers of a node that has an enrolled pod once its proxy is ready (or after
+//! Start order: the objects first, then the components; the node agents and proxies once the control plane accepts
+//! connections (or after `CONTROL_WAIT`); the containers of a node that has an enrolled pod once its proxy is ready (or after
 //! `NODE_READY_WAIT`: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +32,7 @@ use crate::dns::DnsTable;
 use crate::endpoints::{self, PodKey, ServiceEndpoints};
 use crate::layout::{self, Layout};
 use crate::mesh;
-use crate::model::{ClusterPlan, ContainerPlan, PodPlan, Probe, ProbeAction, RestartPolicy};
+use crate::model::{ClusterPlan, ContainerPlan, NodePlan, PodPlan, Probe, ProbeAction, RestartPolicy};
 use crate::objects;
 use crate::status::{self, ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
 
@@ -52,6 +55,10 @@ pub const NODE_READY_PATH: &str = "/healthz/ready";
 const NODE_READY_WAIT: Duration = Duration::from_secs(30);
 /// How often a start gate probes.
 const GATE_POLL: Duration = Duration::from_millis(100);
+/// How long a new node-proxy instance has to become ready during an upgrade before it is given up.
+const UPGRADE_READY_WAIT: Duration = Duration::from_secs(30);
+/// The node agent's metrics and readiness port, on its node's address (istio-cni's metrics port).
+pub const AGENT_METRICS_PORT: u16 = 15014;
 
 /// What the container runners and probes report to the supervisor's single state owner.
 #[derive(Debug)]
@@ -90,8 +97,6 @@ struct Supervisor {
     plan: Arc<ClusterPlan>,
     tracked: Vec<Vec<Tracked>>,
     ready: BTreeSet<PodKey>,
-    /// The pods enrolled in ambient (fixed for the cluster's life: capture is installed by `cluster up`).
-    enrolled: BTreeSet<PodKey>,
     /// The objects last written to `objects.json`, so that it is rewritten only when they change.
     objects: Option<serde_json::Value>,
     endpoints: Vec<ServiceEndpoints>,
@@ -122,7 +127,7 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     sup.publish();
     // The components stop after the containers, so they have their own stop signal.
     let (system_stop_tx, system_stop_rx) = watch::channel(false);
-    let (components, node_gates) = start_components(&layout, &plan, &system_stop_rx);
+    let (components, node_gates, upgrades) = start_components(&layout, &plan, &system_stop_rx);
     let (events_tx, mut events) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut runners = tokio::task::JoinSet::new();
@@ -150,10 +155,12 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     let mut term = signal(SignalKind::terminate())?;
     // The supervisor outlives the terminal that started it: a hangup is not a reason to stop the cluster.
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut upgrade = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             Some(ev) = events.recv() => sup.handle(ev),
             _ = hangup.recv() => tracing::info!("ignoring SIGHUP"),
+            _ = upgrade.recv() => take_upgrade_requests(&layout, &upgrades),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -176,13 +183,20 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Starts the control plane and one node proxy per node, and the start gates of the nodes that have enrolled pods:
-/// a receiver per such node that turns true once its proxy is ready (or `NODE_READY_WAIT` passed).
+/// The node-proxy components' upgrade channels, by node.
+type Upgrades = BTreeMap<String, mpsc::Sender<crate::upgrade::Request>>;
+
+/// Starts the control plane, one node agent and one node proxy per node, and the start gates of the nodes that have
+/// enrolled pods: a receiver per such node that turns true once its proxy is ready (or `NODE_READY_WAIT` passed).
 fn start_components(
     layout: &Layout,
     plan: &ClusterPlan,
     stop: &watch::Receiver<bool>,
-) -> (tokio::task::JoinSet<()>, BTreeMap<String, watch::Receiver<bool>>) {
+) -> (
+    tokio::task::JoinSet<()>,
+    BTreeMap<String, watch::Receiver<bool>>,
+    Upgrades,
+) {
     let mut components = tokio::task::JoinSet::new();
     components.spawn(Component::control(layout, plan, stop.clone()).run());
     let (control_tx, control_rx) = watch::channel(false);
@@ -194,9 +208,15 @@ fn start_components(
         limit: CONTROL_WAIT,
     };
     tokio::spawn(control.open(control_tx, stop.clone()));
+    let mut upgrades = Upgrades::new();
     for node in &plan.nodes {
-        let component = Component::node(layout, &node.name, Some(control_rx.clone()), stop.clone());
+        let agent = Component::agent(layout, node, Some(control_rx.clone()), stop.clone());
+        components.spawn(agent.run());
+        let (tx, rx) = mpsc::channel(4);
+        let mut component = Component::node(layout, &node.name, Some(control_rx.clone()), stop.clone());
+        component.upgrades = Some(rx);
         components.spawn(component.run());
+        upgrades.insert(node.name.clone(), tx);
     }
     let enrolled = mesh::enrolled(plan);
     let enrolled_nodes: BTreeSet<&str> = plan
@@ -221,7 +241,29 @@ fn start_components(
         tokio::spawn(gate.open(tx, stop.clone()));
         gates.insert(node.name.clone(), rx);
     }
-    (components, gates)
+    (components, gates, upgrades)
+}
+
+/// Hands every pending upgrade request (see [`crate::upgrade`]) to its node's proxy component.
+fn take_upgrade_requests(layout: &Layout, upgrades: &Upgrades) {
+    for (node, tx) in upgrades {
+        let path = layout.upgrade_request(node);
+        let Ok(id) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let _ = std::fs::remove_file(&path);
+        let request = crate::upgrade::Request {
+            id: id.trim().to_string(),
+        };
+        tracing::info!(%node, id = %request.id, "node proxy upgrade requested");
+        if tx.try_send(request.clone()).is_err() {
+            crate::upgrade::write_result(
+                layout,
+                node,
+                &request.failed("an upgrade of this node is already running"),
+            );
+        }
+    }
 }
 
 /// Waits for every component to have stopped (each SIGKILLs its process group after [`SYSTEM_GRACE`]).
@@ -281,13 +323,11 @@ impl Supervisor {
             .iter()
             .map(|p| p.containers.iter().map(|_| Tracked::default()).collect())
             .collect();
-        let enrolled = mesh::enrolled(&plan);
         Self {
             layout,
             plan,
             tracked,
             ready: BTreeSet::new(),
-            enrolled,
             objects: None,
             endpoints: Vec::new(),
             dns,
@@ -395,7 +435,8 @@ impl Supervisor {
     /// Writes `objects.json` if the objects differ from those last written (kept unwritten after a failure, so the
     /// next change retries).
     fn write_objects(&mut self, status: &ClusterStatus) {
-        let objects = objects::cluster_objects(&self.plan, Some(status), &self.enrolled);
+        // No pod is marked redirected here: the node agents mark them through the control plane.
+        let objects = objects::cluster_objects(&self.plan, Some(status), &BTreeSet::new());
         if self.objects.as_ref() == Some(&objects) {
             return;
         }
@@ -533,9 +574,10 @@ impl Gate {
     }
 }
 
-/// One of the cluster's own processes (`ambit control`, `ambit node`): run inside its namespace like a container,
-/// with its output appended to its component log, restarted with backoff whenever it exits, until the cluster
-/// stops; then SIGTERM, and SIGKILL to its process group after [`SYSTEM_GRACE`].
+/// One of the cluster's own processes (`ambit control`, `ambit agent`, `ambit node`): run inside its namespace like a
+/// container, with its output appended to its component log, restarted with backoff whenever it exits, until the
+/// cluster stops; then SIGTERM, and SIGKILL to its process group after [`SYSTEM_GRACE`]. A node proxy can also be
+/// upgraded in place (see [`Component::upgrade`]).
 struct Component {
     name: String,
     ns: String,
@@ -545,9 +587,13 @@ struct Component {
     args: Vec<String>,
     log: PathBuf,
     workdir: PathBuf,
+    layout: Layout,
     /// What the first start waits for (the control plane, for a node proxy).
     gate: Option<watch::Receiver<bool>>,
     stop: watch::Receiver<bool>,
+    /// The node of a node proxy, and its upgrade requests.
+    node: Option<String>,
+    upgrades: Option<mpsc::Receiver<crate::upgrade::Request>>,
 }
 
 // === impl Component ===
@@ -589,13 +635,54 @@ impl Component {
         )
     }
 
-    /// `ambit node` in the node's namespace; it finds everything else from the cluster's layout.
+    /// `ambit agent` in the node's namespace: it follows the node's pods through the control plane's API socket,
+    /// finds their network namespaces among the cluster's, keeps their capture, and serves them to the node proxy
+    /// on the node's ZDS socket.
+    fn agent(
+        layout: &Layout,
+        node: &NodePlan,
+        gate: Option<watch::Receiver<bool>>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let path = |p: PathBuf| p.display().to_string();
+        let args = vec![
+            "agent".into(),
+            "--node".into(),
+            node.name.clone(),
+            "--control-socket".into(),
+            path(layout.control_socket()),
+            "--zds-socket".into(),
+            path(layout.zds_socket(&node.name)),
+            "--netns-dir".into(),
+            ambit_netns::NETNS_DIR.into(),
+            "--netns-prefix".into(),
+            layout.pod_ns_prefix(),
+            "--metrics-address".into(),
+            SocketAddr::from((node.address, AGENT_METRICS_PORT)).to_string(),
+        ];
+        let name = layout::agent_component(&node.name);
+        Self::new(layout, name, layout.node_ns(&node.name), args, gate, stop)
+    }
+
+    /// `ambit node` in the node's namespace, taking its pods from the node agent's ZDS socket; it finds everything
+    /// else from the cluster's layout.
     fn node(layout: &Layout, node: &str, gate: Option<watch::Receiver<bool>>, stop: watch::Receiver<bool>) -> Self {
-        let args = ["node", "--node", node, "--cluster", layout.cluster()]
-            .map(String::from)
-            .to_vec();
+        let zds = layout.zds_socket(node).display().to_string();
+        let args = [
+            "node",
+            "--node",
+            node,
+            "--cluster",
+            layout.cluster(),
+            "--zds-socket",
+            &zds,
+        ]
+        .map(String::from)
+        .to_vec();
         let name = layout::node_component(node);
-        Self::new(layout, name, layout.node_ns(node), args, gate, stop)
+        let mut component = Self::new(layout, name, layout.node_ns(node), args, gate, stop);
+        component.node = Some(node.to_string());
+        component
     }
 
     fn new(
@@ -614,11 +701,14 @@ impl Component {
             exe,
             log: layout.component_log(&name),
             workdir: layout.dir().to_path_buf(),
+            layout: layout.clone(),
             name,
             ns,
             args,
             gate,
             stop,
+            node: None,
+            upgrades: None,
         }
     }
 
@@ -629,21 +719,42 @@ impl Component {
             return;
         }
         let mut backoff = BACKOFF_START;
+        // Old node-proxy instances draining after an upgrade.
+        let mut draining = tokio::task::JoinSet::new();
+        let mut instances = 0u64;
         loop {
             let began = Instant::now();
-            match self.spawn() {
+            match self.spawn(&[]) {
                 Ok(mut child) => {
-                    let pid = child.id().unwrap_or(0);
+                    let mut pid = child.id().unwrap_or(0);
                     tracing::info!(component = %self.name, pid, "started");
-                    tokio::select! {
-                        status = child.wait() => {
-                            let (exit_code, reason) = exit_outcome(status);
-                            tracing::warn!(component = %self.name, exit_code, %reason, "exited");
-                        }
-                        _ = stopped(&mut self.stop) => {
-                            terminate(&mut child, pid, SYSTEM_GRACE).await;
-                            tracing::info!(component = %self.name, "stopped");
-                            return;
+                    loop {
+                        tokio::select! {
+                            status = child.wait() => {
+                                let (exit_code, reason) = exit_outcome(status);
+                                tracing::warn!(component = %self.name, pid, exit_code, %reason, "exited");
+                                break;
+                            }
+                            _ = stopped(&mut self.stop) => {
+                                terminate(&mut child, pid, SYSTEM_GRACE).await;
+                                while draining.join_next().await.is_some() {}
+                                tracing::info!(component = %self.name, "stopped");
+                                return;
+                            }
+                            Some(request) = next_upgrade(&mut self.upgrades) => {
+                                instances += 1;
+                                let outcome = self.upgrade(&mut child, &mut pid, instances, &mut draining).await;
+                                let result = match outcome {
+                                    Ok((old, new)) => request.done(old, new),
+                                    Err(error) => {
+                                        tracing::warn!(component = %self.name, %error, "upgrade failed");
+                                        request.failed(&error)
+                                    }
+                                };
+                                if let Some(node) = &self.node {
+                                    crate::upgrade::write_result(&self.layout, node, &result);
+                                }
+                            }
                         }
                     }
                 }
@@ -655,18 +766,79 @@ impl Component {
             tracing::info!(component = %self.name, ?backoff, "restarting");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = stopped(&mut self.stop) => return,
+                _ = stopped(&mut self.stop) => {
+                    while draining.join_next().await.is_some() {}
+                    return;
+                }
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
-    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+    /// Replaces the running node proxy `child` without dropping a connection: starts a new instance beside it (the
+    /// in-pod listeners share their ports through SO_REUSEPORT; the node agent hands its pods to the newest
+    /// connection), waits until the new one says it is ready, then sends the old one SIGTERM, on which it stops
+    /// accepting and serves its established connections until they end. The old instance is kept in `draining` until
+    /// it exits (or the cluster stops). Returns the old and new PIDs; on failure the old instance keeps running.
+    async fn upgrade(
+        &mut self,
+        child: &mut tokio::process::Child,
+        pid: &mut u32,
+        instance: u64,
+        draining: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(u32, u32), String> {
+        let node = self.node.clone().ok_or("only a node proxy can be upgraded")?;
+        let ready = self.layout.node_ready_file(&node, instance);
+        let _ = std::fs::remove_file(&ready);
+        let ready_arg = ready.display().to_string();
+        let mut new = self
+            .spawn(&["--ready-file", &ready_arg])
+            .map_err(|e| format!("cannot start a new instance: {e}"))?;
+        let new_pid = new.id().unwrap_or(0);
+        tracing::info!(component = %self.name, old = *pid, new = new_pid, "upgrade: new instance started");
+        let began = Instant::now();
+        while !ready.exists() {
+            if let Ok(Some(status)) = new.try_wait() {
+                return Err(format!("the new instance exited before it was ready ({status})"));
+            }
+            if began.elapsed() >= UPGRADE_READY_WAIT {
+                terminate(&mut new, new_pid, SYSTEM_GRACE).await;
+                return Err(format!("the new instance was not ready within {UPGRADE_READY_WAIT:?}"));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(GATE_POLL) => {}
+                _ = stopped(&mut self.stop) => {
+                    terminate(&mut new, new_pid, SYSTEM_GRACE).await;
+                    return Err("the cluster is stopping".into());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&ready);
+        let mut old = std::mem::replace(child, new);
+        let old_pid = std::mem::replace(pid, new_pid);
+        tracing::info!(component = %self.name, old = old_pid, new = new_pid, elapsed = ?began.elapsed(),
+            "upgrade: new instance ready; the old one drains");
+        let _ = killpg(Pid::from_raw(old_pid as i32), Signal::SIGTERM);
+        let (name, mut stop) = (self.name.clone(), self.stop.clone());
+        draining.spawn(async move {
+            tokio::select! {
+                status = old.wait() => {
+                    let (exit_code, reason) = exit_outcome(status);
+                    tracing::info!(component = %name, pid = old_pid, exit_code, %reason, "upgrade: the old instance exited");
+                }
+                _ = stopped(&mut stop) => terminate(&mut old, old_pid, SYSTEM_GRACE).await,
+            }
+        });
+        Ok((old_pid, new_pid))
+    }
+
+    fn spawn(&self, extra: &[&str]) -> std::io::Result<tokio::process::Child> {
         let log = OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = tokio::process::Command::new("ip");
         cmd.args(["netns", "exec", &self.ns])
             .arg(&self.exe)
             .args(&self.args)
+            .args(extra)
             .env_clear()
             .envs(component_env())
             .current_dir(&self.workdir)
@@ -676,6 +848,16 @@ impl Component {
             .process_group(0)
             .kill_on_drop(true);
         cmd.spawn()
+    }
+}
+
+/// The next upgrade request of a component that takes them; never, for one that does not.
+async fn next_upgrade(
+    upgrades: &mut Option<mpsc::Receiver<crate::upgrade::Request>>,
+) -> Option<crate::upgrade::Request> {
+    match upgrades {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,13 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::manifest::hash;
-use crate::mesh;
 use crate::model::{ClusterPlan, NamespacePlan, NodePlan, PodPlan, ServicePlan, TargetPort};
 use crate::status::{ClusterStatus, ContainerState, Phase};
 
 /// The annotation Istio's CNI agent sets to `enabled` on a pod once its traffic is redirected to the node proxy;
-/// istiod reaches a pod over HBONE only when it is set. The local cluster owns it: it is set on exactly the enrolled
-/// pods, whatever a manifest says.
+/// istiod reaches a pod over HBONE only when it is set. The node agent owns it (it patches it through the control
+/// plane once the node proxy serves the pod), whatever a manifest says.
 pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
 /// The label the Deployment controller puts on its ReplicaSets' pods: the pod template's hash.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -89,10 +88,10 @@ pub fn node(plan: &ClusterPlan, node: &NodePlan) -> core::Node {
     }
 }
 
-/// A pod as the API server returns it; whether it is enrolled in ambient comes from the plan ([`mesh::enrolled`]).
+/// A pod as the plan and the supervisor know it, without the redirection annotation (which lives in the control
+/// plane, written by the node agent).
 pub fn pod(plan: &ClusterPlan, pod: &PodPlan, status: Option<&ClusterStatus>) -> core::Pod {
-    let enrolled = mesh::enrolled(plan).contains(&(pod.namespace.clone(), pod.name.clone()));
-    pod_with(plan, pod, status, enrolled)
+    pod_with(plan, pod, status, false)
 }
 
 /// A pod as the API server returns it, `enrolled` saying whether its capture is in place (the redirection

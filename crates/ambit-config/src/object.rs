@@ -109,6 +109,25 @@ impl Object {
         }
     }
 
+    /// The Kubernetes metadata to change, for all kinds but Istio's.
+    pub(crate) fn k8s_meta_mut(&mut self) -> Option<&mut K8sMeta> {
+        match self {
+            Object::Namespace(o) => Some(&mut o.metadata),
+            Object::ServiceAccount(o) => Some(&mut o.metadata),
+            Object::Pod(o) => Some(&mut o.metadata),
+            Object::Service(o) => Some(&mut o.metadata),
+            Object::Gateway(o) => Some(&mut o.metadata),
+            Object::HttpRoute(o) => Some(&mut o.metadata),
+            Object::GrpcRoute(o) => Some(&mut o.metadata),
+            Object::AuthorizationPolicy(_) | Object::PeerAuthentication(_) => None,
+        }
+    }
+
+    /// `metadata.uid`, for the kinds with Kubernetes metadata.
+    pub fn uid(&self) -> Option<&str> {
+        self.k8s_meta().and_then(|meta| meta.uid.as_deref())
+    }
+
     /// The object with only what the mesh reads from a cluster's objects: for a Pod, its identifying metadata
     /// (name, namespace, uid, labels, annotations, owner references), node, service account, host networking,
     /// containers' names and ports, and its phase, IPs and Ready condition; the rest (commands, environment, probes,

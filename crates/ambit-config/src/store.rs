@@ -1,6 +1,7 @@
 //! `Store`: every object the control plane knows, by key, with Kubernetes-style generations and resource
-//! versions. Users apply and delete the config kinds; the cluster source replaces the Kubernetes kinds wholesale.
-//! Every change is all or nothing: a batch with any problem changes nothing.
+//! versions. Users apply and delete the config kinds; the cluster source replaces the Kubernetes kinds wholesale,
+//! and metadata patches ([`crate::patch`]) lay label and annotation changes over its Pods and Namespaces. Every
+//! change is all or nothing: a batch with any problem changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::diagnostic::Diagnostic;
 use crate::kind::{Kind, ObjectKey};
 use crate::object::Object;
+use crate::patch::{self, MetadataPatch, ObjectPatch, PATCHABLE_KINDS, PatchError, StoredPatch};
 use crate::validate;
 
 /// An object as stored.
@@ -42,6 +44,10 @@ pub enum Outcome {
 pub struct Store {
     objects: BTreeMap<ObjectKey, Arc<Stored>>,
     revision: u64,
+    /// The metadata patches of source objects, laid over each new version the source gives.
+    patches: BTreeMap<ObjectKey, StoredPatch>,
+    /// The revision of the last change of an object of each kind (created, changed or removed).
+    kind_revisions: BTreeMap<Kind, u64>,
 }
 
 // === impl Store ===
@@ -93,12 +99,21 @@ impl Store {
     /// current set; config objects are untouched, and config kinds passed here ignored. Objects without a name
     /// are skipped; of two with the same key the last wins. Returns whether anything changed. The source is
     /// trusted, so nothing is validated.
+    ///
+    /// The metadata patches are laid over the new objects; the patch of an object the source no longer lists, or
+    /// of a Pod whose uid is no longer the one the patch was made for (the pod was re-created), is dropped.
     pub fn replace_source(&mut self, objects: Vec<Object>) -> bool {
-        let incoming: BTreeMap<ObjectKey, Object> = (objects.into_iter())
+        let mut incoming: BTreeMap<ObjectKey, Object> = (objects.into_iter())
             .filter(|object| !object.kind().is_config())
             .map(|object| (object.key(), object))
             .filter(|(key, _)| !key.name.is_empty())
             .collect();
+        let dropped = self.drop_stale_patches(&incoming);
+        for (key, layer) in &self.patches {
+            if let Some(object) = incoming.get_mut(key) {
+                layer.metadata.apply_to(object);
+            }
+        }
         let gone: Vec<ObjectKey> = (self.objects.keys())
             .filter(|key| !key.kind.is_config() && !incoming.contains_key(*key))
             .cloned()
@@ -110,7 +125,82 @@ impl Store {
         for object in incoming.into_values() {
             changed |= self.put_source(object);
         }
-        changed
+        changed || dropped
+    }
+
+    /// Patches the labels and annotations of a Pod or Namespace of the cluster source (a JSON merge patch: `None`
+    /// removes a key), and keeps the patch to lay over the source's later versions of the object. Refused, with
+    /// nothing changed, when the kind is not patchable, the object does not exist or has another uid than
+    /// `patch.uid`, or a key or value breaks Kubernetes' rules. The object as it is now stored.
+    pub fn patch(&mut self, patch: &ObjectPatch) -> Result<&Stored, PatchError> {
+        let key = patch.key();
+        if !PATCHABLE_KINDS.contains(&key.kind) {
+            return Err(PatchError::NotPatchable(key.kind));
+        }
+        let Some(stored) = self.objects.get(&key) else {
+            return Err(PatchError::NotFound(key));
+        };
+        if let Some(expected) = &patch.uid
+            && stored.object.uid() != Some(expected.as_str())
+        {
+            let found = stored.object.uid().map(str::to_string);
+            let expected = expected.clone();
+            return Err(PatchError::OtherUid { key, expected, found });
+        }
+        patch.metadata.check(&key).map_err(PatchError::Invalid)?;
+        let mut object = stored.object.clone();
+        patch.metadata.apply_to(&mut object);
+        patch::check_annotations_size(&object).map_err(PatchError::Invalid)?;
+        self.lay_patch(&key, &patch.metadata);
+        // Invariant: the object was found above, and laying a patch never removes one.
+        Ok(self.get(&key).expect("the patched object is stored"))
+    }
+
+    /// Lays the patches persisted with the config after a restart over the source's objects. All or nothing: every
+    /// patch must be of a patchable kind with valid keys and values. A patch whose object is gone, or was
+    /// re-created (another uid), is dropped; the dropped ones are returned.
+    pub fn restore_patches(&mut self, patches: Vec<ObjectPatch>) -> Result<Vec<ObjectKey>, Vec<Diagnostic>> {
+        let mut problems = Vec::new();
+        for patch in &patches {
+            let key = patch.key();
+            if !PATCHABLE_KINDS.contains(&key.kind) {
+                problems.push(Diagnostic::object(
+                    &key,
+                    "kind",
+                    PatchError::NotPatchable(key.kind).to_string(),
+                ));
+            } else if let Err(found) = patch.metadata.check(&key) {
+                problems.extend(found);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut dropped = Vec::new();
+        for patch in patches {
+            let key = patch.key();
+            let layer = StoredPatch {
+                uid: patch.uid,
+                metadata: MetadataPatch::default(),
+            };
+            if is_live(&layer, self.get(&key).map(|stored| &stored.object)) {
+                self.lay_patch(&key, &patch.metadata);
+            } else {
+                dropped.push(key);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// How many objects carry a metadata patch.
+    pub fn patch_count(&self) -> usize {
+        self.patches.len()
+    }
+
+    /// The metadata patches, in key order, as records (what to persist beside the config objects).
+    pub fn patches(&self) -> Vec<ObjectPatch> {
+        let record = |(key, layer)| ObjectPatch::from_stored(key, layer);
+        self.patches.iter().map(record).collect()
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Stored> {
@@ -147,9 +237,16 @@ impl Store {
             .collect()
     }
 
-    /// Bumped by every change of any object.
+    /// Bumped by every change of any object or metadata patch.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The revision of the last change (creation, update or removal) of an object of one of `kinds`; 0 if none
+    /// ever changed. A watcher of these kinds needs to look again only when it moves.
+    pub fn revision_of(&self, kinds: &[Kind]) -> u64 {
+        let revisions = kinds.iter().filter_map(|kind| self.kind_revisions.get(kind));
+        revisions.copied().max().unwrap_or(0)
     }
 
     /// Validates a batch to apply: the objects as they will be stored, or every problem.
@@ -229,10 +326,44 @@ impl Store {
         !same
     }
 
+    /// Merges `metadata` into the patch layer of the stored object `key` (a Pod's layer records its uid) and
+    /// stores the object patched. The caller checked the patch and that the object exists.
+    fn lay_patch(&mut self, key: &ObjectKey, metadata: &MetadataPatch) {
+        let Some(stored) = self.objects.get(key) else { return };
+        let mut object = stored.object.clone();
+        metadata.apply_to(&mut object);
+        let changed = object != stored.object;
+        let uid = (key.kind == Kind::Pod).then(|| stored.object.uid().map(str::to_string));
+        let mut layer = self.patches.get(key).cloned().unwrap_or_else(|| StoredPatch {
+            uid: uid.flatten(),
+            metadata: MetadataPatch::default(),
+        });
+        layer.metadata.merge(metadata);
+        if !layer.metadata.is_empty() && self.patches.get(key) != Some(&layer) {
+            self.patches.insert(key.clone(), layer);
+            self.revision += 1;
+        }
+        if changed {
+            self.store(key.clone(), object);
+        }
+    }
+
+    /// Drops the patches that no longer apply to the source's `incoming` objects (see [`is_live`]); whether any was.
+    fn drop_stale_patches(&mut self, incoming: &BTreeMap<ObjectKey, Object>) -> bool {
+        let before = self.patches.len();
+        self.patches.retain(|key, layer| is_live(layer, incoming.get(key)));
+        let dropped = self.patches.len() != before;
+        if dropped {
+            self.revision += 1;
+        }
+        dropped
+    }
+
     /// Stores a new or changed object at the next revision.
     fn store(&mut self, key: ObjectKey, object: Object) {
         self.revision += 1;
         let revision = self.revision;
+        self.kind_revisions.insert(key.kind, revision);
         let (generation, created) = match self.objects.get(&key) {
             None => (1, revision),
             Some(old) if old.object.content() == object.content() => (old.generation, old.created),
@@ -250,8 +381,19 @@ impl Store {
     fn remove(&mut self, key: ObjectKey) -> (ObjectKey, Outcome) {
         if self.objects.remove(&key).is_some() {
             self.revision += 1;
+            self.kind_revisions.insert(key.kind, self.revision);
         }
         (key, Outcome::Deleted)
+    }
+}
+
+/// Whether a patch layer still applies to `object`: the object exists and, when the layer records a uid (a Pod's),
+/// has that uid.
+fn is_live(layer: &StoredPatch, object: Option<&Object>) -> bool {
+    match (object, &layer.uid) {
+        (None, _) => false,
+        (Some(object), Some(uid)) => object.uid() == Some(uid.as_str()),
+        (Some(_), None) => true,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod invalid;
 mod lifecycle;
+mod patches;
 mod status;
 mod valid;
 

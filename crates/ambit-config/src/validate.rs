@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::kind::Kind;
+use crate::kind::{Kind, ObjectKey};
 use crate::object::{DEFAULT_NAMESPACE, Object};
 use crate::syntax::{self, Rule};
 
@@ -339,5 +339,14 @@ impl Findings {
         } else {
             Err(self.list)
         }
+    }
+
+    /// Ok when nothing was found, else the findings as diagnostics about `object`.
+    pub fn diagnostics(self, object: &ObjectKey) -> Result<(), Vec<crate::Diagnostic>> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        let diagnostic = |f: Finding| crate::Diagnostic::object(object, &f.field, f.message);
+        Err(self.list.into_iter().map(diagnostic).collect())
     }
 }

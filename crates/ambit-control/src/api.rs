@@ -1,5 +1,5 @@
 //! The config API: HTTP/1.1 with JSON bodies on a Unix socket (mode 0600), for `ambit apply`, `delete`, `get` and
-//! `describe`. A Unix socket is reachable from any network namespace of the host and guarded by file permissions,
+//! `describe`, `label` and `annotate`, and for the node agents. A Unix socket is reachable from any network namespace of the host and guarded by file permissions,
 //! so only root on the control plane's host can change the mesh's config; the node proxies' port 15012 serves no
 //! write access.
 //!
@@ -7,27 +7,40 @@
 //! - `POST /v1/delete` `{"sources":[...],"ignoreNotFound","dryRun"}` → the same, outcome `deleted`
 //! - `GET /v1/objects?kind=K[&namespace=N][&name=X]` → `{"items":[...]}` (404 when a named object is missing)
 //! - `GET /v1/describe/pod?namespace=N&name=X[&peer=ID][&port=P]` → a [`crate::describe::PodDescription`]
+//! - `POST /v1/patch` an [`ambit_config::ObjectPatch`]
+//!   `{"kind":"Pod"|"Namespace","namespace","name","uid","metadata":{"labels":{"k":"v","gone":null},"annotations"}}`
+//!   → the patched object (a JSON merge patch of its labels and annotations, kept over the cluster source's
+//!   object); 404 when it does not exist or has another uid (it was re-created), 422 naming the bad key's field
+//! - `GET /v1/nodes/{node}/pods?revision=R&timeoutSeconds=T` → a [`crate::config_store::NodePods`] (the node's
+//!   pods and every namespace), a long poll: at once when the revision is not `R` (or `R` is absent), else when
+//!   it changes, else after `T` seconds ([`DEFAULT_POLL`], at most [`MAX_POLL`]) with the same revision
 //!
 //! Errors are `{"errors":[Diagnostic, ...]}` with 400 (malformed request), 404, 422 (invalid objects) or 500
 //! (the change could not be persisted). Request bodies over [`MAX_BODY`] are refused whole.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use ambit_config::{Diagnostic, Kind, ObjectKey, Outcome};
+use ambit_config::{Diagnostic, Kind, ObjectKey, ObjectPatch, Outcome, PatchError};
 use ambit_types::Identity;
 use anyhow::Context;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 
-use crate::config_store::{ChangeError, ConfigStore, Results};
+use crate::config_store::{ChangeError, ConfigStore, PatchFailure, Results};
 
 /// The largest request body: a little over the largest text `ambit_config::parse` accepts.
 pub const MAX_BODY: usize = 9 << 20;
+/// How long a node-pod watch waits for a change when the request does not say (`timeoutSeconds`).
+pub const DEFAULT_POLL: Duration = Duration::from_secs(30);
+/// The longest a node-pod watch waits; a longer `timeoutSeconds` waits this long.
+pub const MAX_POLL: Duration = Duration::from_secs(300);
 
 /// One manifest file sent by the CLI.
 #[derive(Debug, Deserialize)]
@@ -105,22 +118,33 @@ impl Drop for RemoveOnDrop {
 async fn handle(store: &ConfigStore, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or("");
+    let not_allowed = || {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed here", parts.method),
+        )
+    };
     let answer = match (&parts.method, parts.uri.path()) {
-        (&Method::POST, "/v1/apply") => match read_change(body).await {
+        (&Method::POST, "/v1/apply") => match read_json(body).await {
             Ok(change) => apply(store, change),
             Err(answer) => answer,
         },
-        (&Method::POST, "/v1/delete") => match read_change(body).await {
+        (&Method::POST, "/v1/delete") => match read_json(body).await {
             Ok(change) => delete(store, change),
+            Err(answer) => answer,
+        },
+        (&Method::POST, "/v1/patch") => match read_json(body).await {
+            Ok(request) => patch(store, &request),
             Err(answer) => answer,
         },
         (&Method::GET, "/v1/objects") => objects(store, &params(query)),
         (&Method::GET, "/v1/describe/pod") => describe_pod(store, &params(query)),
-        (_, "/v1/apply" | "/v1/delete" | "/v1/objects" | "/v1/describe/pod") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not allowed here", parts.method),
-        ),
-        (_, path) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        (_, "/v1/apply" | "/v1/delete" | "/v1/patch" | "/v1/objects" | "/v1/describe/pod") => not_allowed(),
+        (method, path) => match (node_of(path), method == Method::GET) {
+            (Some(node), true) => node_pods(store, &node, &params(query)).await,
+            (Some(_), false) => not_allowed(),
+            (None, _) => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        },
     };
     let (status, json) = answer;
     let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
@@ -134,7 +158,8 @@ async fn handle(store: &ConfigStore, request: Request<Incoming>) -> Response<Ful
 
 type Answer = (StatusCode, serde_json::Value);
 
-async fn read_change(body: Incoming) -> Result<ChangeRequest, Answer> {
+/// The request body as `T`; 400 when it is too large or not `T`'s JSON.
+async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Answer> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -254,6 +279,55 @@ fn describe_pod(store: &ConfigStore, params: &[(String, String)]) -> Answer {
     }
 }
 
+fn patch(store: &ConfigStore, request: &ObjectPatch) -> Answer {
+    match store.patch(request) {
+        Ok(object) => (StatusCode::OK, object),
+        Err(PatchFailure::Refused(PatchError::Invalid(diagnostics))) => invalid(diagnostics),
+        Err(PatchFailure::Refused(e @ (PatchError::NotFound(_) | PatchError::OtherUid { .. }))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(PatchFailure::Refused(e @ PatchError::NotPatchable(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ PatchFailure::Persist(_)) => {
+            tracing::error!(error = %e, "metadata patch refused");
+            error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// The node of a `/v1/nodes/{node}/pods` path, percent-decoded.
+fn node_of(path: &str) -> Option<String> {
+    let node = path.strip_prefix("/v1/nodes/")?.strip_suffix("/pods")?;
+    let node = (!node.is_empty() && !node.contains('/')).then_some(node)?;
+    Some(
+        percent_encoding::percent_decode_str(node)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// The long poll of a node's pods: waits (holding no thread) until the revision differs from the request's.
+async fn node_pods(store: &ConfigStore, node: &str, params: &[(String, String)]) -> Answer {
+    let timeout = match poll_timeout(param(params, "timeoutSeconds")) {
+        Ok(timeout) => timeout,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    store.pods_changed_since(param(params, "revision"), timeout).await;
+    let answer = serde_json::to_value(store.node_pods(node));
+    (StatusCode::OK, answer.unwrap_or_default())
+}
+
+/// `timeoutSeconds`: whole seconds, [`DEFAULT_POLL`] when absent, at most [`MAX_POLL`].
+fn poll_timeout(value: Option<&str>) -> Result<Duration, String> {
+    let Some(value) = value else { return Ok(DEFAULT_POLL) };
+    let seconds = value.parse::<u64>().map_err(|_| {
+        format!(
+            "timeoutSeconds: {value:?} is not a whole number of seconds (0 to {})",
+            MAX_POLL.as_secs()
+        )
+    })?;
+    Ok(Duration::from_secs(seconds).min(MAX_POLL))
+}
+
 fn invalid(diagnostics: Vec<Diagnostic>) -> Answer {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -291,4 +365,47 @@ fn params(query: &str) -> Vec<(String, String)> {
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_watch_paths_name_one_node() {
+        let cases = [
+            ("/v1/nodes/node-1/pods", Some("node-1")),
+            ("/v1/nodes/node%2D1/pods", Some("node-1")),
+            ("/v1/nodes//pods", None),
+            ("/v1/nodes/a/b/pods", None),
+            ("/v1/nodes/node-1", None),
+            ("/v1/nodes/node-1/pods/x", None),
+            ("/v1/node/node-1/pods", None),
+        ];
+        for (path, node) in cases {
+            assert_eq!(node_of(path).as_deref(), node, "{path}");
+        }
+    }
+
+    #[test]
+    fn poll_timeouts_default_and_cap() {
+        let cases = [
+            (None, Ok(DEFAULT_POLL)),
+            (Some("0"), Ok(Duration::ZERO)),
+            (Some("5"), Ok(Duration::from_secs(5))),
+            (Some("300"), Ok(MAX_POLL)),
+            (Some("3600"), Ok(MAX_POLL)),
+            (Some("-1"), Err(())),
+            (Some("1.5"), Err(())),
+            (Some(""), Err(())),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(poll_timeout(value).map_err(|_| ()), expected, "{value:?}");
+        }
+        assert!(
+            poll_timeout(Some("soon"))
+                .unwrap_err()
+                .starts_with("timeoutSeconds: \"soon\"")
+        );
+    }
 }

@@ -6,15 +6,23 @@
 //! [`ambit_config::Store`]), persist the config objects (write a temporary file, fsync, rename), and only then
 //! make the copy current, translate and publish. A change that cannot be persisted is refused and changes nothing,
 //! so what node proxies enforce is always what a restart would restore.
+//!
+//! Metadata patches (label and annotation changes of the cluster's Pods and Namespaces, `ambit label` and the node
+//! agents' `ambient.istio.io/redirection`) are changes like the others: persisted with the config objects (the
+//! file's `metadataPatches`), then translated and published. Every change of a Pod or Namespace (from the source or
+//! a patch) moves the revision node agents long-poll on ([`ConfigStore::pods_changed_since`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use ambit_config::{Diagnostic, Kind, Object, ObjectKey, Outcome, Store};
+use ambit_config::{Diagnostic, Kind, Object, ObjectKey, ObjectPatch, Outcome, PatchError, Store};
 use ambit_node::state::proto::encode_authorization;
 use ambit_node::state::source::StateFile;
 use ambit_types::{Identity, TrustDomain};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::ca::auth::NodeIndex;
 use crate::describe::{PodDescription, describe_pod};
@@ -23,6 +31,9 @@ use crate::xds::{ResourceStore, Resources};
 
 /// The file name persisted objects are reported under when they fail to load.
 const PERSISTED: &str = "config store";
+
+/// The kinds the node-pod watch serves; its revision moves with theirs.
+const WATCHED: [Kind; 2] = [Kind::Pod, Kind::Namespace];
 
 /// The runtime store. Cheap to clone; clones share the store.
 #[derive(Clone)]
@@ -34,6 +45,10 @@ pub struct ConfigStore {
     persist: Option<PathBuf>,
     settings: Arc<Settings>,
     trust_domain: TrustDomain,
+    /// The store's revision of Pods and Namespaces ([`Store::revision_of`]), for the long polls waiting on it.
+    pods_revision: Arc<watch::Sender<u64>>,
+    /// Tells this process's revisions from those of an earlier one, whose counts started over.
+    epoch: Arc<str>,
 }
 
 struct Inner {
@@ -57,6 +72,34 @@ pub enum ChangeError {
     Persist(String),
 }
 
+/// Why a metadata patch was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchFailure {
+    /// The store refused it: no such object, another uid, invalid keys or values.
+    #[error(transparent)]
+    Refused(#[from] PatchError),
+    /// The patch could not be persisted.
+    #[error("cannot persist the config store: {0}")]
+    Persist(String),
+}
+
+/// The pods of one node and every namespace, as `GET /v1/nodes/{node}/pods` answers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodePods {
+    /// Opaque; changes whenever any Pod or Namespace does (from the source or a patch).
+    pub revision: String,
+    /// The node's pods (`spec.nodeName`), as the store holds them, patches applied.
+    pub pods: Vec<serde_json::Value>,
+    pub namespaces: Vec<serde_json::Value>,
+}
+
+/// The fields of the config store file besides its `items`.
+#[derive(Deserialize)]
+struct PersistedPatches {
+    #[serde(default, rename = "metadataPatches")]
+    metadata_patches: Vec<ObjectPatch>,
+}
+
 impl ConfigStore {
     /// An empty store publishing to `resources`, persisting its config objects to `persist` (if given).
     pub fn new(
@@ -75,28 +118,43 @@ impl ConfigStore {
             persist,
             settings: Arc::new(settings),
             trust_domain,
+            pods_revision: Arc::new(watch::Sender::new(0)),
+            epoch: process_epoch().into(),
         }
     }
 
     /// Loads the persisted config objects (if the file exists) into the store. They were valid when applied; a
     /// file that no longer loads is an error rather than an empty config, which would drop every ALLOW policy.
     /// Call it once the cluster source delivered its first objects; publishing starts with it.
+    ///
+    /// The persisted metadata patches are laid over the source's objects; those of objects gone or re-created
+    /// while the control plane was down are dropped.
     pub fn restore(&self) -> anyhow::Result<usize> {
-        let objects = match &self.persist {
+        let (objects, patches) = match &self.persist {
             Some(path) => read_persisted(path)?,
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let count = objects.len();
         let mut inner = self.lock();
+        let path = self.persist.as_deref().unwrap_or(Path::new(""));
         if !objects.is_empty() {
-            let path = self.persist.as_deref().unwrap_or(Path::new(""));
             inner
                 .store
                 .restore(objects)
                 .map_err(|diagnostics| load_error(path, &diagnostics))?;
         }
+        let patched = patches.len();
+        let dropped = (inner.store)
+            .restore_patches(patches)
+            .map_err(|diagnostics| load_error(path, &diagnostics))?;
+        for key in &dropped {
+            tracing::info!(object = %key, "dropped a persisted metadata patch: its object is gone or was re-created");
+        }
+        if patched > 0 {
+            tracing::info!(patches = patched - dropped.len(), "metadata patches restored");
+        }
         inner.restored = true;
-        self.publish(&mut inner);
+        self.commit(&mut inner);
         Ok(count)
     }
 
@@ -122,21 +180,80 @@ impl ConfigStore {
         if dry_run || !changed {
             return Ok(results);
         }
-        if let Some(path) = &self.persist {
-            persist(path, &next).map_err(|e| ChangeError::Persist(format!("{}: {e}", path.display())))?;
-        }
+        self.persist(&next).map_err(ChangeError::Persist)?;
         inner.store = next;
-        self.publish(&mut inner);
+        self.commit(&mut inner);
         Ok(results)
     }
 
-    /// Replaces the cluster source's objects; translates and publishes if anything changed.
+    /// Patches the labels and annotations of a Pod or Namespace of the cluster source (see
+    /// [`Store::patch`]), persists the patch, translates and publishes. The object as it is now, as the API
+    /// server returns it.
+    pub fn patch(&self, patch: &ObjectPatch) -> Result<serde_json::Value, PatchFailure> {
+        let mut inner = self.lock();
+        let mut next = inner.store.clone();
+        let object = next.patch(patch)?.object.to_json();
+        if next.revision() != inner.store.revision() {
+            self.persist(&next).map_err(PatchFailure::Persist)?;
+            inner.store = next;
+            self.commit(&mut inner);
+            tracing::info!(object = %patch.key(), "metadata patched");
+        }
+        Ok(object)
+    }
+
+    /// Replaces the cluster source's objects; translates and publishes if anything changed. The patches of
+    /// objects gone (or pods re-created) are dropped, and the config store file rewritten without them.
     pub fn replace_source(&self, objects: Vec<Object>) {
         let objects = objects.into_iter().map(Object::trimmed).collect();
         let mut inner = self.lock();
+        let patches = inner.store.patch_count();
         if inner.store.replace_source(objects) {
             self.pods.rebuild(&inner.store, &self.trust_domain);
-            self.publish(&mut inner);
+            let dropped = patches - inner.store.patch_count();
+            // Before the restore the store holds no patch, and persisting would write an empty config.
+            if dropped > 0 && inner.restored {
+                tracing::info!(
+                    dropped,
+                    "dropped the metadata patches of objects gone from the cluster source"
+                );
+                // Best effort: a restart drops them again, as their objects are gone.
+                if let Err(e) = self.persist(&inner.store) {
+                    tracing::warn!(error = %e, "cannot persist the config store without the dropped patches");
+                }
+            }
+            self.commit(&mut inner);
+        }
+    }
+
+    /// The pods of `node` (`spec.nodeName`) and every Namespace, patches applied, with their revision.
+    pub fn node_pods(&self, node: &str) -> NodePods {
+        let inner = self.lock();
+        let on_node = |stored: &&ambit_config::Stored| match &stored.object {
+            Object::Pod(pod) => pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) == Some(node),
+            _ => false,
+        };
+        let pods = inner.store.list(Kind::Pod, None).into_iter().filter(on_node);
+        let namespaces = inner.store.list(Kind::Namespace, None).into_iter();
+        NodePods {
+            revision: self.revision_text(inner.store.revision_of(&WATCHED)),
+            pods: pods.map(|stored| stored.object.to_json()).collect(),
+            namespaces: namespaces.map(|stored| stored.object.to_json()).collect(),
+        }
+    }
+
+    /// Waits until the revision of the Pods and Namespaces is not `seen` (a [`NodePods::revision`]), or `timeout`
+    /// passed. At once when `seen` is None or already out of date. Waiters hold no thread, only a watch receiver.
+    pub async fn pods_changed_since(&self, seen: Option<&str>, timeout: Duration) {
+        let Some(seen) = seen else { return };
+        let mut changes = self.pods_revision.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.revision_text(*changes.borrow_and_update()) == seen {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the store is gone.
+                Ok(Err(_)) | Err(_) => return,
+            }
         }
     }
 
@@ -168,6 +285,29 @@ impl ConfigStore {
         // cost as much memory as the encoded resources.
         let state = translate_store(&self.lock().store, &self.settings);
         describe_pod(&state, &self.trust_domain, namespace, name, peer, port)
+    }
+
+    /// `<epoch>-<revision>`: a revision of another process (whose count started over) never reads as current.
+    fn revision_text(&self, revision: u64) -> String {
+        format!("{}-{revision}", self.epoch)
+    }
+
+    /// Writes the store's config objects and patches to the config store file, if there is one.
+    fn persist(&self, store: &Store) -> Result<(), String> {
+        let Some(path) = &self.persist else { return Ok(()) };
+        persist(path, store).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Makes the current store seen: translated and published to the xDS streams, and the long polls on Pods and
+    /// Namespaces woken if those changed.
+    fn commit(&self, inner: &mut MutexGuard<'_, Inner>) {
+        self.publish(inner);
+        let revision = inner.store.revision_of(&WATCHED);
+        self.pods_revision.send_if_modified(|current| {
+            let changed = *current != revision;
+            *current = revision;
+            changed
+        });
     }
 
     /// Translates the current store and publishes the result to the xDS streams.
@@ -263,12 +403,18 @@ pub fn translate_store(store: &Store, settings: &Settings) -> StateFile {
     translate(&inputs, settings)
 }
 
-/// Writes the store's config objects as a v1 List: a temporary file beside `path`, fsync'd, then renamed over it.
+/// Writes the store's config objects as a v1 List, and its metadata patches (if any) as the List's
+/// `metadataPatches` (a field other readers of a List ignore): a temporary file beside `path`, fsync'd, then renamed
+/// over it.
 fn persist(path: &Path, store: &Store) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let items: Vec<_> = store.config_objects().iter().map(Object::to_json).collect();
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let mut list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let patches = store.patches();
+    if !patches.is_empty() {
+        list["metadataPatches"] = serde_json::to_value(patches).map_err(std::io::Error::other)?;
+    }
     let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -282,13 +428,36 @@ fn persist(path: &Path, store: &Store) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn read_persisted(path: &Path) -> anyhow::Result<Vec<Object>> {
+/// The config objects and metadata patches of the config store file; none when there is no file. A file written
+/// before patches existed (no `metadataPatches`) has none.
+fn read_persisted(path: &Path) -> anyhow::Result<(Vec<Object>, Vec<ObjectPatch>)> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => anyhow::bail!("cannot read the config store {}: {e}", path.display()),
     };
-    ambit_config::parse(PERSISTED, &text).map_err(|diagnostics| load_error(path, &diagnostics))
+    let objects = ambit_config::parse(PERSISTED, &text).map_err(|diagnostics| load_error(path, &diagnostics))?;
+    // The store writes JSON; a YAML List written by hand has no patches.
+    let patches = match text.trim_start().starts_with('{') {
+        true => {
+            serde_json::from_str::<PersistedPatches>(&text)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the config store {} does not load: metadataPatches: {e}",
+                        path.display()
+                    )
+                })?
+                .metadata_patches
+        }
+        false => Vec::new(),
+    };
+    Ok((objects, patches))
+}
+
+/// A name for this process's run of the store: the time it started, in nanoseconds, in hex.
+fn process_epoch() -> String {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    format!("{:x}", since.unwrap_or_default().as_nanos())
 }
 
 fn load_error(path: &Path, diagnostics: &[Diagnostic]) -> anyhow::Error {

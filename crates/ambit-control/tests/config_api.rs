@@ -1,7 +1,8 @@
 //! The control plane as a whole, in process: objects from an objects file, config applied through the API socket,
 //! and what a delta xDS client built from Istio's protobuf files (the field numbers of `istio.workload` and
 //! `istio.security`) decodes from the stream. Also: invalid config is refused with its field path and changes
-//! nothing, deletes reach the stream, and applied config survives a restart.
+//! nothing, deletes reach the stream, and applied config survives a restart. Metadata patches (`POST /v1/patch`)
+//! reach the stream and the node-pod watch (`GET /v1/nodes/{node}/pods`), survive a restart, and go with the pod.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -183,8 +184,13 @@ fn exact(value: &str) -> pb_security::StringMatch {
 }
 
 fn setup() -> tempfile::TempDir {
+    setup_with(OBJECTS)
+}
+
+/// A directory with the CA, node-1's credentials and `objects` as the objects file.
+fn setup_with(objects: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("objects.json"), OBJECTS).unwrap();
+    std::fs::write(dir.path().join("objects.json"), objects).unwrap();
     use std::os::unix::fs::PermissionsExt;
     let tokens: HashMap<&str, &str> = [("node-1", TOKEN)].into();
     let credentials = dir.path().join("node-credentials.json");
@@ -315,4 +321,261 @@ fn applied_config_reaches_an_istio_client_as_written_and_survives_a_restart() {
         next(&mut authorizations).await.removed_resources
     });
     assert_eq!(removed, ["web/allow-client"]);
+}
+
+/// Namespace `web`; on node-1 the enrolled `web/server-0` and `web/client-0` (uid `uid-client-0`), not yet marked
+/// redirected; on node-2 `web/other-0`.
+fn patch_objects(client_uid: &str) -> String {
+    let pod = |name: &str, uid: &str, node: &str, ip: &str, annotations: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "web", "uid": uid, "labels": {"app": name},
+                         "annotations": annotations},
+            "spec": {"nodeName": node, "serviceAccountName": "default", "containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    let enabled = serde_json::json!({"ambient.istio.io/redirection": "enabled"});
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "uid": "uid-web"}},
+        pod("server-0", "uid-server-0", "node-1", "10.244.1.5", enabled),
+        pod("client-0", client_uid, "node-1", "10.244.1.6", serde_json::json!({})),
+        pod("other-0", "uid-other-0", "node-2", "10.244.2.5", serde_json::json!({})),
+    ]});
+    list.to_string()
+}
+
+const CLIENT_UID: &str = "Kubernetes//Pod/web/client-0";
+
+fn patch(control: &Control, body: serde_json::Value) -> (u16, serde_json::Value) {
+    request(&control.socket, "POST", "/v1/patch", &body.to_string()).unwrap()
+}
+
+/// The agent's enrollment of client-0: the dataplane-mode label and the redirection annotation.
+fn enroll_client(uid: &str) -> serde_json::Value {
+    serde_json::json!({"kind": "Pod", "namespace": "web", "name": "client-0", "uid": uid,
+        "metadata": {"labels": {"istio.io/dataplane-mode": "ambient"},
+                     "annotations": {"ambient.istio.io/redirection": "enabled"}}})
+}
+
+/// `GET /v1/nodes/{node}/pods?{query}`: the body, and how long the answer took.
+fn node_pods(socket: &Path, node: &str, query: &str) -> (serde_json::Value, Duration) {
+    let started = Instant::now();
+    let (status, body) = request(socket, "GET", &format!("/v1/nodes/{node}/pods?{query}"), "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    (body, started.elapsed())
+}
+
+fn names(items: &serde_json::Value) -> Vec<String> {
+    let items = items.as_array().expect("a list");
+    items
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn pod_object(control: &Control, name: &str) -> serde_json::Value {
+    let path = format!("/v1/objects?kind=Pod&namespace=web&name={name}");
+    let (status, body) = request(&control.socket, "GET", &path, "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["items"][0].clone()
+}
+
+/// Responses until one carries the workload `uid`; the workload.
+async fn until_workload(responses: &mut Streaming<DeltaDiscoveryResponse>, uid: &str) -> pb::Workload {
+    let body = until_resource(responses, uid).await;
+    match pb::Address::decode(body.as_slice()).unwrap().r#type.unwrap() {
+        address::Type::Workload(workload) => workload,
+        address::Type::Service(service) => panic!("{uid} is a service: {service:?}"),
+    }
+}
+
+#[test]
+fn a_patched_pod_reaches_xds_and_wakes_the_node_watch() {
+    let dir = setup_with(&patch_objects("uid-client-0"));
+    let control = start(dir.path(), "patch");
+
+    // The node's pods and every namespace, at once without a revision.
+    let (first, _) = node_pods(&control.socket, "node-1", "");
+    assert_eq!(names(&first["pods"]), ["client-0", "server-0"]);
+    assert_eq!(names(&first["namespaces"]), ["web"]);
+    let pod = &first["pods"][0];
+    assert_eq!(pod["metadata"]["uid"], "uid-client-0");
+    assert_eq!(pod["spec"]["nodeName"], "node-1");
+    assert_eq!(pod["status"]["podIPs"][0]["ip"], "10.244.1.6");
+    let revision = first["revision"].as_str().unwrap().to_string();
+    let (unknown, _) = node_pods(&control.socket, "node-9", "");
+    assert_eq!(
+        (names(&unknown["pods"]).len(), unknown["revision"].as_str()),
+        (0, Some(revision.as_str()))
+    );
+
+    // Nothing changes: the watch waits out its timeout and answers the same revision.
+    let (same, waited) = node_pods(
+        &control.socket,
+        "node-1",
+        &format!("revision={revision}&timeoutSeconds=1"),
+    );
+    assert_eq!(same["revision"], revision.as_str());
+    assert!(waited >= Duration::from_millis(900), "answered after {waited:?}");
+
+    let (workload, woken) = control.runtime.block_on(async {
+        let mut addresses = stream(dir.path(), control.listen, WORKLOAD_ADDRESS_TYPE_URL).await;
+        let before = until_workload(&mut addresses, CLIENT_UID).await;
+        assert_eq!(before.tunnel_protocol, i32::from(pb::TunnelProtocol::None));
+
+        // A watch waiting on the current revision, woken by the patch.
+        let socket = control.socket.clone();
+        let query = format!("revision={revision}&timeoutSeconds=30");
+        let waiter = std::thread::spawn(move || node_pods(&socket, "node-1", &query));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, body) = patch(&control, enroll_client("uid-client-0"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["metadata"]["labels"]["istio.io/dataplane-mode"], "ambient",
+            "{body}"
+        );
+        assert_eq!(body["metadata"]["labels"]["app"], "client-0", "{body}");
+        let woken = waiter.join().unwrap();
+        (until_workload(&mut addresses, CLIENT_UID).await, woken)
+    });
+    // HBONE once the pod is marked redirected.
+    assert_eq!(workload.tunnel_protocol, i32::from(pb::TunnelProtocol::Hbone));
+    let (after, waited) = woken;
+    assert!(
+        waited < Duration::from_secs(10),
+        "the patch did not wake the watch ({waited:?})"
+    );
+    let patched = after["revision"].as_str().unwrap().to_string();
+    assert_ne!(patched, revision);
+    assert_eq!(
+        after["pods"][0]["metadata"]["annotations"]["ambient.istio.io/redirection"],
+        "enabled"
+    );
+
+    // A stale revision is answered at once.
+    let (stale, waited) = node_pods(
+        &control.socket,
+        "node-1",
+        &format!("revision={revision}&timeoutSeconds=30"),
+    );
+    assert_eq!(stale["revision"], patched.as_str());
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    // The patch shows in the objects and in describe.
+    let object = pod_object(&control, "client-0");
+    assert_eq!(object["metadata"]["labels"]["istio.io/dataplane-mode"], "ambient");
+    let (status, description) = request(
+        &control.socket,
+        "GET",
+        "/v1/describe/pod?namespace=web&name=client-0",
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        (status, &description["enrolled"]),
+        (200, &serde_json::json!(true)),
+        "{description}"
+    );
+
+    // Refused patches name why and change nothing.
+    let wrong_uid = enroll_client("uid-of-an-older-pod");
+    let missing =
+        serde_json::json!({"kind": "Pod", "namespace": "web", "name": "gone", "metadata": {"labels": {"a": "b"}}});
+    let bad = serde_json::json!({"kind": "Pod", "namespace": "web", "name": "client-0",
+        "metadata": {"labels": {"good": "v", "Bad key": "v"}}});
+    let cases = [
+        (wrong_uid, 404, "", "has uid uid-client-0, not uid-of-an-older-pod"),
+        (missing, 404, "", "Pod web/gone not found"),
+        (bad, 422, r#"metadata.labels["Bad key"]"#, "\"Bad key\" must"),
+    ];
+    for (body, expected_status, field, message) in cases {
+        let (status, answer) = patch(&control, body.clone());
+        assert_eq!(status, expected_status, "{body}: {answer}");
+        let error = &answer["errors"][0];
+        assert_eq!(error["field"], field, "{answer}");
+        assert!(error["message"].as_str().unwrap().contains(message), "{answer}");
+    }
+    assert_eq!(
+        pod_object(&control, "client-0"),
+        object,
+        "a refused patch changed the pod"
+    );
+    let (now, _) = node_pods(&control.socket, "node-1", "timeoutSeconds=0");
+    assert_eq!(now["revision"], patched.as_str());
+
+    // Removing the annotation (null) takes HBONE away again.
+    let unmark = serde_json::json!({"kind": "Pod", "namespace": "web", "name": "client-0",
+        "metadata": {"annotations": {"ambient.istio.io/redirection": null}}});
+    let workload = control.runtime.block_on(async {
+        let mut addresses = stream(dir.path(), control.listen, WORKLOAD_ADDRESS_TYPE_URL).await;
+        until_workload(&mut addresses, CLIENT_UID).await;
+        let (status, body) = patch(&control, unmark);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["metadata"].get("annotations"), None, "{body}");
+        until_workload(&mut addresses, CLIENT_UID).await
+    });
+    assert_eq!(workload.tunnel_protocol, i32::from(pb::TunnelProtocol::None));
+}
+
+#[test]
+fn patches_survive_a_restart_and_go_with_the_pod() {
+    let dir = setup_with(&patch_objects("uid-client-0"));
+    let control = start(dir.path(), "first");
+    let (status, body) = patch(&control, enroll_client("uid-client-0"));
+    assert_eq!(status, 200, "{body}");
+    let namespace = serde_json::json!({"kind": "Namespace", "name": "web",
+        "metadata": {"labels": {"istio.io/dataplane-mode": "ambient"}}});
+    let (status, body) = patch(&control, namespace);
+    assert_eq!(status, 200, "{body}");
+    let (before, _) = node_pods(&control.socket, "node-1", "");
+    drop(control);
+    let persisted = std::fs::read_to_string(dir.path().join("config-store.json")).unwrap();
+    assert!(persisted.contains("metadataPatches"), "{persisted}");
+
+    // Restarted on the same files: the same pods and namespaces, under a revision of the new process.
+    let control = start(dir.path(), "second");
+    let (after, _) = node_pods(&control.socket, "node-1", "");
+    assert_eq!(after["pods"], before["pods"]);
+    assert_eq!(
+        after["namespaces"][0]["metadata"]["labels"]["istio.io/dataplane-mode"],
+        "ambient"
+    );
+    assert_ne!(after["revision"], before["revision"]);
+    let workload = control.runtime.block_on(async {
+        let mut addresses = stream(dir.path(), control.listen, WORKLOAD_ADDRESS_TYPE_URL).await;
+        until_workload(&mut addresses, CLIENT_UID).await
+    });
+    assert_eq!(workload.tunnel_protocol, i32::from(pb::TunnelProtocol::Hbone));
+
+    // The pod re-created (another uid): its patch is dropped, from the store and from the file; the namespace's stays.
+    let objects = dir.path().join("objects.json");
+    let next = dir.path().join("objects.json.next");
+    std::fs::write(&next, patch_objects("uid-client-0-again")).unwrap();
+    std::fs::rename(&next, &objects).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while pod_object(&control, "client-0")["metadata"]["uid"] != "uid-client-0-again" {
+        assert!(Instant::now() < deadline, "the new objects file was never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let object = pod_object(&control, "client-0");
+    assert_eq!(
+        object["metadata"]["labels"],
+        serde_json::json!({"app": "client-0"}),
+        "{object}"
+    );
+    assert_eq!(object["metadata"]["annotations"], serde_json::json!({}), "{object}");
+    let persisted: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config-store.json")).unwrap()).unwrap();
+    assert_eq!(names_of_patches(&persisted), ["Namespace/web"], "{persisted}");
+    // The old uid no longer exists: a patch for it is refused.
+    let (status, body) = patch(&control, enroll_client("uid-client-0"));
+    assert_eq!(status, 404, "{body}");
+}
+
+fn names_of_patches(persisted: &serde_json::Value) -> Vec<String> {
+    let patches = persisted["metadataPatches"].as_array().cloned().unwrap_or_default();
+    patches
+        .iter()
+        .map(|p| format!("{}/{}", p["kind"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect()
 }

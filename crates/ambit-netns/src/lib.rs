@@ -4,7 +4,9 @@
 //! `setns(2)` changes the namespace of the calling thread only. Code that needs a socket inside a namespace runs on a
 //! fresh thread that enters it, creates the socket and returns it; the socket keeps its namespace for its whole life,
 //! so the caller can use it from any thread or runtime afterwards. Nothing else ever changes namespace. The
-//! socket functions ([`listen_in`], [`connect_socket_in`]) create the node proxy's sockets that way.
+//! socket functions ([`listen_in`], [`connect_socket_in`]) create the node proxy's sockets that way. A namespace held
+//! as an open descriptor (one received over ZDS) is entered the same way with [`run_in_fd`], where [`listen`] and
+//! [`connect_socket`] make the sockets.
 //!
 //! Namespaces also travel between processes as descriptors: [`SeqpacketListener`] and [`SeqpacketStream`] carry them
 //! beside messages (SCM_RIGHTS, the ZDS transport), and [`is_network_namespace`] checks what arrived.
@@ -16,6 +18,7 @@ mod socket;
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -23,8 +26,8 @@ use nix::sched::CloneFlags;
 
 pub use seqpacket::{MAX_FDS, SOCKET_MODE, SeqpacketListener, SeqpacketStream, is_network_namespace};
 pub use socket::{
-    ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, SocketFactory, connect_socket_in, listen_in,
-    original_dst, set_mark,
+    ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, SocketFactory, connect_socket, connect_socket_in,
+    listen, listen_in, original_dst, set_mark,
 };
 
 /// Where `ip netns` keeps its named namespaces (bind mounts of `/proc/PID/ns/net`).
@@ -46,6 +49,20 @@ pub enum NetnsError {
     },
     #[error("the thread working inside network namespace {0} panicked")]
     Panicked(PathBuf),
+    #[error("cannot duplicate network namespace descriptor {fd}")]
+    DupFd {
+        fd: RawFd,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot enter the network namespace of descriptor {fd}")]
+    EnterFd {
+        fd: RawFd,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the thread working inside the network namespace of descriptor {0} panicked")]
+    PanickedFd(RawFd),
 }
 
 // === impl NetnsError ===
@@ -55,9 +72,9 @@ pub enum NetnsError {
 impl From<NetnsError> for io::Error {
     fn from(err: NetnsError) -> Self {
         let kind = match &err {
-            NetnsError::Open { source, .. } => source.kind(),
-            NetnsError::Enter { source, .. } => io::Error::from(*source).kind(),
-            NetnsError::Panicked(_) => io::ErrorKind::Other,
+            NetnsError::Open { source, .. } | NetnsError::DupFd { source, .. } => source.kind(),
+            NetnsError::Enter { source, .. } | NetnsError::EnterFd { source, .. } => io::Error::from(*source).kind(),
+            NetnsError::Panicked(_) | NetnsError::PanickedFd(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }
@@ -95,6 +112,26 @@ where
         Ok(f())
     });
     handle.join().map_err(|_| NetnsError::Panicked(path.to_path_buf()))?
+}
+
+/// As [`run_in_path`], with the namespace given as an open descriptor (e.g. one the node agent passed over ZDS), so
+/// that a namespace with no path (or whose path now names another one) can still be entered. The thread works on
+/// its own duplicate of `netns`; the caller's descriptor stays open and unchanged.
+pub fn run_in_fd<T, F>(netns: BorrowedFd<'_>, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let fd = netns.as_raw_fd();
+    let owned = netns
+        .try_clone_to_owned()
+        .map_err(|source| NetnsError::DupFd { fd, source })?;
+    let handle = std::thread::spawn(move || {
+        nix::sched::setns(&owned, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::EnterFd { fd, source })?;
+        drop(owned);
+        Ok(f())
+    });
+    handle.join().map_err(|_| NetnsError::PanickedFd(fd))?
 }
 
 /// Names of the namespaces under [`NETNS_DIR`] that start with `prefix`, sorted.
@@ -140,6 +177,23 @@ mod tests {
         let err = run_in("ambit-no-such-namespace-for-test", || ()).unwrap_err();
         assert!(matches!(err, NetnsError::Open { .. }), "{err}");
         assert!(pids_in("ambit-no-such-namespace-for-test").is_empty());
+    }
+
+    #[test]
+    fn a_namespace_descriptor_can_be_entered_and_a_bad_one_is_named() {
+        use std::os::fd::AsFd;
+        // Entering needs CAP_SYS_ADMIN, as for a path; without it the error is EnterFd, not a panic.
+        let own = File::open("/proc/self/ns/net").unwrap();
+        match run_in_fd(own.as_fd(), || 7) {
+            Ok(v) => assert_eq!(v, 7),
+            Err(e) => assert!(matches!(e, NetnsError::EnterFd { .. }), "{e}"),
+        }
+        // Not a namespace: setns refuses it, and the error names the descriptor.
+        let file = tempfile::tempfile().unwrap();
+        let err = run_in_fd(file.as_fd(), || ()).unwrap_err();
+        assert!(matches!(err, NetnsError::EnterFd { .. }), "{err}");
+        assert!(err.to_string().contains(&file.as_raw_fd().to_string()), "{err}");
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

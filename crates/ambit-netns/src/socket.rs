@@ -4,18 +4,23 @@
 //!
 //! Each socket is created on a fresh thread that entered the namespace ([`run_in_path`]). A socket keeps the
 //! namespace it was created in, so the caller may drive it from any thread or runtime. Every socket returned is
-//! non-blocking and close-on-exec, ready for tokio.
+//! non-blocking and close-on-exec, ready for tokio. [`listen`] and [`connect_socket`] make the same sockets in the
+//! calling thread's namespace: inside [`run_in_fd`](crate::run_in_fd) for a namespace held as a descriptor, or in
+//! the process's own (the node proxy's admin listeners).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Mutex, PoisonError};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::{NetnsError, run_in_path};
+
+/// How errors name the calling thread's namespace: they do not, the caller knows which it entered.
+const CURRENT: Steps = Steps { netns: None };
 
 /// The backlog of the in-pod listeners (ztunnel's).
 pub const DEFAULT_BACKLOG: i32 = 128;
@@ -76,6 +81,11 @@ pub fn listen_in(netns: &Path, addr: SocketAddr, opts: ListenOptions) -> io::Res
     run_in_path(netns, move || listener(&steps, addr, opts))?
 }
 
+/// A TCP listener on `addr` in the calling thread's network namespace, set up as [`listen_in`] sets it up.
+pub fn listen(addr: SocketAddr, opts: ListenOptions) -> io::Result<TcpListener> {
+    listener(&CURRENT, addr, opts)
+}
+
 /// An unconnected TCP socket for `upstream`'s address family, created inside the namespace at `netns` with the
 /// given options and bound if asked; non-blocking.
 ///
@@ -83,16 +93,26 @@ pub fn listen_in(netns: &Path, addr: SocketAddr, opts: ListenOptions) -> io::Res
 /// `.connect(upstream).await`: the socket is already non-blocking, as that function requires, and it stays in
 /// `netns` whichever thread connects it.
 pub fn connect_socket_in(netns: &Path, upstream: SocketAddr, opts: ConnectOptions) -> io::Result<Socket> {
-    if let Some(bind) = opts.bind
-        && bind.is_ipv4() != upstream.is_ipv4()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot bind {bind} to connect to {upstream}: the address families differ"),
-        ));
-    }
+    check_families(upstream, &opts)?;
     let steps = Steps::new(netns);
     run_in_path(netns, move || upstream_socket(&steps, upstream, opts))?
+}
+
+/// An unconnected TCP socket for `upstream` in the calling thread's network namespace, set up as
+/// [`connect_socket_in`] sets it up (and refusing mixed address families the same way).
+pub fn connect_socket(upstream: SocketAddr, opts: ConnectOptions) -> io::Result<Socket> {
+    check_families(upstream, &opts)?;
+    upstream_socket(&CURRENT, upstream, opts)
+}
+
+fn check_families(upstream: SocketAddr, opts: &ConnectOptions) -> io::Result<()> {
+    match opts.bind {
+        Some(bind) if bind.is_ipv4() != upstream.is_ipv4() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot bind {bind} to connect to {upstream}: the address families differ"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Unconnected TCP sockets made ahead of time inside one network namespace, so that opening a connection from it
@@ -101,7 +121,7 @@ pub fn connect_socket_in(netns: &Path, upstream: SocketAddr, opts: ConnectOption
 /// thread's namespace, only creation does). The thread exits when the factory is dropped.
 #[derive(Debug)]
 pub struct SocketFactory {
-    netns: PathBuf,
+    steps: Steps,
     ready: Mutex<Receiver<Socket>>,
 }
 
@@ -112,14 +132,40 @@ impl SocketFactory {
             path: netns.to_path_buf(),
             source,
         })?;
+        let path = netns.to_path_buf();
+        Self::start(file.into(), Steps::new(netns), depth, move |source| NetnsError::Enter {
+            path,
+            source,
+        })
+    }
+
+    /// As [`SocketFactory::new`], for the namespace held open as `netns` (e.g. one received over ZDS); the thread
+    /// enters a duplicate of it, the caller's descriptor stays open.
+    pub fn from_fd(netns: BorrowedFd<'_>, depth: usize) -> io::Result<Self> {
+        let fd = netns.as_raw_fd();
+        let owned = netns
+            .try_clone_to_owned()
+            .map_err(|source| NetnsError::DupFd { fd, source })?;
+        let steps = Steps {
+            netns: Some(format!("the network namespace of descriptor {fd}")),
+        };
+        Self::start(owned, steps, depth, move |source| NetnsError::EnterFd { fd, source })
+    }
+
+    /// Starts the thread that enters `netns` and keeps `depth` sockets ready; fails if it cannot enter.
+    fn start(
+        netns: OwnedFd,
+        steps: Steps,
+        depth: usize,
+        enter_error: impl FnOnce(nix::Error) -> NetnsError + Send + 'static,
+    ) -> io::Result<Self> {
+        let file = netns;
         let (tx, rx) = sync_channel(depth.max(1));
         let (entered_tx, entered_rx) = sync_channel(1);
-        let path = netns.to_path_buf();
         std::thread::Builder::new()
             .name("ambit-sockets".into())
             .spawn(move || {
-                let entered = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|source| NetnsError::Enter { path, source });
+                let entered = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(enter_error);
                 let failed = entered.is_err();
                 let _ = entered_tx.send(entered);
                 if failed {
@@ -136,7 +182,7 @@ impl SocketFactory {
             })?;
         entered_rx.recv().map_err(io::Error::other)??;
         Ok(Self {
-            netns: netns.to_path_buf(),
+            steps,
             ready: Mutex::new(rx),
         })
     }
@@ -154,12 +200,12 @@ impl SocketFactory {
             .unwrap_or_else(PoisonError::into_inner)
             .try_recv()
             .ok()?;
-        Some(configure_upstream(&Steps::new(&self.netns), socket, upstream, opts))
+        Some(configure_upstream(&self.steps, socket, upstream, opts))
     }
 
-    /// The namespace the sockets are made in.
-    pub fn netns(&self) -> &Path {
-        &self.netns
+    /// How errors name the namespace the sockets are made in: its path, or the descriptor it was given as.
+    pub fn netns(&self) -> &str {
+        self.steps.netns.as_deref().unwrap_or_default()
     }
 }
 
@@ -266,9 +312,10 @@ fn check<T>(step: &str, result: io::Result<T>) -> io::Result<T> {
     })
 }
 
-/// Names the namespace in the errors of the steps run inside it.
+/// Names the namespace in the errors of the steps run inside it (`None`: the calling thread's, left unnamed).
+#[derive(Debug)]
 struct Steps {
-    netns: PathBuf,
+    netns: Option<String>,
 }
 
 // === impl Steps ===
@@ -276,12 +323,15 @@ struct Steps {
 impl Steps {
     fn new(netns: &Path) -> Self {
         Steps {
-            netns: netns.to_path_buf(),
+            netns: Some(format!("network namespace {}", netns.display())),
         }
     }
 
     fn check<T>(&self, step: &str, result: io::Result<T>) -> io::Result<T> {
-        check(&format!("{step} in network namespace {}", self.netns.display()), result)
+        match &self.netns {
+            Some(netns) => check(&format!("{step} in {netns}"), result),
+            None => check(step, result),
+        }
     }
 }
 
@@ -336,12 +386,57 @@ mod tests {
     }
 
     #[test]
+    fn listeners_in_the_current_namespace_share_a_port_with_reuse_port() {
+        let opts = ListenOptions {
+            reuse_port: true,
+            ..ListenOptions::default()
+        };
+        let first = listen("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen(addr, opts).expect("SO_REUSEPORT lets a second listener bind the port");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let err = listen(addr, ListenOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot bind {addr}"),
+            "the current namespace is not named"
+        );
+    }
+
+    #[test]
+    fn a_factory_from_a_descriptor_enters_that_namespace() {
+        let own = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let factory = SocketFactory::from_fd(own.as_fd(), 2).expect("enter our own namespace");
+        drop(own);
+        assert!(factory.netns().contains("descriptor"), "{}", factory.netns());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let socket = loop {
+            if let Some(socket) = factory.take(addr, ConnectOptions::default()) {
+                break socket.unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "no socket became ready");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        socket.set_nonblocking(false).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        assert!(listener.accept().is_ok());
+        let not_netns = tempfile::tempfile().unwrap();
+        let err = SocketFactory::from_fd(not_netns.as_fd(), 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    }
+
+    #[test]
     fn mixed_families_are_refused_before_entering() {
         let opts = ConnectOptions {
             bind: Some("[::1]:0".parse().unwrap()),
             ..ConnectOptions::default()
         };
         let err = connect_socket_in(Path::new("/nonexistent"), "10.0.0.1:80".parse().unwrap(), opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = connect_socket("10.0.0.1:80".parse().unwrap(), opts).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 

@@ -3,15 +3,23 @@
 //!
 //! Threads: the data plane runs on a multi-threaded tokio runtime (`worker_threads`, 2 by default, as ztunnel);
 //! the admin, metrics and readiness servers run on their own single-threaded runtime, so a scrape never competes
-//! with traffic. Each enrolled pod gets a [`pods::PodProxy`] holding its three in-pod listeners.
+//! with traffic. Each enrolled pod gets a pod proxy holding its three in-pod listeners ([`pods`]). The pods come from
+//! the node agent over ZDS ([`zds`], with `zds_socket`), else from the enrollment file ([`enrollment`]).
 //!
-//! Shutdown (ambient §7.2): readiness turns false, every listener stops accepting, inbound HBONE connections get
-//! GOAWAY, connections keep running until the drain deadline (`drain_grace`), and what is left is closed then.
+//! Shutdown and upgrade (ambient §7.2, §7.3), on SIGTERM, SIGINT or `POST /quitquitquit`: readiness turns false, the
+//! ZDS connection closes (the agent then talks only to the newer proxy), the admin, metrics and readiness listeners
+//! close (the newer proxy, bound beside on the same ports with SO_REUSEPORT, alone answers them), every in-pod
+//! listener stops accepting, inbound HBONE connections get GOAWAY, and established connections keep running until
+//! they end or the drain deadline (`drain_deadline`; none by default), when what is left is closed. A second SIGTERM
+//! or SIGINT closes what is left at once. Then the process exits.
 
 pub mod ca;
 pub mod dump;
 pub mod enrollment;
 pub mod pods;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod zds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,12 +36,16 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{AdminState, serve_admin, serve_metrics, serve_readiness};
+use crate::app::pods::ListenerPorts;
 use crate::state::source::watch_file;
 pub use ambit_xds::delta::XdsScope;
 use ambit_xds::delta::{ConnectionState, Transport, XdsClient, XdsConfig, XdsHandle};
 
 /// Istio's root namespace: policies there apply mesh-wide.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// The drain deadline that never comes in practice (tokio's own "far future"): connections run until they end.
+const UNLIMITED_DRAIN: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// Everything `ambit node` is told.
 #[derive(Clone, Debug)]
@@ -42,8 +54,13 @@ pub struct NodeConfig {
     pub node: String,
     /// Where workloads, services and policies come from.
     pub state: StateSource,
-    /// The enrolled pods of this node and their network namespaces (see [`enrollment`]).
+    /// The enrolled pods of this node and their network namespaces (see [`enrollment`]); not read with
+    /// `zds_socket`.
     pub enrollment_file: PathBuf,
+    /// The node agent's ZDS socket: when set, the pods to serve and their namespaces come from the agent.
+    pub zds_socket: Option<PathBuf>,
+    /// The cluster id of the workload uids of the pods the agent hands over (`<cluster-id>//Pod/<ns>/<name>`).
+    pub cluster_id: String,
     /// How often the two files are checked for changes.
     pub poll_interval: Duration,
     /// The CA's `host:port`.
@@ -58,8 +75,13 @@ pub struct NodeConfig {
     pub admin_address: SocketAddr,
     pub metrics_address: SocketAddr,
     pub readiness_address: SocketAddr,
-    /// How long connections may finish after shutdown (or a pod's removal) starts before they are closed.
+    /// How long a removed pod's connections may finish before they are closed.
     pub drain_grace: Duration,
+    /// How long established connections may finish after shutdown starts before they are closed; `None`: until they
+    /// end.
+    pub drain_deadline: Option<Duration>,
+    /// Created (holding the PID) once the proxy is first ready: how an upgrade knows the new instance serves.
+    pub ready_file: Option<PathBuf>,
     /// Data-plane worker threads.
     pub worker_threads: usize,
     /// Which addresses to ask the control plane for (xDS only): [`XdsScope::Node`] holds the node's workloads and
@@ -105,11 +127,13 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.token_file.display()
     );
 
+    // SO_REUSEPORT: during an upgrade the new proxy binds the same ports beside this one.
     let bind = |addr: SocketAddr, what: &str| -> anyhow::Result<std::net::TcpListener> {
-        let listener =
-            std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({what})"))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
+        let options = ambit_netns::ListenOptions {
+            reuse_port: true,
+            ..ambit_netns::ListenOptions::default()
+        };
+        ambit_netns::listen(addr, options).with_context(|| format!("cannot listen on {addr} ({what})"))
     };
     let admin_listener = bind(config.admin_address, "admin")?;
     let metrics_listener = bind(config.metrics_address, "metrics")?;
@@ -129,6 +153,8 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let (ready_tx, ready_rx) = watch::channel(false);
     let (quit_tx, quit_rx) = watch::channel(false);
+    // The endpoints stop when draining starts; the xDS client (on the same thread) when the process exits.
+    let (stop_http_tx, stop_http_rx) = watch::channel(false);
     let (stop_admin_tx, stop_admin_rx) = watch::channel(false);
 
     // The certificate manager and the CA channel spawn their tasks on the runtime they are created in.
@@ -195,7 +221,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         drain_grace: config.drain_grace,
         lookups,
     };
-    let manager = pods::PodManager::new(context.clone(), manager_metrics);
+    let manager = pods::PodManager::new(context.clone(), manager_metrics, ListenerPorts::default());
     let dump = Arc::new(dump::NodeDump::new(config.node.clone(), context, manager.clone()));
     let admin = AdminState::new(dump, ready_rx.clone(), quit_tx);
 
@@ -203,13 +229,17 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         .name("ambit-admin".into())
         .spawn(move || {
             let listeners = [admin_listener, metrics_listener, readiness_listener];
-            serve_admin_thread(listeners, admin, registry, ready_rx, stop_admin_rx, xds_client)
+            let stop = AdminStop {
+                http: stop_http_rx,
+                xds: stop_admin_rx,
+            };
+            serve_admin_thread(listeners, admin, registry, ready_rx, stop, xds_client)
         })
         .context("cannot start the admin thread")?;
 
     info!(node = %config.node, admin = %config.admin_address, metrics = %config.metrics_address,
         readiness = %config.readiness_address, "node proxy starting");
-    let result = dataplane.block_on(serve(config, manager, ready_tx, quit_rx, xds_state));
+    let result = dataplane.block_on(serve(config, manager, ready_tx, quit_rx, xds_state, stop_http_tx));
     if let Some(task) = state_task {
         task.abort();
     }
@@ -237,21 +267,59 @@ fn raise_file_limit() {
     }
 }
 
-/// Keeps the pods in step with the enrollment file and readiness in step with the pods, until a stop signal; then
-/// drains every pod.
+/// What `/healthz/ready` waits for: the mesh state (each xDS type's first response accepted), the pods in step with
+/// their source (over ZDS, the first snapshot applied; from the enrollment file, every listed namespace opened), and
+/// every pod proxy serving (listeners bound, certificate in hand).
+pub struct Readiness {
+    /// The xDS client's state; `None` with a state file.
+    pub xds: Option<watch::Receiver<ConnectionState>>,
+    pub pods_synced: watch::Receiver<bool>,
+    pub manager: pods::PodManager,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        let state = self.xds.as_ref().is_none_or(|state| state.borrow().is_synced());
+        state && *self.pods_synced.borrow() && self.manager.all_ready()
+    }
+}
+
+/// Keeps the pods in step with their source (ZDS or the enrollment file) and readiness in step with the pods, until a
+/// stop signal; then drains (see the module documentation).
 async fn serve(
     config: NodeConfig,
     manager: pods::PodManager,
     ready: watch::Sender<bool>,
     mut quit: watch::Receiver<bool>,
     xds: Option<watch::Receiver<ConnectionState>>,
+    stop_http: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let (pods_synced_tx, pods_synced) = watch::channel(false);
+    let (zds, enrollment) = match &config.zds_socket {
+        Some(path) => {
+            info!(socket = %path.display(), cluster_id = %config.cluster_id, "pods from the node agent over ZDS");
+            let handler = zds::ZdsHandler::new(manager.clone(), config.cluster_id.clone(), pods_synced_tx);
+            let path = path.clone();
+            let task = tokio::spawn(async move {
+                let never = ambit_zds::connect_proxy(&path, handler).await;
+                match never {}
+            });
+            (Some(task), None)
+        }
+        None => (None, Some((config.enrollment_file.clone(), pods_synced_tx))),
+    };
+    let readiness = Readiness {
+        xds,
+        pods_synced,
+        manager: manager.clone(),
+    };
     let mut tick = tokio::time::interval(config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error = None;
+    let mut ready_file = config.ready_file.clone();
     let reason = loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -259,24 +327,29 @@ async fn serve(
             _ = int.recv() => break "SIGINT",
             _ = quit.wait_for(|quit| *quit) => break "/quitquitquit",
         }
-        match enrollment::EnrollmentFile::read(&config.enrollment_file) {
-            Ok(pods) => {
-                last_error = None;
-                manager.reconcile(&pods);
-            }
-            Err(error) => {
-                // The pods keep their listeners: the last good enrollment stays in force.
-                let text = format!("{:#}", anyhow::Error::new(error));
-                if last_error.as_ref() != Some(&text) {
-                    warn!(error = %text, "ignoring an invalid enrollment file");
-                    last_error = Some(text);
+        if let Some((file, synced)) = &enrollment {
+            let error = match enrollment::EnrollmentFile::read(file) {
+                Ok(pods) => {
+                    let unopened = manager.reconcile(&pods);
+                    synced.send_replace(unopened.is_empty());
+                    (!unopened.is_empty()).then(|| unopened.join("; "))
                 }
+                // The pods keep their listeners: the last good enrollment stays in force.
+                Err(error) => Some(format!(
+                    "ignoring an invalid enrollment file: {:#}",
+                    anyhow::Error::new(error)
+                )),
+            };
+            if error.is_some() && last_error != error {
+                warn!(
+                    error = error.as_deref().unwrap_or_default(),
+                    "enrollment not applied in full"
+                );
             }
+            last_error = error;
         }
         ready.send_if_modified(|ready| {
-            // Ready once the state is in (the first xDS response of each type accepted) and every pod serves.
-            let synced = xds.as_ref().is_none_or(|state| state.borrow().is_synced());
-            let now = synced && manager.all_ready();
+            let now = readiness.ready();
             let changed = *ready != now;
             if changed {
                 info!(ready = now, pods = manager.len(), "readiness changed");
@@ -284,12 +357,48 @@ async fn serve(
             *ready = now;
             changed
         });
+        if let Some(path) = ready_file.take_if(|_| *ready.borrow()) {
+            write_ready_file(&path);
+        }
     };
-    info!(signal = reason, grace = ?config.drain_grace, "draining");
+    let deadline = config
+        .drain_deadline
+        .map_or(UNLIMITED_DRAIN, |d| d.min(UNLIMITED_DRAIN));
+    let shown = config
+        .drain_deadline
+        .map_or("none (until connections end)".to_string(), |d| format!("{d:?}"));
+    info!(signal = reason, deadline = %shown, "draining: listeners closed, established connections finish");
     ready.send_replace(false);
-    manager.drain_all(config.drain_grace).await;
-    info!("drained; exiting");
+    if let Some(zds) = zds {
+        // Dropping the driver closes the connection: the agent then serves only the newer proxy.
+        zds.abort();
+    }
+    stop_http.send_replace(true);
+    tokio::select! {
+        () = manager.drain_all(deadline) => info!("drained; exiting"),
+        signal = async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        } => warn!(signal, "second stop signal while draining; closing every connection now"),
+    }
     Ok(())
+}
+
+/// Says this instance is ready by creating `path` (holding its PID): beside an older instance during an upgrade, the
+/// readiness port answers for either, so whoever started this one watches the file instead.
+fn write_ready_file(path: &std::path::Path) {
+    match std::fs::write(path, std::process::id().to_string()) {
+        Ok(()) => info!(file = %path.display(), "ready; said so in the ready file"),
+        Err(error) => warn!(file = %path.display(), %error, "cannot write the ready file"),
+    }
+}
+
+/// When the admin thread's parts stop: the HTTP endpoints when draining starts, the xDS client at exit.
+struct AdminStop {
+    http: watch::Receiver<bool>,
+    xds: watch::Receiver<bool>,
 }
 
 /// The admin, metrics and readiness servers, and the xDS client when there is one, on a single-threaded runtime
@@ -299,7 +408,7 @@ fn serve_admin_thread(
     state: AdminState,
     registry: Arc<Registry>,
     ready: watch::Receiver<bool>,
-    stop: watch::Receiver<bool>,
+    stop: AdminStop,
     xds: Option<XdsClient>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -323,14 +432,18 @@ fn serve_admin_thread(
         };
         let xds = async {
             if let Some(client) = xds {
-                client.run(stopped(stop.clone())).await;
+                client.run(stopped(stop.xds.clone())).await;
             }
         };
+        let http = stop.http;
         tokio::join!(
-            serve_admin(admin, state, stopped(stop.clone())),
-            serve_metrics(metrics, registry, stopped(stop.clone())),
-            serve_readiness(readiness, ready, stopped(stop.clone())),
+            serve_admin(admin, state, stopped(http.clone())),
+            serve_metrics(metrics, registry, stopped(http.clone())),
+            serve_readiness(readiness, ready, stopped(http.clone())),
             xds,
         );
     });
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
 //! The data-plane drivers of the node proxy: `inbound` terminates HBONE for a local pod, `outbound` carries a pod's
 //! captured connections to their destination. Decisions come from `state` and `ambit_policy`; these modules only
-//! move bytes, keep timers and record telemetry.
+//! move bytes, keep timers and record telemetry. `netns` holds a pod's network namespace, where their sockets are
+//! made.
 
 pub mod inbound;
+pub mod netns;
 pub mod outbound;
 pub mod plaintext;
 
@@ -103,6 +105,28 @@ pub(crate) fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<Serv
 
 /// Pause after a failed `accept` (out of file descriptors, typically) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a connection waits for the proxy to hold its own workload. A pod's listeners are bound when the node
+/// agent hands the pod over, which for a new instance beside an old one (an upgrade) or a restarted one can be before
+/// its first xDS answer: the kernel already spreads connections onto them, and they wait here for the state instead
+/// of failing.
+pub const LOCAL_WAIT: Duration = Duration::from_secs(5);
+
+/// Returns once `snapshot` holds `local`, or after [`LOCAL_WAIT`] (the caller then refuses as for an unknown
+/// workload). At once when it is already there.
+pub async fn local_known(
+    snapshot: &tokio::sync::watch::Receiver<std::sync::Arc<Snapshot>>,
+    local: &crate::state::WorkloadUid,
+) {
+    if snapshot.borrow().workload(local).is_some() {
+        return;
+    }
+    let mut snapshot = snapshot.clone();
+    let known = tokio::time::timeout(LOCAL_WAIT, snapshot.wait_for(|s| s.workload(local).is_some())).await;
+    if known.is_err() {
+        debug!(workload = %local, "the local workload did not arrive in time");
+    }
+}
 
 /// Accepts connections on `listener` until draining starts. `start` turns each into the future that serves it
 /// (or `None` to drop it at once); that future runs on its own task in `start`'s span, holding a clone of `drain`

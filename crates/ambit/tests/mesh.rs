@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Lines};
 use std::net::Ipv4Addr;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
@@ -149,108 +149,6 @@ spec:
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/mesh/sa/client";
 const ECHO_ID: &str = "spiffe://cluster.local/ns/mesh/sa/default";
 
-/// A packet capture on one fabric port, stopped (and read) by [`Capture::finish`].
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
-
-impl Capture {
-    /// Starts tcpdump on `port` inside the fabric namespace; returns once it captures.
-    fn start(c: &TestCluster, port: &str) -> Self {
-        let file = c.dir.join(format!("{port}.pcap"));
-        let fabric = format!("ambit.{}.fabric", c.name);
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &fabric,
-                "tcpdump",
-                "-i",
-                port,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(&file)
-            .arg("tcp")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tcpdump must be installed (make deps installs it)");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Self { child, file }
-    }
-
-    /// Stops the capture and returns its IPv4 TCP segments.
-    fn finish(mut self) -> Vec<Segment> {
-        // Let the last packets reach the file before stopping.
-        std::thread::sleep(Duration::from_millis(500));
-        let pid = self.child.id().to_string();
-        // tcpdump runs as the child of `ip netns exec`, which execs it: the pid is tcpdump's.
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let _ = self.child.wait();
-        parse_pcap(&std::fs::read(&self.file).expect("read the capture"))
-    }
-}
-
-/// One captured TCP segment.
-#[derive(Debug)]
-struct Segment {
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    payload: Vec<u8>,
-}
-
-/// The IPv4 TCP segments of an Ethernet pcap file (microsecond or nanosecond, little-endian as written here).
-fn parse_pcap(data: &[u8]) -> Vec<Segment> {
-    let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let u16be = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
-    assert!(data.len() >= 24, "capture too short");
-    let magic = u32le(&data[0..4]);
-    assert!(
-        magic == 0xa1b2c3d4 || magic == 0xa1b23c4d,
-        "not a little-endian pcap file"
-    );
-    assert_eq!(u32le(&data[20..24]), 1, "not an Ethernet capture");
-    let mut segments = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let len = u32le(&data[at + 8..at + 12]) as usize;
-        let frame = &data[at + 16..(at + 16 + len).min(data.len())];
-        at += 16 + len;
-        if frame.len() < 14 + 20 || u16be(&frame[12..14]) != 0x0800 {
-            continue;
-        }
-        let ip = &frame[14..];
-        let header = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16be(&ip[2..4])).min(ip.len());
-        if ip[9] != 6 || total < header + 20 {
-            continue;
-        }
-        let tcp = &ip[header..total];
-        let offset = usize::from(tcp[12] >> 4) * 4;
-        let addr = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-        segments.push(Segment {
-            src: (addr(&ip[12..16]), u16be(&tcp[0..2])),
-            dst: (addr(&ip[16..20]), u16be(&tcp[2..4])),
-            payload: tcp[offset.min(tcp.len())..].to_vec(),
-        });
-    }
-    segments
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 /// Rewrites the cluster's objects file (the control plane's cluster source) through `edit`, atomically as the
 /// supervisor does; returns the original text, to put back with [`write_objects`].
 fn edit_objects(c: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
@@ -281,20 +179,6 @@ spec:
   rules:
   - {}
 "#;
-
-/// Retries `check` every 100 ms for up to `limit`; returns whether it held.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn enrolled_pods_talk_over_mtls_across_nodes_and_policy_is_enforced() {
@@ -673,20 +557,6 @@ fn live_connection(c: &TestCluster, ns: &str, pod: &str, ip: &str, port: u16, se
     Command::new(AMBIT).args(args).stdout(Stdio::piped()).spawn().unwrap()
 }
 
-/// The pid of the `ambit node` process of `node`.
-fn node_proxy_pid(c: &TestCluster, node: &str) -> Option<u32> {
-    let ns = format!("ambit.{}.node.{node}", c.name);
-    let out = Command::new("ip").args(["netns", "pids", &ns]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|pid| pid.parse::<u32>().ok())
-        .find(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.get(1) == Some(&&b"node"[..]) && args.windows(2).any(|w| w[0] == b"--node" && w[1] == node.as_bytes())
-        })
-}
-
 /// [`DRAIN_MANIFEST`] up with the client reaching the server through the mesh, and a [`live_connection`] from the
 /// client to the server's TCP echo, connected, that gives up after `seconds`.
 fn with_live_connection(tag: &str, seconds: u32) -> (TestCluster, String, Child, Lines<BufReader<ChildStdout>>) {
@@ -708,11 +578,10 @@ fn unix_now() -> f64 {
 }
 
 #[test]
-fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back() {
-    let (c, server_ip, mut live, mut lines) = with_live_connection("drain", 20);
+fn sigterm_drains_live_connections_until_they_end_and_the_proxy_comes_back() {
+    let (c, server_ip, mut live, mut lines) = with_live_connection("drain", 8);
     let reachable = || curl(&c, "mesh", "client", &format!("http://{server_ip}:8080/")).0;
     let pid = node_proxy_pid(&c, "node-2").expect("node-2's proxy runs");
-    let signalled = unix_now();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -721,17 +590,11 @@ fn sigterm_drains_live_connections_until_the_deadline_and_the_proxy_comes_back()
             .success()
     );
 
-    // The connection keeps working through the drain (5 s by default) and is closed at its deadline.
+    // The draining proxy serves the established connection until the client ends it (no deadline by default)...
     let line = lines.next().expect("the live connection's end").unwrap();
     let _ = live.wait();
-    let closed_at: f64 = line.strip_prefix("closed ").expect(&line).parse().unwrap();
-    let after = closed_at - signalled;
-    assert!(
-        (3.0..9.0).contains(&after),
-        "the drained connection ended {after:.2} s after SIGTERM, not near the 5 s deadline"
-    );
-
-    // The supervisor restarts the proxy, which serves the pod again.
+    assert_eq!(line, "still open", "the drain cut the established connection");
+    // ... then exits, and the supervisor starts a new one that serves the pod again.
     assert!(
         eventually(Duration::from_secs(15), || node_proxy_pid(&c, "node-2")
             .is_some_and(|p| p != pid)

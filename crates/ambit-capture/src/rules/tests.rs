@@ -152,7 +152,7 @@ fn each_rule_is_in_its_chain_in_order() {
 }
 
 #[test]
-fn bypass_inbound_drops_only_the_inbound_redirect() {
+fn bypass_inbound_drops_the_inbound_redirect_and_marks_direct_inbound() {
     let cfg = CaptureConfig {
         bypass_inbound: true,
         ..CaptureConfig::default()
@@ -163,6 +163,102 @@ fn bypass_inbound_drops_only_the_inbound_redirect() {
     let tables = pod_tables(&cfg);
     assert!(lines_of(&tables, NAT_TABLE, "istio-prerouting").is_empty());
     assert_eq!(lines_of(&tables, NAT_TABLE, "prerouting")[1], "jump istio-prerouting");
+    // The app's replies to inbound connections that reach it directly carry the proxy's mark past the guard.
+    assert_eq!(
+        lines_of(&tables, MANGLE_TABLE, "istio-prerouting"),
+        [
+            "meta mark & 0xfff == 0x539 ct mark set ct mark & 0xfffff111 | 0x111",
+            "iifname != \"lo\" meta l4proto tcp ct state new ct mark set ct mark & 0xfffff539 | 0x539",
+        ]
+    );
+    assert_eq!(
+        lines_of(&tables, MANGLE_TABLE, "istio-output"),
+        [
+            "ct mark & 0xfff == 0x111 meta mark set ct mark",
+            "ct mark & 0xfff == 0x539 meta mark set ct mark",
+        ]
+    );
+    for table in tables {
+        for chain in table.chains {
+            for line in chain.lines {
+                assert_eq!(normalize(&line), line);
+            }
+        }
+    }
+}
+
+#[test]
+fn guard_rules_surround_istios_rule() {
+    let cases = [
+        (
+            CaptureConfig::default(),
+            [
+                "from all fwmark 0x539/0xfff lookup main",
+                "from all ipproto tcp lookup 134",
+            ],
+        ),
+        (
+            CaptureConfig {
+                mark: 0x42,
+                mask: 0xff,
+                ..CaptureConfig::default()
+            },
+            [
+                "from all fwmark 0x42/0xff lookup main",
+                "from all ipproto tcp lookup 134",
+            ],
+        ),
+    ];
+    for (cfg, want) in cases {
+        let rules = cfg.guard_rules();
+        let texts: Vec<&str> = rules.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(texts, want);
+        let prefs: Vec<u32> = rules.iter().map(|r| r.pref).collect();
+        assert_eq!(prefs, [GUARD_MARK_PREF, GUARD_PREF]);
+        for rule in &rules {
+            assert_eq!(normalize(&rule.rule), rule.rule);
+        }
+    }
+}
+
+#[test]
+fn guard_routes_follow_the_pod_address_and_probe_source() {
+    let pod = Some(Ipv4Addr::new(10, 244, 1, 5));
+    let no_probe = CaptureConfig {
+        probe_source: None,
+        ..CaptureConfig::default()
+    };
+    let cases: [(CaptureConfig, Option<Ipv4Addr>, &[&str]); 3] = [
+        (
+            CaptureConfig::default(),
+            pod,
+            &[
+                "default dev ambit-guard scope link src 10.244.1.5",
+                "unreachable default metric 1000",
+                "throw 169.254.7.127",
+            ],
+        ),
+        (
+            CaptureConfig::default(),
+            None,
+            &[
+                "default dev ambit-guard scope link",
+                "unreachable default metric 1000",
+                "throw 169.254.7.127",
+            ],
+        ),
+        (
+            no_probe,
+            pod,
+            &[
+                "default dev ambit-guard scope link src 10.244.1.5",
+                "unreachable default metric 1000",
+            ],
+        ),
+    ];
+    for (cfg, pod_ip, want) in cases {
+        assert_eq!(cfg.guard_routes(pod_ip), want, "{cfg:?} {pod_ip:?}");
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Drift detection against `nft list ruleset` text as nft 1.0.6 prints the default capture ruleset.
 
+use std::net::Ipv4Addr;
+
 use super::*;
 
 /// `nft list ruleset` after loading `pod_ruleset(&CaptureConfig::default())`, with a foreign table before it.
@@ -59,6 +61,9 @@ table inet istio-ambient-nat {
 ";
 
 const NAT: &str = "inet istio-ambient-nat";
+const MANGLE: &str = "inet istio-ambient-mangle";
+const BYPASS_MARK: &str = "iifname != \"lo\" meta l4proto tcp ct state new ct mark set ct mark & 0xfffff539 | 0x539";
+const BYPASS_RESTORE: &str = "ct mark & 0xfff == 0x539 meta mark set ct mark";
 const PROBE_ACCEPT: &str = "ip saddr 169.254.7.127 meta l4proto tcp accept";
 const INBOUND: &str = "ip daddr != 127.0.0.1 tcp dport != 15008 meta mark & 0xfff != 0x539 redirect to :15006";
 const OUTBOUND: &str = "meta l4proto tcp ip daddr != 127.0.0.1 meta mark & 0xfff != 0x539 redirect to :15001";
@@ -144,8 +149,21 @@ fn bypass_inbound_expects_no_inbound_redirect() {
         chain: "istio-prerouting".to_string(),
         rule: rule.to_string(),
     };
-    // Without inbound capture the probe exception goes too.
-    assert_eq!(drift, [unexpected(PROBE_ACCEPT), unexpected(INBOUND)]);
+    let missing = |chain: &str, rule: &str| Drift::MissingRule {
+        table: MANGLE.to_string(),
+        chain: chain.to_string(),
+        rule: rule.to_string(),
+    };
+    // Without inbound capture the probe exception goes too, and direct inbound is marked for the guard.
+    assert_eq!(
+        drift,
+        [
+            missing("istio-prerouting", BYPASS_MARK),
+            missing("istio-output", BYPASS_RESTORE),
+            unexpected(PROBE_ACCEPT),
+            unexpected(INBOUND)
+        ]
+    );
     let listed = LISTED
         .replace(
             &format!(
@@ -154,7 +172,15 @@ fn bypass_inbound_expects_no_inbound_redirect() {
             ),
             "",
         )
-        .replace(&format!("\t\t{PROBE_ACCEPT}\n"), "");
+        .replace(&format!("\t\t{PROBE_ACCEPT}\n"), "")
+        .replace(
+            "| 0x00000111\n",
+            "| 0x00000111\n\t\tiifname != \"lo\" meta l4proto tcp ct state new ct mark set ct mark & 0xfffff539 | 0x00000539\n",
+        )
+        .replace(
+            "== 0x00000111 meta mark set ct mark\n",
+            "== 0x00000111 meta mark set ct mark\n\t\tct mark & 0x00000fff == 0x00000539 meta mark set ct mark\n",
+        );
     assert_eq!(drift_of(&listed, &cfg), []);
 }
 
@@ -168,4 +194,148 @@ fn missing_chain_is_reported() {
             chain: "istio-output".to_string()
         }]
     );
+}
+
+/// The guard as install leaves it for `CaptureConfig::default()` in a pod with address 10.244.1.5.
+fn installed_guard() -> GuardState {
+    GuardState {
+        pod_ip: Some(Ipv4Addr::new(10, 244, 1, 5)),
+        link_up: Some(true),
+        routes: vec![
+            "default dev ambit-guard scope link src 10.244.1.5".to_string(),
+            "unreachable default metric 1000".to_string(),
+            "throw 169.254.7.127".to_string(),
+        ],
+        rules: vec![
+            (32763, vec!["from all fwmark 0x539/0xfff lookup main".to_string()]),
+            (32765, vec!["from all ipproto tcp lookup 134".to_string()]),
+        ],
+        migrate_req: "1".to_string(),
+    }
+}
+
+#[test]
+fn guard_drift_names_each_part() {
+    let route = |r: &str| r.to_string();
+    let guard_route = |r: &str| format!("{r} table 134");
+    let cases: Vec<(&str, GuardState, Vec<Drift>)> = vec![
+        ("installed", installed_guard(), vec![]),
+        (
+            "link deleted (the kernel drops its route)",
+            GuardState {
+                link_up: None,
+                routes: vec![route("unreachable default metric 1000"), route("throw 169.254.7.127")],
+                ..installed_guard()
+            },
+            vec![
+                Drift::MissingLink {
+                    link: "ambit-guard".to_string(),
+                },
+                Drift::MissingRoute {
+                    route: guard_route("default dev ambit-guard scope link src 10.244.1.5"),
+                },
+            ],
+        ),
+        (
+            "link down",
+            GuardState {
+                link_up: Some(false),
+                ..installed_guard()
+            },
+            vec![Drift::LinkDown {
+                link: "ambit-guard".to_string(),
+            }],
+        ),
+        (
+            "route with another source, and a way out",
+            GuardState {
+                routes: vec![
+                    route("default dev ambit-guard scope link src 10.244.1.6"),
+                    route("unreachable default metric 1000"),
+                    route("throw 169.254.7.127"),
+                    route("10.0.0.0/8 via 10.244.1.1 dev eth0"),
+                ],
+                ..installed_guard()
+            },
+            vec![
+                Drift::MissingRoute {
+                    route: guard_route("default dev ambit-guard scope link src 10.244.1.5"),
+                },
+                Drift::UnexpectedRoute {
+                    route: guard_route("default dev ambit-guard scope link src 10.244.1.6"),
+                },
+                Drift::UnexpectedRoute {
+                    route: guard_route("10.0.0.0/8 via 10.244.1.1 dev eth0"),
+                },
+            ],
+        ),
+        (
+            "rules deleted and replaced",
+            GuardState {
+                rules: vec![(32763, vec![]), (32765, vec![route("from all ipproto udp lookup 134")])],
+                ..installed_guard()
+            },
+            vec![
+                Drift::MissingIpRule {
+                    rule: "32763: from all fwmark 0x539/0xfff lookup main".to_string(),
+                },
+                Drift::UnexpectedIpRule {
+                    rule: "32765: from all ipproto udp lookup 134".to_string(),
+                },
+                Drift::MissingIpRule {
+                    rule: "32765: from all ipproto tcp lookup 134".to_string(),
+                },
+            ],
+        ),
+        (
+            "sysctl reset",
+            GuardState {
+                migrate_req: "0".to_string(),
+                ..installed_guard()
+            },
+            vec![Drift::Sysctl {
+                key: "net.ipv4.tcp_migrate_req".to_string(),
+                found: "0".to_string(),
+                want: "1".to_string(),
+            }],
+        ),
+    ];
+    for (case, found, want) in cases {
+        assert_eq!(guard_drift(&found, &CaptureConfig::default()), want, "{case}");
+    }
+}
+
+#[test]
+fn guard_drift_reads_well() {
+    let cases = [
+        (
+            Drift::MissingLink {
+                link: "ambit-guard".to_string(),
+            },
+            "link ambit-guard is missing",
+        ),
+        (
+            Drift::LinkDown {
+                link: "ambit-guard".to_string(),
+            },
+            "link ambit-guard is down",
+        ),
+        (
+            Drift::UnexpectedRoute {
+                route: "10.0.0.0/8 dev eth0 table 134".to_string(),
+            },
+            "unexpected route `10.0.0.0/8 dev eth0 table 134`",
+        ),
+        (
+            Drift::Sysctl {
+                key: "net.ipv4.tcp_migrate_req".to_string(),
+                found: "0".to_string(),
+                want: "1".to_string(),
+            },
+            "sysctl net.ipv4.tcp_migrate_req is 0, not 1",
+        ),
+    ];
+    for (drift, text) in cases {
+        assert_eq!(drift.to_string(), text);
+    }
 }

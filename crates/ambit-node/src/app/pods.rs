@@ -2,13 +2,16 @@
 //! 15001, plaintext inbound 15006, HBONE 15008; ambient §2.4), each socket marked 0x539 with SO_REUSEPORT, and the
 //! outbound proxy, plaintext inbound and HBONE server behind them.
 //!
-//! [`PodManager::reconcile`] starts a proxy for every pod newly listed in the enrollment file and drains the proxies
-//! of pods no longer listed (or whose namespace changed). A pod is ready once its listeners are bound and its
+//! Pods come from one of two places. From the node agent over ZDS ([`super::zds`]): [`PodManager::add`] binds the
+//! listeners in the namespace handed over before it returns (so the agent's ack means they are bound), and
+//! [`PodManager::remove`] drains a pod's proxy. From the enrollment file: [`PodManager::reconcile`] starts a proxy for
+//! every pod newly listed and drains the proxies of pods no longer listed (or whose namespace changed). Either way the
+//! proxy holds the namespace as an open descriptor ([`PodNetns`]). A pod is ready once its listeners are bound and its
 //! certificate is available; until then its captured traffic is refused, never passed in plaintext.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use ambit_telemetry::prometheus_client::metrics::counter::Counter;
 use ambit_telemetry::prometheus_client::metrics::gauge::Gauge;
 use ambit_telemetry::prometheus_client::registry::Registry;
 use ambit_types::Identity;
+use ambit_zds::PodUid;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +32,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::NodeContext;
 use crate::proxy::inbound::{INBOUND_MARK, InboundHandler, PodAppConnector};
+use crate::proxy::netns::PodNetns;
 use crate::proxy::outbound::{OutboundProxy, PodDialer, SoOriginalDst};
 use crate::proxy::plaintext::serve_plaintext;
 use crate::state::WorkloadUid;
@@ -40,6 +45,16 @@ pub const HBONE_PORT: u16 = 15008;
 const SOCKETS_READY: usize = 16;
 /// Pause between attempts to bind a pod's listeners.
 const BIND_RETRY: Duration = Duration::from_secs(1);
+
+/// The ports a pod proxy listens on inside its pod: [`OUTBOUND_PORT`], [`INBOUND_PLAINTEXT_PORT`] and
+/// [`HBONE_PORT`] by default (the pod's capture rules redirect to those); 0 picks free ones (tests in the test's
+/// own namespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerPorts {
+    pub outbound: u16,
+    pub plaintext: u16,
+    pub hbone: u16,
+}
 
 /// ztunnel's workload-manager metrics, in the root registry (no `istio_` prefix, ambient §6.1).
 #[derive(Clone, Debug, Default)]
@@ -59,15 +74,37 @@ pub struct PodManager {
 struct ManagerInner {
     context: NodeContext,
     metrics: ManagerMetrics,
-    pods: Mutex<BTreeMap<WorkloadUid, PodProxy>>,
+    ports: ListenerPorts,
+    pods: Mutex<BTreeMap<PodKey, PodProxy>>,
+}
+
+/// How a pod proxy is known: by the workload uid the enrollment file lists, or by the Kubernetes pod uid ZDS names
+/// pods by (two pods of one name can then briefly coexist while a pod is re-created).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PodKey {
+    Enrolled(WorkloadUid),
+    Zds(PodUid),
 }
 
 /// One pod's proxy: its drain trigger and what it reports.
 struct PodProxy {
-    netns: PathBuf,
+    workload: WorkloadUid,
+    netns: PodNetns,
     drain: DrainTrigger,
     status: Arc<Mutex<PodStatus>>,
     inbound: crate::proxy::inbound::Connections,
+    /// Closes inbound connections that a policy change no longer allows, through the drain too (which may last as
+    /// long as they do): it ends when the proxy is dropped, once drained.
+    _policy: AbortOnDrop,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Where a pod proxy stands, for readiness and the config dump.
@@ -76,6 +113,8 @@ struct PodProxy {
 pub struct PodStatus {
     pub state: PodState,
     pub identity: Option<String>,
+    /// The addresses of its listeners inside the pod, once bound (outbound, plaintext inbound, HBONE).
+    pub listeners: Vec<SocketAddr>,
     /// The last reason the proxy could not make progress (binding, workload unknown, certificate).
     pub error: Option<String>,
 }
@@ -87,7 +126,7 @@ pub enum PodState {
     Starting,
     /// Every listener is serving.
     Ready,
-    /// Removed from the enrollment; connections finish until the drain deadline.
+    /// Removed; connections finish until the drain deadline.
     Draining,
 }
 
@@ -95,11 +134,81 @@ pub enum PodState {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodDump {
+    /// The workload uid (`<cluster-id>//Pod/<namespace>/<name>`).
     pub uid: String,
+    /// The Kubernetes pod uid, for a pod the node agent handed over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// The path of the pod's namespace, or its inode for one handed over as a descriptor.
     pub netns: String,
     #[serde(flatten)]
     pub status: PodStatus,
     pub inbound_connections: usize,
+}
+
+/// What [`PodManager::add`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// The pod was already served in that namespace, listeners bound: nothing changed.
+    Unchanged,
+    /// A new pod proxy listens.
+    Started,
+    /// A new pod proxy listens in the new namespace (or for the new workload); the previous one drains.
+    Replaced,
+}
+
+/// What an Add must do, given the proxy held for the same pod ([`plan_add`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddPlan {
+    /// Served as asked already: nothing to do.
+    Keep,
+    /// No proxy yet: bind and start one.
+    Start,
+    /// Bind a new proxy, then drain the one held.
+    Replace,
+}
+
+/// The proxy held for a pod, as [`plan_add`] compares it with an Add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldPod {
+    pub same_namespace: bool,
+    pub same_workload: bool,
+    /// Its listeners are bound (not a failed start still retrying).
+    pub listening: bool,
+}
+
+/// What an Add of a pod does: nothing when the pod is already served in the same namespace for the same workload
+/// with its listeners bound; a start when the pod has no proxy; else a replacement (a re-created sandbox, a renamed
+/// workload, or a start that could not bind yet: binding is tried again now, so the agent's retry means something).
+pub fn plan_add(held: Option<HeldPod>) -> AddPlan {
+    match held {
+        None => AddPlan::Start,
+        Some(HeldPod {
+            same_namespace: true,
+            same_workload: true,
+            listening: true,
+        }) => AddPlan::Keep,
+        Some(_) => AddPlan::Replace,
+    }
+}
+
+// === impl ListenerPorts ===
+
+impl Default for ListenerPorts {
+    fn default() -> Self {
+        Self {
+            outbound: OUTBOUND_PORT,
+            plaintext: INBOUND_PLAINTEXT_PORT,
+            hbone: HBONE_PORT,
+        }
+    }
+}
+
+impl ListenerPorts {
+    /// Every address of the pod, in the order outbound, plaintext inbound, HBONE.
+    fn addrs(self) -> [SocketAddr; 3] {
+        [self.outbound, self.plaintext, self.hbone].map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+    }
 }
 
 // === impl ManagerMetrics ===
@@ -131,41 +240,127 @@ impl ManagerMetrics {
     }
 }
 
+// === impl PodKey ===
+
+impl std::fmt::Display for PodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PodKey::Enrolled(uid) => uid.fmt(f),
+            PodKey::Zds(uid) => uid.fmt(f),
+        }
+    }
+}
+
 // === impl PodManager ===
 
 impl PodManager {
-    pub fn new(context: NodeContext, metrics: ManagerMetrics) -> Self {
+    /// Pod proxies listening on `ports` inside each pod ([`ListenerPorts::default`] in production).
+    pub fn new(context: NodeContext, metrics: ManagerMetrics, ports: ListenerPorts) -> Self {
         let inner = ManagerInner {
             context,
             metrics,
+            ports,
             pods: Mutex::new(BTreeMap::new()),
         };
         Self { inner: Arc::new(inner) }
     }
 
-    /// Starts proxies for pods in `wanted` that have none, and drains those not in it (or in another namespace).
+    /// Serves the ZDS pod `pod`, workload `workload`, inside `netns`, as [`plan_add`] says. Returns once the new
+    /// proxy's listeners are bound, or with why they could not be (naming the pod, the address and the namespace);
+    /// the proxy then keeps trying to bind in the background. Blocks for the thread that enters the namespace.
     /// Must be called within the data-plane runtime.
-    pub fn reconcile(&self, wanted: &BTreeMap<WorkloadUid, PathBuf>) {
+    pub fn add(&self, pod: &PodUid, workload: WorkloadUid, netns: PodNetns) -> Result<Added, String> {
+        let key = PodKey::Zds(pod.clone());
+        let held = self.lock().get(&key).map(|held| HeldPod {
+            same_namespace: held.netns.same_namespace(&netns),
+            same_workload: held.workload == workload,
+            listening: !held.status().listeners.is_empty(),
+        });
+        let plan = plan_add(held);
+        if plan == AddPlan::Keep {
+            debug!(%pod, %workload, %netns, "pod already served in this namespace");
+            return Ok(Added::Unchanged);
+        }
+        // Outside the lock: binding waits for a thread that enters the namespace.
+        let bound = netns.listen_all(self.inner.ports.addrs(), listen_options());
+        let error = bound
+            .as_ref()
+            .err()
+            .map(|error| format!("pod {pod} ({workload}): cannot open its listeners: {error}"));
+        let proxy = self.start(&key, workload.clone(), netns.clone(), bound.ok());
+        if let Some(error) = &error {
+            proxy.status.lock().unwrap_or_else(PoisonError::into_inner).error = Some(error.clone());
+        }
         let mut pods = self.lock();
-        let gone: Vec<WorkloadUid> = pods
+        let previous = pods.insert(key.clone(), proxy);
+        if let Some(previous) = previous {
+            info!(%pod, %workload, %netns, previous = %previous.netns, "pod handed over again; draining its previous proxy");
+            self.stop(previous, &key);
+        } else {
+            info!(%pod, %workload, %netns, "pod proxy started");
+        }
+        self.update_gauges(&pods);
+        match error {
+            Some(error) => Err(error),
+            None if plan == AddPlan::Start => Ok(Added::Started),
+            None => Ok(Added::Replaced),
+        }
+    }
+
+    /// Drains the proxy of ZDS pod `pod`, if there is one (connections finish until the pod drain deadline).
+    /// Returns whether there was one. Must be called within the data-plane runtime.
+    pub fn remove(&self, pod: &PodUid) -> bool {
+        let key = PodKey::Zds(pod.clone());
+        let mut pods = self.lock();
+        let Some(proxy) = pods.remove(&key) else {
+            return false;
+        };
+        info!(%pod, workload = %proxy.workload, netns = %proxy.netns, "pod removed; draining its proxy");
+        self.stop(proxy, &key);
+        self.update_gauges(&pods);
+        true
+    }
+
+    /// Whether ZDS pod `pod` has a proxy.
+    pub fn serves(&self, pod: &PodUid) -> bool {
+        self.lock().contains_key(&PodKey::Zds(pod.clone()))
+    }
+
+    /// Starts proxies for pods in `wanted` (from the enrollment file) that have none, and drains those not in it (or
+    /// listed with another namespace path). Returns why the namespaces that could not be opened were not (those pods
+    /// are tried again on the next call). Must be called within the data-plane runtime.
+    pub fn reconcile(&self, wanted: &BTreeMap<WorkloadUid, PathBuf>) -> Vec<String> {
+        let mut pods = self.lock();
+        let gone: Vec<PodKey> = pods
             .iter()
-            .filter(|(uid, pod)| wanted.get(*uid) != Some(&pod.netns))
-            .map(|(uid, _)| uid.clone())
+            .filter_map(|(key, pod)| match key {
+                PodKey::Enrolled(uid) if wanted.get(uid).map(PathBuf::as_path) != pod.netns.path() => Some(key.clone()),
+                _ => None,
+            })
             .collect();
-        for uid in gone {
-            if let Some(pod) = pods.remove(&uid) {
-                info!(pod = %uid, netns = %pod.netns.display(), "pod removed from the enrollment; draining its proxy");
-                self.stop(pod, uid);
+        for key in gone {
+            if let Some(pod) = pods.remove(&key) {
+                info!(pod = %key, netns = %pod.netns, "pod removed from the enrollment; draining its proxy");
+                self.stop(pod, &key);
             }
         }
-        for (uid, netns) in wanted {
-            if !pods.contains_key(uid) {
-                info!(pod = %uid, netns = %netns.display(), "starting the pod's proxy");
-                let pod = self.start(uid.clone(), netns.clone());
-                pods.insert(uid.clone(), pod);
+        let mut errors = Vec::new();
+        for (uid, path) in wanted {
+            let key = PodKey::Enrolled(uid.clone());
+            if pods.contains_key(&key) {
+                continue;
+            }
+            match PodNetns::open(path) {
+                Ok(netns) => {
+                    info!(pod = %uid, %netns, "starting the pod's proxy");
+                    let pod = self.start(&key, uid.clone(), netns, None);
+                    pods.insert(key, pod);
+                }
+                Err(error) => errors.push(format!("pod {uid}: cannot open {}: {error}", path.display())),
             }
         }
         self.update_gauges(&pods);
+        errors
     }
 
     /// Whether every pod proxy serves (true with no pod).
@@ -185,45 +380,70 @@ impl PodManager {
     pub fn dump(&self) -> Vec<PodDump> {
         let pods = self.lock();
         pods.iter()
-            .map(|(uid, pod)| PodDump {
-                uid: uid.to_string(),
-                netns: pod.netns.display().to_string(),
+            .map(|(key, pod)| PodDump {
+                uid: pod.workload.to_string(),
+                pod_uid: match key {
+                    PodKey::Zds(uid) => Some(uid.to_string()),
+                    PodKey::Enrolled(_) => None,
+                },
+                netns: match pod.netns.path() {
+                    Some(path) => path.display().to_string(),
+                    None => format!("inode {}", pod.netns.inode()),
+                },
                 status: pod.status(),
                 inbound_connections: pod.inbound.len(),
             })
             .collect()
     }
 
-    /// Drains every pod proxy with `grace` and waits until they are done (at most `grace` and a second more).
-    pub async fn drain_all(&self, grace: Duration) {
-        let pods: Vec<(WorkloadUid, PodProxy)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+    /// Drains every pod proxy and waits until they are done, at most `deadline` and a second more: every listener
+    /// closes at once, HBONE connections get GOAWAY, and connections still open at the deadline are closed.
+    pub async fn drain_all(&self, deadline: Duration) {
+        let pods: Vec<(PodKey, PodProxy)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        self.update_gauges(&BTreeMap::new());
         let mut waits = tokio::task::JoinSet::new();
         for (_, pod) in pods {
-            pod.drain.start(grace);
+            pod.status.lock().unwrap_or_else(PoisonError::into_inner).state = PodState::Draining;
+            pod.drain.start(deadline);
             waits.spawn(async move { pod.drain.drained().await });
         }
         let all = async { while waits.join_next().await.is_some() {} };
-        if tokio::time::timeout(grace + Duration::from_secs(1), all).await.is_err() {
+        if tokio::time::timeout(deadline + Duration::from_secs(1), all)
+            .await
+            .is_err()
+        {
             warn!("connections were still open after the drain deadline; closing them");
         }
     }
 
-    fn start(&self, uid: WorkloadUid, netns: PathBuf) -> PodProxy {
+    /// A pod proxy for `workload` in `netns` on its own task: serving on `listeners` if bound already, else binding
+    /// them (retrying) first.
+    fn start(
+        &self,
+        key: &PodKey,
+        workload: WorkloadUid,
+        netns: PodNetns,
+        listeners: Option<[std::net::TcpListener; 3]>,
+    ) -> PodProxy {
         let (trigger, watch) = drain::channel();
-        let status = Arc::new(Mutex::new(PodStatus::default()));
+        let status = PodStatus {
+            listeners: listeners.as_ref().map(|l| local_addrs(l)).unwrap_or_default(),
+            ..PodStatus::default()
+        };
+        let status = Arc::new(Mutex::new(status));
         let context = &self.inner.context;
         // Sockets for the pod's upstream connections, made ahead inside its namespace.
-        let sockets = match SocketFactory::new(&netns, SOCKETS_READY) {
+        let sockets = match netns.socket_factory(SOCKETS_READY) {
             Ok(factory) => Some(Arc::new(factory)),
             Err(error) => {
-                warn!(pod = %uid, %error, "cannot prepare sockets in the pod's namespace; making each on demand");
+                warn!(pod = %key, %error, "cannot prepare sockets in the pod's namespace; making each on demand");
                 None
             }
         };
         let mut connector = PodAppConnector::new(netns.clone());
         connector.sockets = sockets.clone();
         let inbound = InboundHandler::new(
-            uid.clone(),
+            workload.clone(),
             context.snapshot.clone(),
             context.root_namespace.clone(),
             Arc::clone(&context.metrics.tcp),
@@ -231,39 +451,44 @@ impl PodManager {
         )
         .with_lookups(context.lookups.clone());
         let connections = inbound.connections().clone();
-        let task = run_pod(
-            context.clone(),
-            uid.clone(),
-            netns.clone(),
+        let span = tracing::info_span!("pod", pod = %workload);
+        let policy = tokio::spawn(inbound.policy_watcher().instrument(span.clone()));
+        let pod = PodTask {
+            context: context.clone(),
+            uid: workload.clone(),
+            netns: netns.clone(),
+            ports: self.inner.ports,
             inbound,
             sockets,
-            Arc::clone(&status),
-            watch,
-        );
-        let span = tracing::info_span!("pod", pod = %uid);
-        tokio::spawn(task.instrument(span));
+            status: Arc::clone(&status),
+            drain: watch,
+        };
+        tokio::spawn(run_pod(pod, listeners).instrument(span));
         self.inner.metrics.started.inc();
         PodProxy {
+            workload,
             netns,
             drain: trigger,
             status,
             inbound: connections,
+            _policy: AbortOnDrop(policy.abort_handle()),
         }
     }
 
-    fn stop(&self, pod: PodProxy, uid: WorkloadUid) {
+    fn stop(&self, pod: PodProxy, key: &PodKey) {
         pod.status.lock().unwrap_or_else(PoisonError::into_inner).state = PodState::Draining;
         let grace = self.inner.context.drain_grace;
         let metrics = self.inner.metrics.clone();
+        let key = key.clone();
         tokio::spawn(async move {
             pod.drain.start(grace);
             let _ = tokio::time::timeout(grace + Duration::from_secs(1), pod.drain.drained()).await;
             metrics.stopped.inc();
-            debug!(pod = %uid, "pod proxy stopped");
+            debug!(pod = %key, "pod proxy stopped");
         });
     }
 
-    fn update_gauges(&self, pods: &BTreeMap<WorkloadUid, PodProxy>) {
+    fn update_gauges(&self, pods: &BTreeMap<PodKey, PodProxy>) {
         let pending = pods
             .values()
             .filter(|pod| pod.status().state != PodState::Ready)
@@ -272,9 +497,23 @@ impl PodManager {
         self.inner.metrics.pending.set(pending as i64);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<WorkloadUid, PodProxy>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PodKey, PodProxy>> {
         self.inner.pods.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The in-pod listeners' options: the proxy's mark (so the pod's rules let its own traffic through) and SO_REUSEPORT
+/// (so a new node proxy binds beside the old one during an upgrade).
+fn listen_options() -> ListenOptions {
+    ListenOptions {
+        mark: Some(INBOUND_MARK),
+        reuse_port: true,
+        ..ListenOptions::default()
+    }
+}
+
+fn local_addrs(listeners: &[std::net::TcpListener]) -> Vec<SocketAddr> {
+    listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
 }
 
 /// Where a pod proxy's task records its progress.
@@ -294,37 +533,51 @@ impl PodProxy {
     }
 }
 
-/// One pod's proxy, until its drain starts: binds the listeners (retrying), serves outbound and plaintext inbound at
-/// once, and HBONE once the pod's certificate is there. Each server holds a clone of `drain` until it is done.
-async fn run_pod(
+/// What one pod proxy's task works with.
+struct PodTask {
     context: NodeContext,
     uid: WorkloadUid,
-    netns: PathBuf,
+    netns: PodNetns,
+    ports: ListenerPorts,
     inbound: InboundHandler<PodAppConnector>,
     sockets: Option<Arc<SocketFactory>>,
     status: Arc<Mutex<PodStatus>>,
     drain: DrainWatch,
-) {
+}
+
+/// One pod's proxy, until its drain starts: binds the listeners unless given them (retrying), serves outbound and
+/// plaintext inbound at once, and HBONE once the pod's certificate is there. Each server holds a clone of `drain`
+/// until it is done.
+async fn run_pod(pod: PodTask, listeners: Option<[std::net::TcpListener; 3]>) {
+    let PodTask {
+        context,
+        uid,
+        netns,
+        ports,
+        inbound,
+        sockets,
+        status,
+        drain,
+    } = pod;
     let set = StatusHandle(status);
     let mut signal = drain.clone();
-    let listeners = loop {
-        let attempt = tokio::task::spawn_blocking({
-            let netns = netns.clone();
-            move || bind_listeners(&netns)
-        });
-        let error = match attempt.await {
-            Ok(Ok(listeners)) => break listeners,
-            Ok(Err(error)) => format!("{error:#}"),
-            Err(error) => error.to_string(),
-        };
-        warn!(%error, "cannot open the pod's listeners; retrying");
-        set.update(|s| s.error = Some(error.clone()));
-        tokio::select! {
-            _ = signal.signaled() => return,
-            () = tokio::time::sleep(BIND_RETRY) => {}
+    let listeners = match listeners {
+        Some(listeners) => listeners,
+        None => {
+            let Some(listeners) = bind_retrying(&netns, ports, &mut signal, &set).await else {
+                return;
+            };
+            listeners
         }
     };
-    let [outbound_listener, plaintext_listener, hbone_listener] = listeners;
+    let [outbound_listener, plaintext_listener, hbone_listener] = match listeners.map(TcpListener::from_std) {
+        [Ok(outbound), Ok(plaintext), Ok(hbone)] => [outbound, plaintext, hbone],
+        _ => {
+            set.update(|s| s.error = Some("cannot register the listeners with the runtime".into()));
+            warn!("cannot register the pod's listeners with the runtime");
+            return;
+        }
+    };
 
     let dialer = PodDialer {
         netns: netns.clone(),
@@ -344,17 +597,6 @@ async fn run_pod(
     );
     tokio::spawn(outbound.serve(outbound_listener, drain.clone()).in_current_span());
     tokio::spawn(serve_plaintext(inbound.clone(), plaintext_listener, SoOriginalDst, drain.clone()).in_current_span());
-    let watcher = inbound.policy_watcher();
-    let mut watcher_drain = drain.clone();
-    tokio::spawn(
-        async move {
-            tokio::select! {
-                () = watcher => {}
-                _ = watcher_drain.signaled() => {}
-            }
-        }
-        .in_current_span(),
-    );
 
     // HBONE needs the pod's identity (from the state) and its certificate (from the CA).
     let Some(identity) = wait_identity(&context, &uid, &mut signal, &set).await else {
@@ -374,21 +616,37 @@ async fn run_pod(
     tls_task.abort();
 }
 
-/// The three listeners, created inside the pod's namespace with the proxy's mark and SO_REUSEPORT.
-fn bind_listeners(netns: &Path) -> anyhow::Result<[TcpListener; 3]> {
-    use anyhow::Context;
-    let options = ListenOptions {
-        mark: Some(INBOUND_MARK),
-        reuse_port: true,
-        ..ListenOptions::default()
-    };
-    let bind = |port: u16| -> anyhow::Result<TcpListener> {
-        let addr = SocketAddr::from(([0, 0, 0, 0], port));
-        let std = ambit_netns::listen_in(netns, addr, options)
-            .with_context(|| format!("cannot listen on {addr} in {}", netns.display()))?;
-        Ok(TcpListener::from_std(std)?)
-    };
-    Ok([bind(OUTBOUND_PORT)?, bind(INBOUND_PLAINTEXT_PORT)?, bind(HBONE_PORT)?])
+/// The pod's listeners, bound inside its namespace off the runtime, retrying every [`BIND_RETRY`]; None if draining
+/// starts first.
+async fn bind_retrying(
+    netns: &PodNetns,
+    ports: ListenerPorts,
+    signal: &mut DrainWatch,
+    set: &StatusHandle,
+) -> Option<[std::net::TcpListener; 3]> {
+    loop {
+        let attempt = tokio::task::spawn_blocking({
+            let netns = netns.clone();
+            move || netns.listen_all(ports.addrs(), listen_options())
+        });
+        let error = match attempt.await {
+            Ok(Ok(listeners)) => {
+                set.update(|s| {
+                    s.listeners = local_addrs(&listeners);
+                    s.error = None;
+                });
+                return Some(listeners);
+            }
+            Ok(Err(error)) => format!("cannot open the pod's listeners: {error}"),
+            Err(error) => error.to_string(),
+        };
+        warn!(%error, "cannot open the pod's listeners; retrying");
+        set.update(|s| s.error = Some(error.clone()));
+        tokio::select! {
+            _ = signal.signaled() => return None,
+            () = tokio::time::sleep(BIND_RETRY) => {}
+        }
+    }
 }
 
 /// The pod's identity once the state knows the workload; None if draining starts first.
@@ -464,4 +722,37 @@ async fn server_tls(
         .in_current_span(),
     );
     Some((rx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_add_keeps_only_a_pod_served_as_asked() {
+        let held = |same_namespace, same_workload, listening| {
+            Some(HeldPod {
+                same_namespace,
+                same_workload,
+                listening,
+            })
+        };
+        let cases = [
+            (None, AddPlan::Start),
+            (held(true, true, true), AddPlan::Keep),
+            (held(false, true, true), AddPlan::Replace),
+            (held(true, false, true), AddPlan::Replace),
+            (held(true, true, false), AddPlan::Replace),
+            (held(false, false, false), AddPlan::Replace),
+        ];
+        for (held, want) in cases {
+            assert_eq!(plan_add(held), want, "{held:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_ports_are_ambients() {
+        let addrs = ListenerPorts::default().addrs().map(|addr| addr.to_string());
+        assert_eq!(addrs, ["0.0.0.0:15001", "0.0.0.0:15006", "0.0.0.0:15008"]);
+    }
 }

@@ -17,14 +17,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use ambit_hbone::{ConnectHandler, InboundRequest, Refusal, StreamStats};
-use ambit_netns::{ConnectOptions, SocketFactory, connect_socket_in};
+use ambit_netns::{ConnectOptions, SocketFactory};
 use ambit_policy::{ConnInfo, Decision, Verdict, evaluate};
 use ambit_telemetry::{
     ConnectionAddrs, ConnectionContext, ConnectionResult, Direction, Reporter, ResponseFlags, TcpMetrics,
@@ -36,6 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info};
 
+use super::netns::PodNetns;
 use super::{service_info, workload_info};
 use crate::state::xds::Lookups;
 use crate::state::{Snapshot, Workload, WorkloadUid, inbound_target, policies_for};
@@ -58,7 +58,7 @@ pub trait AppConnector: Send + Sync + 'static {
 /// not possible (no CAP_NET_ADMIN, different address family), it connects from the pod's own address instead.
 #[derive(Clone, Debug)]
 pub struct PodAppConnector {
-    pub netns: PathBuf,
+    pub netns: PodNetns,
     pub mark: u32,
     /// Sockets made ahead of time in the pod's namespace; without one (or when it has none ready), each socket is
     /// made on a thread that enters the namespace.
@@ -120,8 +120,8 @@ pub struct InboundUpstream {
 // === impl PodAppConnector ===
 
 impl PodAppConnector {
-    /// A connector for the pod whose namespace is at `netns`, with [`INBOUND_MARK`].
-    pub fn new(netns: PathBuf) -> Self {
+    /// A connector for the pod whose namespace is `netns`, with [`INBOUND_MARK`].
+    pub fn new(netns: PodNetns) -> Self {
         Self {
             netns,
             mark: INBOUND_MARK,
@@ -154,25 +154,23 @@ impl AppConnector for PodAppConnector {
             .as_ref()
             .and_then(|sockets| sockets.take(app, transparent.unwrap_or(plain)));
         let socket = match ready {
-            Some(Ok(socket)) => socket,
+            Some(Ok(socket)) => std::net::TcpStream::from(socket),
             _ => {
                 let netns = self.netns.clone();
                 // Entering the namespace happens on a dedicated thread that this call waits for: keep it off the
                 // runtime.
                 tokio::task::spawn_blocking(move || match transparent {
-                    None => connect_socket_in(&netns, app, plain),
-                    Some(transparent) => connect_socket_in(&netns, app, transparent).or_else(|error| {
+                    None => netns.connect_socket(app, plain),
+                    Some(transparent) => netns.connect_socket(app, transparent).or_else(|error| {
                         debug!(%error, %client, "binding to the client's address failed; connecting from the pod's address");
-                        connect_socket_in(&netns, app, plain)
+                        netns.connect_socket(app, plain)
                     }),
                 })
                 .await
                 .map_err(io::Error::other)??
             }
         };
-        TcpSocket::from_std_stream(std::net::TcpStream::from(socket))
-            .connect(app)
-            .await
+        TcpSocket::from_std_stream(socket).connect(app).await
     }
 }
 
@@ -323,6 +321,7 @@ impl<C: AppConnector> InboundHandler<C> {
     /// `req.authority` is the connection's original destination; `req.peer_identity` is ignored.
     pub async fn accept_plaintext(&self, mut req: InboundRequest) -> Result<InboundUpstream, Refusal> {
         req.peer_identity = None;
+        super::local_known(&self.snapshot, &self.local).await;
         // A plaintext peer sends no baggage: with node-scoped xDS, a source of another node is looked up (once per
         // address, at most `LOOKUP_WAIT`) so the metrics and the access log can name it.
         if let Some(lookups) = &self.lookups {
@@ -339,6 +338,7 @@ impl<C: AppConnector> InboundHandler<C> {
     }
 
     async fn accept(&self, req: InboundRequest, tunnel: bool) -> Result<InboundUpstream, Refusal> {
+        super::local_known(&self.snapshot, &self.local).await;
         let snapshot = Arc::clone(&self.snapshot.borrow());
         let dst = req.local_addr;
         let early = |refusal: Refusal| {

@@ -15,7 +15,6 @@ use std::error::Error;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -75,7 +74,7 @@ pub struct FixedOriginalDst(pub SocketAddr);
 /// connection again. Used both for the HBONE pool and for passthrough.
 #[derive(Clone, Debug)]
 pub struct PodDialer {
-    pub netns: PathBuf,
+    pub netns: super::netns::PodNetns,
     pub mark: u32,
     /// Sockets made ahead of time in the pod's namespace (see [`PodAppConnector`](super::inbound::PodAppConnector)).
     pub sockets: Option<Arc<ambit_netns::SocketFactory>>,
@@ -209,15 +208,15 @@ impl Dialer for PodDialer {
         };
         let ready = self.sockets.as_ref().and_then(|sockets| sockets.take(addr, opts));
         let socket = match ready {
-            Some(Ok(socket)) => socket,
+            Some(Ok(socket)) => socket.into(),
             _ => {
                 let netns = self.netns.clone();
-                tokio::task::spawn_blocking(move || ambit_netns::connect_socket_in(&netns, addr, opts))
+                tokio::task::spawn_blocking(move || netns.connect_socket(addr, opts))
                     .await
                     .map_err(io::Error::other)??
             }
         };
-        let socket = TcpSocket::from_std_stream(socket.into());
+        let socket = TcpSocket::from_std_stream(socket);
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
@@ -397,6 +396,7 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
     /// The plan for `dst` from the current snapshot; in the node scope, after looking up what it lacks (once:
     /// what the answer still leaves out is planned as an unknown destination).
     async fn decide(&self, dst: SocketAddr) -> Prepared {
+        super::local_known(&self.inner.snapshot, &self.inner.local).await;
         let Some(lookups) = &self.inner.lookups else {
             let snapshot = Arc::clone(&self.inner.snapshot.borrow());
             return self.prepare(&snapshot, dst, |_| true);
@@ -513,11 +513,19 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
             })?;
         let tls = self.client_config(&cert, &key.destination_identities)?;
         let authority = Authority::Addr(authority);
-        self.inner
-            .pool
-            .connect(key, &tls, &authority, headers)
-            .await
-            .map_err(OutboundError::Connect)
+        let pool = &self.inner.pool;
+        let result = match pool.connect(key, &tls, &authority, headers).await {
+            // The failed connection is out of the pool by now, so the retry goes to another one (usually new).
+            Err(error) if server_went_away(&error) => {
+                debug!(
+                    ?error,
+                    "the server's connection went away before answering; retrying once"
+                );
+                pool.connect(key, &tls, &authority, headers).await
+            }
+            result => result,
+        };
+        result.map_err(OutboundError::Connect)
     }
 
     /// The client configuration presenting `cert` and expecting `expected`, built once per certificate serial,
@@ -543,6 +551,18 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         }
         cache.configs.insert(expected.to_vec(), Arc::clone(&config));
         Ok(config)
+    }
+}
+
+/// Whether a CONNECT failed because the server's connection was going away before it answered: refused unprocessed
+/// (GOAWAY, REFUSED_STREAM; the pool already retried those) or the connection closing before the response. Nothing
+/// reached the destination's application through that stream (its bytes wait for the 200), so it is safe to send
+/// again; a server proxy draining for an upgrade then never fails a client's new connection.
+pub(crate) fn server_went_away(error: &ConnectError) -> bool {
+    match error {
+        ConnectError::Refused(_) => true,
+        ConnectError::Stream(error) => error.is_io() || error.is_go_away(),
+        _ => false,
     }
 }
 

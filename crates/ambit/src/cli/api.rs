@@ -1,6 +1,6 @@
-//! The client of the control plane's config API (`ambit apply`, `delete`, `get <config kind>`, `describe pod`): JSON
-//! over HTTP/1.1 on the control plane's Unix socket, which the host reaches whatever namespace the control plane
-//! runs in. Wire types mirror the API contract; the commands render them.
+//! The client of the control plane's config API (`ambit apply`, `delete`, `get <config kind>`, `describe pod`,
+//! `label`, `annotate`): JSON over HTTP/1.1 on the control plane's Unix socket, which the host reaches whatever
+//! namespace the control plane runs in. Wire types mirror the API contract; the commands render them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -278,6 +278,11 @@ impl Client {
             ],
         );
         self.call(Method::GET, &target, None).await
+    }
+
+    /// `POST /v1/patch`: a JSON merge patch of a pod's or namespace's labels and annotations; the patched object.
+    pub async fn patch(&self, body: &Value) -> Result<Value, ApiError> {
+        self.call(Method::POST, "/v1/patch", Some(body.clone())).await
     }
 
     /// A POST whose reply is `{"results":[...]}`.

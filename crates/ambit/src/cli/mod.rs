@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch: one module per subcommand.
 
+mod agent;
 mod api;
 mod app;
 mod apply;
@@ -9,6 +10,7 @@ mod control;
 mod describe;
 mod exec;
 mod get;
+mod label;
 mod logs;
 mod node;
 mod proxy_config;
@@ -47,6 +49,10 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Delete the objects that manifests name from the control plane, as one batch: all or none.
     Delete(apply::DeleteArgs),
+    /// Set (key=value) or remove (key-) labels of a pod or namespace.
+    Label(label::LabelArgs),
+    /// Set (key=value) or remove (key-) annotations of a pod or namespace.
+    Annotate(label::LabelArgs),
     /// Show a pod as the mesh sees it, and what its node proxy decides about a sample connection.
     #[command(subcommand)]
     Describe(describe::DescribeCommand),
@@ -60,7 +66,9 @@ enum Command {
     /// Run the control plane (for now the CA service) until SIGTERM.
     Control(control::ControlArgs),
     /// Run the node proxy of one node until SIGTERM.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
+    /// Run the node agent of one node until SIGTERM: enrolls its pods (capture, node proxy, annotation).
+    Agent(agent::AgentArgs),
     /// Show what one node proxy holds: workloads, services, policies, certificates or pod proxies.
     ProxyConfig(proxy_config::ProxyConfigArgs),
     /// The mesh CA: print the trust bundle, issue a certificate directly, check issued certificates.
@@ -141,12 +149,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(args) => get::run(args),
         Command::Apply(args) => apply::run_apply(args),
         Command::Delete(args) => apply::run_delete(args),
+        Command::Label(args) => label::run(args, label::Field::Labels),
+        Command::Annotate(args) => label::run(args, label::Field::Annotations),
         Command::Describe(cmd) => describe::run(cmd),
         Command::Exec(args) => exec::run(args),
         Command::Logs(args) => logs::run(args),
         Command::App(cmd) => app::run(cmd),
         Command::Control(args) => control::run(args),
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(*args),
+        Command::Agent(args) => agent::run(args),
         Command::ProxyConfig(args) => proxy_config::run(args),
         Command::Ca(cmd) => ca::run(cmd),
     }

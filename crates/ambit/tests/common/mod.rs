@@ -2,9 +2,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub const AMBIT: &str = env!("CARGO_BIN_EXE_ambit");
 
@@ -275,4 +278,134 @@ pub fn series<'a>(metrics: &'a str, metric: &str, labels: &[&str]) -> Vec<&'a st
         .filter(|line| line.starts_with(&format!("{metric}{{")))
         .filter(|line| labels.iter().all(|label| line.contains(label)))
         .collect()
+}
+
+/// A packet capture on one fabric port, stopped (and read) by [`Capture::finish`].
+pub struct Capture {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts tcpdump on `port` inside the fabric namespace; returns once it captures.
+    pub fn start(c: &TestCluster, port: &str) -> Self {
+        let file = c.dir.join(format!("{port}.pcap"));
+        let fabric = format!("ambit.{}.fabric", c.name);
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &fabric,
+                "tcpdump",
+                "-i",
+                port,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&file)
+            .arg("tcp")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tcpdump must be installed (make deps installs it)");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self { child, file }
+    }
+
+    /// Stops the capture and returns its IPv4 TCP segments.
+    pub fn finish(mut self) -> Vec<Segment> {
+        // Let the last packets reach the file before stopping.
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = self.child.id().to_string();
+        // tcpdump runs as the child of `ip netns exec`, which execs it: the pid is tcpdump's.
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = self.child.wait();
+        parse_pcap(&std::fs::read(&self.file).expect("read the capture"))
+    }
+}
+
+/// One captured TCP segment.
+#[derive(Debug)]
+pub struct Segment {
+    pub src: (Ipv4Addr, u16),
+    pub dst: (Ipv4Addr, u16),
+    pub payload: Vec<u8>,
+}
+
+/// The IPv4 TCP segments of an Ethernet pcap file (microsecond or nanosecond, little-endian as written here).
+pub fn parse_pcap(data: &[u8]) -> Vec<Segment> {
+    let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let u16be = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    assert!(data.len() >= 24, "capture too short");
+    let magic = u32le(&data[0..4]);
+    assert!(
+        magic == 0xa1b2c3d4 || magic == 0xa1b23c4d,
+        "not a little-endian pcap file"
+    );
+    assert_eq!(u32le(&data[20..24]), 1, "not an Ethernet capture");
+    let mut segments = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32le(&data[at + 8..at + 12]) as usize;
+        let frame = &data[at + 16..(at + 16 + len).min(data.len())];
+        at += 16 + len;
+        if frame.len() < 14 + 20 || u16be(&frame[12..14]) != 0x0800 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16be(&ip[2..4])).min(ip.len());
+        if ip[9] != 6 || total < header + 20 {
+            continue;
+        }
+        let tcp = &ip[header..total];
+        let offset = usize::from(tcp[12] >> 4) * 4;
+        let addr = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+        segments.push(Segment {
+            src: (addr(&ip[12..16]), u16be(&tcp[0..2])),
+            dst: (addr(&ip[16..20]), u16be(&tcp[2..4])),
+            payload: tcp[offset.min(tcp.len())..].to_vec(),
+        });
+    }
+    segments
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Retries `check` every 100 ms for up to `limit`; returns whether it held.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid of the `ambit node` process of `node`.
+pub fn node_proxy_pid(c: &TestCluster, node: &str) -> Option<u32> {
+    let ns = format!("ambit.{}.node.{node}", c.name);
+    let out = Command::new("ip").args(["netns", "pids", &ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"node"[..]) && args.windows(2).any(|w| w[0] == b"--node" && w[1] == node.as_bytes())
+        })
 }

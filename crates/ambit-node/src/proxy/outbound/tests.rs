@@ -107,9 +107,57 @@ async fn bind_hbone() -> TcpListener {
     }
 }
 
+/// How a scripted HBONE server treats its first connection, as a server proxy going away during an upgrade may;
+/// later connections are served normally.
+#[derive(Clone, Copy, Debug)]
+enum GoingAway {
+    /// GOAWAY before processing any stream: the CONNECT is refused unprocessed.
+    GoAway,
+    /// RST_STREAM(REFUSED_STREAM) to the CONNECT.
+    RefusedStream,
+    /// The connection closes once the CONNECT arrived, without an answer.
+    CloseBeforeAnswer,
+}
+
+/// Serves one HBONE connection as `how` says, never answering a CONNECT.
+async fn going_away(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, how: GoingAway) {
+    let tls = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await.unwrap();
+    let mut conn = h2::server::handshake(tls).await.unwrap();
+    match how {
+        GoingAway::GoAway => {
+            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+            // Polling sends the GOAWAY and then closes; a stream that still slips through is refused.
+            while let Some(accepted) = conn.accept().await {
+                if let Ok((_, mut respond)) = accepted {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            }
+        }
+        GoingAway::RefusedStream => {
+            while let Some(accepted) = conn.accept().await {
+                if let Ok((_, mut respond)) = accepted {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            }
+        }
+        GoingAway::CloseBeforeAnswer => {
+            let accepted = conn.accept().await;
+            assert!(matches!(accepted, Some(Ok(_))), "the CONNECT arrived");
+            // The connection goes first, so that nothing (not even a reset of the stream) is sent.
+            drop(conn);
+            drop(accepted);
+        }
+    }
+}
+
 impl Harness {
     /// The destination pod's HBONE server presents `server_sa`'s certificate (the pod's own is `dest`).
     async fn start(server_sa: &str) -> Self {
+        Self::start_with(server_sa, None).await
+    }
+
+    /// As [`Harness::start`], with the first HBONE connection treated as `first` says.
+    async fn start_with(server_sa: &str, first: Option<GoingAway>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let td = TrustDomain::new("cluster.local").unwrap();
         let ca =
@@ -129,7 +177,11 @@ impl Harness {
         let accepts = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                accepts.accepts.fetch_add(1, Ordering::SeqCst);
+                let n = accepts.accepts.fetch_add(1, Ordering::SeqCst);
+                if let (0, Some(how)) = (n, first) {
+                    tokio::spawn(going_away(tcp, Arc::clone(&tls), how));
+                    continue;
+                }
                 let (server, tls) = (server.clone(), Arc::clone(&tls));
                 tokio::spawn(async move {
                     let _ = server.serve_connection(tcp, tls).await;
@@ -265,6 +317,43 @@ async fn pod_ip_is_tunnelled_with_its_own_authority() {
     assert!(traceparent.parse::<TraceParent>().is_ok(), "{traceparent}");
     let baggage = request.headers.get("baggage").unwrap().to_str().unwrap();
     assert!(baggage.contains("k8s.namespace.name="), "{baggage}");
+}
+
+#[tokio::test]
+async fn a_connect_refused_by_a_server_going_away_is_retried_on_a_new_connection() {
+    for how in [
+        GoingAway::GoAway,
+        GoingAway::RefusedStream,
+        GoingAway::CloseBeforeAnswer,
+    ] {
+        let h = Harness::start_with("dest", Some(how)).await;
+        let proxy = h.proxy(h.app).await;
+        echo_through(proxy, b"through the second connection").await;
+        assert_eq!(h.seen.accepts.load(Ordering::SeqCst), 2, "{how:?}: one new connection");
+        assert_eq!(h.seen.requests.lock().unwrap().len(), 1, "{how:?}: served once");
+        let text = h.metrics_text();
+        let failed = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains("tcp_connections_failed"));
+        assert_eq!(failed.count(), 0, "{how:?}: nothing failed\n{text}");
+    }
+}
+
+#[test]
+fn only_a_connect_the_server_never_processed_is_retried() {
+    use std::error::Error as _;
+    // A stream error from the connection's IO (the connection closing before the answer) cannot be built outside h2;
+    // the end-to-end test above covers it.
+    let cases = [
+        (ConnectError::Refused(h2::Error::from(h2::Reason::REFUSED_STREAM)), true),
+        (ConnectError::Stream(h2::Error::from(h2::Reason::CONNECT_ERROR)), false),
+        (ConnectError::Status(StatusCode::SERVICE_UNAVAILABLE), false),
+        (ConnectError::Status(StatusCode::UNAUTHORIZED), false),
+        (ConnectError::Authority("x".into()), false),
+    ];
+    for (error, want) in cases {
+        assert_eq!(server_went_away(&error), want, "{error}: {:?}", error.source());
+    }
 }
 
 #[test]
