@@ -5,7 +5,8 @@
 # the SPIFFE identities the node proxies hold; what crosses the wire (TLS to 15008 only, plaintext for the
 # unenrolled pod); an ALLOW-by-principal AuthorizationPolicy and a STRICT PeerAuthentication at work; a DENY
 # applied and deleted live with `ambit apply/get/describe/delete`; Istio's TCP metrics; the access log of a denial;
-# then a clean teardown, checked.
+# a running pod enrolled and released with `ambit label` (same processes); both node proxies upgraded under load
+# with `ambit node upgrade` (no request fails); then a clean teardown, checked.
 # Every step checks its outcome and fails the script if it is not the expected one: the demo is also a smoke test.
 set -euo pipefail
 AMBIT=${1:-target/release/ambit}
@@ -269,6 +270,52 @@ checks = [
 sys.exit(0 if all(checks) else 1)
 EOF
 
+say "Enroll a running pod without restarting it: ambit label pod outsider -n legacy istio.io/dataplane-mode=ambient"
+note "node-1's agent installs capture inside the pod, hands its namespace to the node proxy over ZDS, then marks it"
+# The pod's app processes (the agent's own short-lived ip/nft commands also run in its namespace).
+pod_pids() {
+  local pid
+  for pid in $(ip netns pids "ambit.$CLUSTER.pod.$1.$2" | sort -n); do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$3" ] && printf '%s ' "$pid"
+  done
+}
+enrolled() { "$AMBIT" describe pod "$2" -n "$1" 2>/dev/null | grep -q 'enrolled (HBONE)'; }
+before=$(pod_pids legacy outsider sleep)
+"$AMBIT" label pod outsider -n legacy istio.io/dataplane-mode=ambient || fail "ambit label failed"
+for _ in $(seq 50); do enrolled legacy outsider && break; sleep 0.2; done
+enrolled legacy outsider || fail "the agent did not enroll legacy/outsider"
+"$AMBIT" describe pod outsider -n legacy | grep -E '^(Name|Mesh|Identity)' || true
+retry from legacy outsider http://echo.demo/ >/dev/null || fail "legacy/outsider cannot reach echo after enrolling"
+check legacy outsider http://echo.demo/ allowed "enrolled now: mTLS as legacy/sa/default"
+after=$(pod_pids legacy outsider sleep)
+echo "outsider's processes before: $before  after: $after"
+[ "$before" = "$after" ] || fail "enrolling restarted the pod's processes"
+"$AMBIT" label pod outsider -n legacy istio.io/dataplane-mode- || fail "ambit label (remove) failed"
+for _ in $(seq 50); do enrolled legacy outsider || break; sleep 0.2; done
+enrolled legacy outsider && fail "the agent did not release legacy/outsider"
+retry from legacy outsider http://echo.demo/ >/dev/null || fail "legacy/outsider cannot reach echo after leaving"
+check legacy outsider http://echo.demo/ allowed "left the mesh: plaintext again"
+[ "$before" = "$(pod_pids legacy outsider sleep)" ] || fail "leaving the mesh restarted the pod's processes"
+echo "agent metrics ($client_node):"
+ip netns exec "ambit.$CLUSTER.node.$client_node" sh -c \
+  "curl -sS --max-time 5 http://\$(ip -4 -o addr show eth0 | awk '{print \$4}' | cut -d/ -f1):15014/metrics" |
+  grep -E '^ambit_agent_(enrolled_pods|capture_repairs_total|zds_connections)' | sed 's/^/  /'
+
+say "Upgrade both node proxies while the client keeps opening connections: ambit node upgrade --node NODE"
+note "a new instance starts beside the old one, takes over the pods; the old one drains and exits; no request fails"
+"$AMBIT" exec -n demo client -- ambit app load --url http://echo/ --new-connection --rate 200 --duration 6s -o json \
+  >"$TMP/upgrade-load.json" 2>/dev/null &
+load=$!
+sleep 1
+for node in node-1 node-2; do "$AMBIT" node upgrade --node "$node" || fail "ambit node upgrade --node $node failed"; done
+wait "$load" || fail "the load during the upgrades did not run"
+python3 - "$TMP/upgrade-load.json" <<'EOF' || fail "requests failed during the upgrades"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"  {r['requests']} requests over new connections during the upgrades, {r['errors']} failed")
+sys.exit(0 if r["errors"] == 0 and r["requests"] > 0 else 1)
+EOF
+
 say "Logs of the client pod"
 "$AMBIT" logs -n demo client
 
@@ -279,10 +326,11 @@ rm -rf "$TMP"
 left=$(ip netns list | grep -c "^ambit\.$CLUSTER\." || true)
 supervisors=$(pgrep -fc "ambit cluster supervise --name $CLUSTER\$" || true)
 proxies=$(pgrep -fc "ambit node .*--cluster $CLUSTER( |\$)" || true)
+agents=$(pgrep -fc "ambit agent .*/run/ambit/$CLUSTER/" || true)
 controls=$(pgrep -fc "ambit control .*/run/ambit/$CLUSTER/" || true)
-if [ "$left" != 0 ] || [ "$supervisors" != 0 ] || [ "$proxies" != 0 ] || [ "$controls" != 0 ] ||
+if [ "$left" != 0 ] || [ "$supervisors" != 0 ] || [ "$proxies" != 0 ] || [ "$agents" != 0 ] || [ "$controls" != 0 ] ||
   [ -e "/run/ambit/$CLUSTER" ]; then
-  fail "teardown left $left namespaces, $supervisors supervisor, $proxies node proxy and $controls control processes"
+  fail "teardown left $left namespaces, $supervisors supervisor, $proxies node proxy, $agents agent and $controls control processes"
 fi
-echo "nothing left behind: no namespace, link, file or process (supervisor, control plane, node proxy) of '$CLUSTER'"
+echo "nothing left behind: no namespace, link, file or process (supervisor, control plane, node agent, node proxy) of '$CLUSTER'"
 say "Demo done in ${SECONDS} s"

@@ -68,12 +68,23 @@ spec:
 /// Istio's nftables table of the in-pod redirects.
 const NAT_TABLE: &str = "istio-ambient-nat";
 
-/// The processes running in a pod's network namespace, sorted.
+/// The pids of a pod's running containers, from the supervisor's status (the agent's own short-lived `ip`/`nft`
+/// commands also run in the pod's namespace, so the namespace's process list is not the pod's).
 fn pod_pids(c: &TestCluster, ns: &str, pod: &str) -> Vec<u32> {
-    let netns = format!("ambit.{}.pod.{ns}.{pod}", c.name);
-    let out = Command::new("ip").args(["netns", "pids", &netns]).output().unwrap();
-    let mut pids: Vec<u32> = text(&out).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let status = c.status();
+    let pods = status["pods"].as_array().unwrap();
+    let pod = pods
+        .iter()
+        .find(|p| p["namespace"] == ns && p["name"] == pod)
+        .unwrap_or_else(|| panic!("no pod {ns}/{pod} in the status"));
+    let containers = pod["containers"].as_array().unwrap();
+    let mut pids: Vec<u32> = containers
+        .iter()
+        .filter_map(|c| c["state"]["Running"]["pid"].as_u64().map(|p| p as u32))
+        .collect();
     pids.sort();
+    // Each is still the same process, alive.
+    assert!(pids.iter().all(|pid| pid_alive(*pid)), "{pids:?}");
     pids
 }
 

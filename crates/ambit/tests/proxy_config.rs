@@ -132,7 +132,13 @@ fn proxy_config_shows_what_each_node_proxy_holds() {
         .clone();
     assert_eq!(echo[2], "Ready", "pods:\n{pods}");
     assert_eq!(echo[3], "spiffe://cluster.local/ns/pc/sa/default", "pods:\n{pods}");
-    assert!(echo[1].ends_with(".pod.pc.echo"), "netns of echo: {pods}");
+    // The pod's namespace as the agent handed it over: by inode, as the kernel names it (`net:[INODE]`).
+    let netns = std::fs::metadata(format!("/run/netns/ambit.{}.pod.pc.echo", cluster.name)).unwrap();
+    assert_eq!(
+        echo[1],
+        format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&netns)),
+        "netns of echo: {pods}"
+    );
     assert!(
         row(&rows(&pods), 0, "Kubernetes//Pod/pc/client").is_none(),
         "node-2 proxies a pod of node-1:\n{pods}"

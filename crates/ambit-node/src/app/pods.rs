@@ -388,7 +388,7 @@ impl PodManager {
                 },
                 netns: match pod.netns.path() {
                     Some(path) => path.display().to_string(),
-                    None => format!("inode {}", pod.netns.inode()),
+                    None => format!("net:[{}]", pod.netns.inode()),
                 },
                 status: pod.status(),
                 inbound_connections: pod.inbound.len(),

@@ -319,7 +319,7 @@ async fn another_namespace_for_the_same_pod_replaces_its_proxy() {
 
     handler.add(&pod_uid("a"), info("a"), fresh).unwrap();
     let replaced = pods(&manager).remove("uid-a").unwrap();
-    assert_eq!(replaced.netns, format!("inode {fresh_inode}"));
+    assert_eq!(replaced.netns, format!("net:[{fresh_inode}]"));
     assert_eq!(replaced.status.listeners.len(), 3, "bound in the new namespace");
     assert_eq!(node.metric("workload_manager_proxies_started_total"), 2);
     eventually("the old namespace's listeners to close", || {
