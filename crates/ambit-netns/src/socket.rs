@@ -358,6 +358,18 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 
+    /// The factory's next socket for `addr`, waiting up to 5 s for its thread to make one.
+    fn ready_socket(factory: &SocketFactory, addr: std::net::SocketAddr) -> socket2::Socket {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(socket) = factory.take(addr, ConnectOptions::default()) {
+                return socket.unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "no socket became ready");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn a_factory_hands_out_ready_sockets_and_leaves_ipv6_to_the_caller() {
         // The process's own namespace: entering it needs CAP_SYS_ADMIN, as every namespace does.
@@ -365,14 +377,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         // The thread fills the queue in the background.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let socket = loop {
-            if let Some(socket) = factory.take(addr, ConnectOptions::default()) {
-                break socket.unwrap();
-            }
-            assert!(std::time::Instant::now() < deadline, "no socket became ready");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let socket = ready_socket(&factory, addr);
         socket.set_nonblocking(false).unwrap();
         socket.connect(&addr.into()).unwrap();
         assert!(listener.accept().is_ok());
@@ -412,14 +417,7 @@ mod tests {
         assert!(factory.netns().contains("descriptor"), "{}", factory.netns());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let socket = loop {
-            if let Some(socket) = factory.take(addr, ConnectOptions::default()) {
-                break socket.unwrap();
-            }
-            assert!(std::time::Instant::now() < deadline, "no socket became ready");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let socket = ready_socket(&factory, addr);
         socket.set_nonblocking(false).unwrap();
         socket.connect(&addr.into()).unwrap();
         assert!(listener.accept().is_ok());
