@@ -9,8 +9,11 @@
 //!   ports resolved against its container ports.
 //! - One Service per Kubernetes Service: `<name>.<namespace>.svc.<cluster domain>`, its cluster IPs (none when
 //!   headless), its TCP ports (a named target port sent as 0, which each endpoint resolves).
-//! - Waypoints bound by `istio.io/use-waypoint` on the object or its Namespace, published only once the waypoint
-//!   has a ready pod (until then traffic goes direct, as with istiod).
+//! - Waypoints bound by `istio.io/use-waypoint` on the object or its Namespace. Unlike istiod, which publishes a
+//!   waypoint only once it has a ready pod and lets traffic go direct until then (bypassing its L7 policy without a
+//!   word), a binding is published even when the waypoint is not ready or does not exist, so the node proxies fail
+//!   that traffic closed and say why; [`BYPASS_UNREADY_WAYPOINT_LABEL`] on the object or its Namespace restores
+//!   istiod's behaviour.
 //! - Every AuthorizationPolicy the node proxy enforces, and the DENY policies PeerAuthentications become.
 //!   Workloads list the selector-scoped ones that select them; namespace and global ones are found by scope.
 //!
@@ -53,6 +56,11 @@ pub const NO_WAYPOINT: &str = "none";
 pub const GATEWAY_MANAGED_LABEL: &str = "gateway.istio.io/managed";
 /// The [`GATEWAY_MANAGED_LABEL`] value of waypoints.
 pub const MESH_CONTROLLER: &str = "istio.io-mesh-controller";
+/// `"true"` on a Service, Pod or Namespace: while its waypoint is not ready (or missing), its traffic goes direct, as
+/// with istiod, instead of failing closed. The object's own value wins over its Namespace's.
+pub const BYPASS_UNREADY_WAYPOINT_LABEL: &str = "ambit.dev/bypass-unready-waypoint";
+/// The `waypoint-for` of a waypoint that does not say, and of one that does not exist.
+const DEFAULT_WAYPOINT_FOR: &str = "service";
 /// The label a Deployment's pods carry with the suffix of their ReplicaSet's name.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
@@ -104,6 +112,13 @@ enum Binding {
     To(WaypointName),
 }
 
+/// A waypoint Gateway as binding sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WaypointState<'a> {
+    waypoint_for: &'a str,
+    ready: bool,
+}
+
 /// The kind of object asking for a waypoint, which the waypoint's [`WAYPOINT_FOR_LABEL`] must allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Binder {
@@ -116,8 +131,9 @@ struct Cluster<'a> {
     settings: &'a Settings,
     namespace_labels: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
     services_by_namespace: BTreeMap<&'a str, Vec<&'a core::Service>>,
-    /// The waypoints that are ready to serve (class, Service and a ready pod), with their `waypoint-for` value.
-    waypoints: BTreeMap<WaypointName, &'a str>,
+    /// The waypoint Gateways (class `istio-waypoint`), with their `waypoint-for` value and whether they are ready
+    /// to serve (a Service of the Gateway's name with a ready pod).
+    waypoints: BTreeMap<WaypointName, WaypointState<'a>>,
 }
 
 /// An enforced AuthorizationPolicy that selects workloads by label.
@@ -380,24 +396,27 @@ impl<'a> Cluster<'a> {
             services_by_namespace,
             waypoints: BTreeMap::new(),
         };
-        cluster.waypoints = cluster.ready_waypoints(inputs);
+        cluster.waypoints = cluster.waypoint_states(inputs);
         cluster
     }
 
-    /// The waypoint Gateways that can serve: class `istio-waypoint`, and a Service of the Gateway's name that
-    /// selects a ready pod (istiod gives the Gateway an address only then).
-    fn ready_waypoints(&self, inputs: &Inputs<'a>) -> BTreeMap<WaypointName, &'a str> {
+    /// The waypoint Gateways (class `istio-waypoint`) and whether each can serve: a Service of the Gateway's name
+    /// that selects a ready pod (istiod gives the Gateway an address only then).
+    fn waypoint_states(&self, inputs: &Inputs<'a>) -> BTreeMap<WaypointName, WaypointState<'a>> {
         let gateways = inputs.gateways.iter().filter(|gw| gw.class_name == WAYPOINT_CLASS);
-        let ready = gateways.filter(|gw| self.has_ready_endpoint(&inputs.pods, &gw.namespace, &gw.name));
         let entry = |gw: &'a WaypointGateway| {
-            let waypoint_for = gw.labels.get(WAYPOINT_FOR_LABEL).map_or("service", String::as_str);
+            let waypoint_for = gw
+                .labels
+                .get(WAYPOINT_FOR_LABEL)
+                .map_or(DEFAULT_WAYPOINT_FOR, String::as_str);
             let name = WaypointName {
                 namespace: gw.namespace.clone(),
                 name: gw.name.clone(),
             };
-            (name, waypoint_for)
+            let ready = self.has_ready_endpoint(&inputs.pods, &gw.namespace, &gw.name);
+            (name, WaypointState { waypoint_for, ready })
         };
-        ready.map(entry).collect()
+        gateways.map(entry).collect()
     }
 
     fn has_ready_endpoint(&self, pods: &[&core::Pod], namespace: &str, name: &str) -> bool {
@@ -501,8 +520,10 @@ impl<'a> Cluster<'a> {
         Some(ServiceKey::new(Namespace::new(namespace).ok()?, hostname))
     }
 
-    /// The waypoint of a Pod or Service: the one its labels name, else its Namespace's, if that waypoint is ready
-    /// and lets `binder` bind. A waypoint's own pods and Service have none.
+    /// The waypoint of a Pod or Service: the one its labels name, else its Namespace's, if that waypoint lets
+    /// `binder` bind (one that does not exist is taken as the default, `service`). A waypoint that is not ready, or
+    /// does not exist, is still published, so the node proxies fail the traffic closed (no endpoint to reach), unless
+    /// [`BYPASS_UNREADY_WAYPOINT_LABEL`] says to go direct meanwhile. A waypoint's own pods and Service have none.
     fn waypoint(&self, meta: &ObjectMeta, binder: Binder) -> Option<GatewayAddress> {
         let labels = labels_of(meta);
         if labels.get(GATEWAY_MANAGED_LABEL).is_some_and(|v| v == MESH_CONTROLLER) {
@@ -513,14 +534,32 @@ impl<'a> Cluster<'a> {
         let Binding::To(name) = binding(labels, namespace).or_else(inherited)? else {
             return None;
         };
-        let waypoint_for = self.waypoints.get(&name)?;
-        if !allows(waypoint_for, binder) {
+        let state = self.waypoints.get(&name).copied().unwrap_or(WaypointState {
+            waypoint_for: DEFAULT_WAYPOINT_FOR,
+            ready: false,
+        });
+        if !allows(state.waypoint_for, binder) {
+            return None;
+        }
+        if !state.ready && self.bypasses_unready(labels, namespace) {
             return None;
         }
         let hostname = Hostname::new(&service_hostname(&name.name, &name.namespace, self.settings)).ok()?;
         let key = ServiceKey::new(Namespace::new(&name.namespace).ok()?, hostname);
         // On the HBONE port 15008, the waypoint Gateway's only listener.
         Some(GatewayAddress::hostname(key))
+    }
+}
+
+// === impl Cluster (waypoints) ===
+
+impl Cluster<'_> {
+    /// Whether [`BYPASS_UNREADY_WAYPOINT_LABEL`] is `true` on the object, or, when the object does not set it, on its
+    /// Namespace.
+    fn bypasses_unready(&self, labels: &BTreeMap<String, String>, namespace: &str) -> bool {
+        let own = labels.get(BYPASS_UNREADY_WAYPOINT_LABEL);
+        let inherited = || self.namespace_labels.get(namespace)?.get(BYPASS_UNREADY_WAYPOINT_LABEL);
+        own.or_else(inherited).is_some_and(|value| value == "true")
     }
 }
 

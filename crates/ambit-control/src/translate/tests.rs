@@ -613,7 +613,7 @@ fn move_waypoint(objects: &mut Objects) {
 }
 
 #[test]
-fn waypoints_bind_when_ready_and_allowed() {
+fn waypoints_bind_when_allowed_and_fail_closed_until_ready() {
     const WP: Option<&str> = Some("app/wp.app.svc.cluster.local:15008");
     const OTHER_NS: Option<&str> = Some("waypoints/wp.waypoints.svc.cluster.local:15008");
     /// (case, waypoint-for, edit, the pod's waypoint, the service's waypoint)
@@ -624,7 +624,12 @@ fn waypoints_bind_when_ready_and_allowed() {
         Option<&'static str>,
         Option<&'static str>,
     );
-    let cases: [Row; 16] = [
+    const OTHER: Option<&str> = Some("app/other.app.svc.cluster.local:15008");
+    fn unready(o: &mut Objects) {
+        let status = o.pod_mut("app", "wp-1").status.as_mut().expect("a status");
+        status.conditions = object(json!([{ "type": "Ready", "status": "False" }]));
+    }
+    let cases: [Row; 20] = [
         ("no binding", Some("all"), |_| {}, None, None),
         (
             "service label, default for",
@@ -695,16 +700,49 @@ fn waypoints_bind_when_ready_and_allowed() {
             None,
             WP,
         ),
+        // Not ready or missing: still bound, so the node proxies fail closed; unless the bypass label says go direct.
         (
             "no ready waypoint pod",
             Some("all"),
             |o| {
                 label_namespace(o, USE_WAYPOINT_LABEL, "wp");
-                let status = o.pod_mut("app", "wp-1").status.as_mut().expect("a status");
-                status.conditions = object(json!([{ "type": "Ready", "status": "False" }]));
+                unready(o);
+            },
+            WP,
+            WP,
+        ),
+        (
+            "no ready waypoint pod, namespace bypasses",
+            Some("all"),
+            |o| {
+                label_namespace(o, USE_WAYPOINT_LABEL, "wp");
+                label_namespace(o, BYPASS_UNREADY_WAYPOINT_LABEL, "true");
+                unready(o);
             },
             None,
             None,
+        ),
+        (
+            "no ready waypoint pod, namespace bypasses, service does not",
+            Some("all"),
+            |o| {
+                label_namespace(o, USE_WAYPOINT_LABEL, "wp");
+                label_namespace(o, BYPASS_UNREADY_WAYPOINT_LABEL, "true");
+                label_service(o, BYPASS_UNREADY_WAYPOINT_LABEL, "false");
+                unready(o);
+            },
+            None,
+            WP,
+        ),
+        (
+            "ready waypoint, bypass label changes nothing",
+            Some("all"),
+            |o| {
+                label_namespace(o, USE_WAYPOINT_LABEL, "wp");
+                label_namespace(o, BYPASS_UNREADY_WAYPOINT_LABEL, "true");
+            },
+            WP,
+            WP,
         ),
         (
             "no waypoint service",
@@ -713,23 +751,33 @@ fn waypoints_bind_when_ready_and_allowed() {
                 label_namespace(o, USE_WAYPOINT_LABEL, "wp");
                 o.services.retain(|s| s.metadata.name.as_deref() != Some("wp"));
             },
-            None,
-            None,
+            WP,
+            WP,
         ),
         (
-            "wrong class",
+            "wrong class: no such waypoint, default for",
             Some("all"),
             |o| {
                 label_namespace(o, USE_WAYPOINT_LABEL, "wp");
                 o.gateways[0].class_name = "istio".to_string();
             },
             None,
-            None,
+            WP,
         ),
         (
-            "unknown waypoint",
+            "unknown waypoint: default for",
             Some("all"),
             |o| label_namespace(o, USE_WAYPOINT_LABEL, "other"),
+            None,
+            OTHER,
+        ),
+        (
+            "unknown waypoint, service bypasses",
+            Some("all"),
+            |o| {
+                label_namespace(o, USE_WAYPOINT_LABEL, "other");
+                label_service(o, BYPASS_UNREADY_WAYPOINT_LABEL, "true");
+            },
             None,
             None,
         ),
@@ -745,14 +793,14 @@ fn waypoints_bind_when_ready_and_allowed() {
             OTHER_NS,
         ),
         (
-            "cross-namespace without the namespace label",
+            "cross-namespace without the namespace label: a missing waypoint",
             Some("all"),
             |o| {
                 move_waypoint(o);
                 label_service(o, USE_WAYPOINT_LABEL, "wp");
             },
             None,
-            None,
+            WP,
         ),
     ];
     for (case, waypoint_for, edit, pod_waypoint, service_waypoint) in cases {
