@@ -1,6 +1,7 @@
 //! Generated protobuf and gRPC code for the wire APIs ambit shares with Istio: the CA API (`istio.v1.auth`), the
 //! workload API (`istio.workload`, `istio.security`) and the delta xDS stream that carries it
-//! (`envoy.service.discovery.v3`, with `envoy.config.core.v3` and `google.rpc`).
+//! (`envoy.service.discovery.v3`, with `envoy.config.core.v3` and `google.rpc`); and ambit's own resource type for
+//! the waypoint's L7 config (`ambit.config.v1`).
 //!
 //! The messages keep Istio's and Envoy's field numbers, so ambit's control plane and node proxies speak to istiod
 //! and ztunnel unchanged. The Envoy messages hold only the fields the workload API uses; the others are skipped on
@@ -10,6 +11,21 @@
 pub const WORKLOAD_ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 /// The type URL of L4 authorization policies.
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
+
+/// The type URL of ambit's L7 config objects for the waypoint (`ambit.config.v1.ConfigObject`).
+pub const CONFIG_OBJECT_TYPE_URL: &str = "type.googleapis.com/ambit.config.v1.ConfigObject";
+
+/// ambit's own protobuf packages.
+pub mod ambit {
+    /// `ambit.config.*`
+    pub mod config {
+        /// `ambit.config.v1`: the mesh's Kubernetes-shaped L7 config (`ConfigObject`), an xDS resource type of
+        /// ambit's own for the waypoint.
+        pub mod v1 {
+            tonic::include_proto!("ambit.config.v1");
+        }
+    }
+}
 
 /// Istio's protobuf packages.
 pub mod istio {

@@ -319,9 +319,9 @@ impl ConfigStore {
         let workloads = state.workloads.iter().map(Into::into).collect();
         let services = state.services.iter().map(Into::into).collect();
         let policies = state.policies.iter().map(encode_authorization).collect();
-        let version = self
-            .resources
-            .publish(Resources::from_protos(workloads, services, policies));
+        let config = waypoint_config(&inner.store);
+        let resources = Resources::from_protos(workloads, services, policies).with_config(config);
+        let version = self.resources.publish(resources);
         tracing::debug!(
             version,
             revision = inner.store.revision(),
@@ -401,6 +401,33 @@ pub fn translate_store(store: &Store, settings: &Settings) -> StateFile {
     }
     inputs.gateways = &gateways;
     translate(&inputs, settings)
+}
+
+/// The config a waypoint interprets itself, as `ambit.config.v1.ConfigObject`s: waypoint Gateways (class
+/// `istio-waypoint`), HTTPRoutes, GRPCRoutes, and the AuthorizationPolicies that target a Gateway or Service
+/// (`targetRef(s)`: the node proxies do not enforce those). Each as the config API returns it, without status.
+pub fn waypoint_config(store: &Store) -> Vec<ambit_api::ambit::config::v1::ConfigObject> {
+    let wanted = |object: &Object| match object {
+        Object::Gateway(gw) => gw.spec.gateway_class_name == crate::translate::WAYPOINT_CLASS,
+        Object::HttpRoute(_) | Object::GrpcRoute(_) => true,
+        Object::AuthorizationPolicy(policy) => policy.spec.target_ref.is_some() || !policy.spec.target_refs.is_empty(),
+        _ => false,
+    };
+    let encode = |object: &Object| {
+        let key = object.key();
+        let mut json = object.to_json();
+        if let Some(fields) = json.as_object_mut() {
+            fields.remove("status");
+        }
+        ambit_api::ambit::config::v1::ConfigObject {
+            api_version: json["apiVersion"].as_str().unwrap_or_default().to_string(),
+            kind: json["kind"].as_str().unwrap_or_default().to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            json: serde_json::to_vec(&json).unwrap_or_default(),
+        }
+    };
+    store.objects().filter(|object| wanted(object)).map(encode).collect()
 }
 
 /// Writes the store's config objects as a v1 List, and its metadata patches (if any) as the List's

@@ -3,6 +3,7 @@
 //! `istio.security`) decodes from the stream. Also: invalid config is refused with its field path and changes
 //! nothing, deletes reach the stream, and applied config survives a restart. Metadata patches (`POST /v1/patch`)
 //! reach the stream and the node-pod watch (`GET /v1/nodes/{node}/pods`), survive a restart, and go with the pod.
+//! The waypoint's L7 config (routes, waypoint Gateways, targeted policies) reaches its own resource type.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -11,12 +12,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ambit_api::ambit::config::v1::ConfigObject;
 use ambit_api::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use ambit_api::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use ambit_api::istio::security::{self as pb_security, string_match::MatchType};
 use ambit_api::istio::workload::{self as pb, address};
 use ambit_api::prost::Message;
-use ambit_api::{AUTHORIZATION_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
+use ambit_api::{AUTHORIZATION_TYPE_URL, CONFIG_OBJECT_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
 use ambit_control::ControlConfig;
 use ambit_control::ca::{control_identity, open_ca};
 use ambit_identity::ca::CaConfig;
@@ -578,4 +580,96 @@ fn names_of_patches(persisted: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|p| format!("{}/{}", p["kind"].as_str().unwrap(), p["name"].as_str().unwrap()))
         .collect()
+}
+
+/// A waypoint Gateway, an HTTPRoute on the server's Service, an AuthorizationPolicy targeting that Service (L7: the
+/// waypoint's) and one selecting pods (L4: the node proxies').
+const L7_CONFIG: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: web}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: web}
+spec:
+  parentRefs: [{group: '', kind: Service, name: server, port: 8080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: server, port: 8080, weight: 90}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: web}
+spec:
+  targetRefs: [{kind: Service, group: '', name: server}]
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: l4-only, namespace: web}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules: [{from: [{source: {namespaces: [web]}}]}]
+";
+
+#[test]
+fn the_waypoints_l7_config_reaches_its_own_resource_type() {
+    let dir = setup();
+    let control = start(dir.path(), "l7");
+    let (status, body) = change(&control, "apply", L7_CONFIG);
+    assert_eq!(status, 200, "{body}");
+    let (names, route, removed) = control.runtime.block_on(async {
+        let mut config = stream(dir.path(), control.listen, CONFIG_OBJECT_TYPE_URL).await;
+        let first = next(&mut config).await;
+        let mut names: Vec<String> = first.resources.iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        let route = first
+            .resources
+            .iter()
+            .find(|r| r.name == "HTTPRoute/web/split")
+            .cloned();
+        // Deleting the route reaches the stream as a removal.
+        let delete =
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: split, namespace: web}\n";
+        let (status, body) = change(&control, "delete", delete);
+        assert_eq!(status, 200, "{body}");
+        let removed = loop {
+            let response = next(&mut config).await;
+            if !response.removed_resources.is_empty() {
+                break response.removed_resources;
+            }
+        };
+        (names, route, removed)
+    });
+    // The L4-only policy goes to the node proxies as an Authorization, not here.
+    assert_eq!(
+        names,
+        [
+            "AuthorizationPolicy/web/no-admin",
+            "Gateway/web/waypoint",
+            "HTTPRoute/web/split"
+        ]
+    );
+    let route = route.expect("the route").resource.expect("a body");
+    assert_eq!(route.type_url, CONFIG_OBJECT_TYPE_URL);
+    let object = ConfigObject::decode(route.value.as_slice()).unwrap();
+    assert_eq!(
+        (
+            object.api_version.as_str(),
+            object.kind.as_str(),
+            object.namespace.as_str(),
+            object.name.as_str()
+        ),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute", "web", "split")
+    );
+    let json: serde_json::Value = serde_json::from_slice(&object.json).unwrap();
+    assert_eq!(json["spec"]["rules"][0]["backendRefs"][0]["weight"], 90, "{json}");
+    assert!(json.get("status").is_none(), "{json}");
+    assert_eq!(removed, ["HTTPRoute/web/split"]);
 }

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ambit_api::ambit::config::v1 as pb_config;
 use ambit_api::istio::security as pb_security;
 use ambit_api::istio::workload as pb;
 use ambit_api::prost::Message;
 use ambit_api::prost_types::Any;
-use ambit_api::{AUTHORIZATION_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
+use ambit_api::{AUTHORIZATION_TYPE_URL, CONFIG_OBJECT_TYPE_URL, WORKLOAD_ADDRESS_TYPE_URL};
 use tokio::sync::watch;
 
 /// One resource as it is sent: its version, the encoded message and the other names it answers to.
@@ -42,6 +43,8 @@ pub enum EntryKind {
     Workload,
     Service,
     Policy,
+    /// An L7 config object for the waypoint (`ambit.config.v1.ConfigObject`).
+    Config,
 }
 
 /// The resources of one type URL, by name, with an index of their aliases.
@@ -143,6 +146,16 @@ impl Resources {
             resources.insert(AUTHORIZATION_TYPE_URL, name, entry);
         }
         resources
+    }
+
+    /// Adds the waypoint's L7 config objects, each named `<kind>/<namespace>/<name>`.
+    pub fn with_config(mut self, objects: Vec<pb_config::ConfigObject>) -> Self {
+        for object in objects {
+            let name = format!("{}/{}/{}", object.kind, object.namespace, object.name);
+            let entry = Entry::new(CONFIG_OBJECT_TYPE_URL, &object, Vec::new(), EntryKind::Config);
+            self.insert(CONFIG_OBJECT_TYPE_URL, name, entry);
+        }
+        self
     }
 
     /// Adds (or replaces) the resource `name` of `type_url`, for sources that build their own entries.

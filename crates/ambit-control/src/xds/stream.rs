@@ -394,7 +394,7 @@ pub fn scope_of(node: &Node) -> Result<Scope, String> {
 fn node_needs(node: &str, subscribed: &BTreeSet<&str>, entry: &Entry) -> bool {
     match entry.kind {
         EntryKind::Service => true,
-        EntryKind::Policy => false,
+        EntryKind::Policy | EntryKind::Config => false,
         EntryKind::Workload => {
             entry.node.as_deref() == Some(node) || entry.services.iter().any(|s| subscribed.contains(s.as_str()))
         }
