@@ -136,6 +136,9 @@ struct Driver {
     connected: BTreeSet<u64>,
     pods: watch::Sender<Arc<PodSet<Netns>>>,
     checking: bool,
+    /// Pods already looked at for capture left behind ([`Driver::probe_leftovers`]), and those where it was found.
+    probed: BTreeSet<PodUid>,
+    leftovers: BTreeSet<PodUid>,
 }
 
 // === impl Agent ===
@@ -218,6 +221,8 @@ impl Agent {
             connected: BTreeSet::new(),
             pods,
             checking: false,
+            probed: BTreeSet::new(),
+            leftovers: BTreeSet::new(),
         };
         let end = driver.run(views, events, ready_tx, watcher, serve).await;
         Err(AgentError::ZdsServe {
@@ -262,6 +267,7 @@ impl Driver {
                     let view = views.borrow_and_update().clone();
                     if let Some(view) = view {
                         self.apply_view(&view);
+                        self.probe_leftovers().await;
                     }
                 }
                 Some(event) = events.recv() => self.on_event(event),
@@ -312,6 +318,7 @@ impl Driver {
                 Observed {
                     enrolled: decision.is_enrolled(),
                     annotated: pod.redirection_enabled(),
+                    leftover: self.leftovers.contains(&uid),
                 },
             );
             let facts = PodFacts {
@@ -389,6 +396,9 @@ impl Driver {
                 let next = match outcome {
                     Ok(()) => {
                         progressed = true;
+                        if action == Action::RemoveCapture {
+                            self.leftovers.remove(&uid);
+                        }
                         PodRecord::done(record, action, &ctx)
                     }
                     Err(error) => {
@@ -420,6 +430,58 @@ impl Driver {
         self.metrics
             .enrolled_pods
             .set(plan::enrolled_count(&self.records) as i64);
+    }
+
+    /// Looks once, for every pod seen for the first time that the agent does not enroll and keeps no record of (and
+    /// that is not annotated, which the leave path handles), whether capture is in its namespace anyway: left by an
+    /// agent that died while releasing the pod, it would block the pod's TCP for good. Such pods are marked
+    /// `leftover`, and the plan removes their capture.
+    async fn probe_leftovers(&mut self) {
+        let candidates: Vec<(PodUid, Vec<IpAddr>)> = (self.observed.iter())
+            .filter(|(uid, o)| !o.enrolled && !o.annotated && !self.records.contains_key(*uid))
+            .filter(|(uid, _)| !self.probed.contains(*uid))
+            .filter_map(|(uid, _)| Some((uid.clone(), self.known.get(uid)?.ips.clone())))
+            .filter(|(_, ips)| !ips.is_empty())
+            .collect();
+        self.probed.retain(|uid| self.observed.contains_key(uid));
+        self.leftovers.retain(|uid| self.observed.contains_key(uid));
+        if candidates.is_empty() {
+            return;
+        }
+        self.probed.extend(candidates.iter().map(|(uid, _)| uid.clone()));
+        let host = self.host.clone();
+        let probed = blocking(move || {
+            let wanted: BTreeSet<IpAddr> = candidates.iter().flat_map(|(_, ips)| ips.iter().copied()).collect();
+            let by_ip = host.namespaces.find(&wanted);
+            let mut found = Vec::new();
+            for (uid, ips) in candidates {
+                let Some(netns) = ips.iter().find_map(|ip| by_ip.get(ip).cloned()) else {
+                    continue;
+                };
+                match host.capture.installed(&netns) {
+                    Ok(true) => found.push((uid, netns)),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%uid, %error, "cannot tell whether capture was left behind"),
+                }
+            }
+            found
+        })
+        .await;
+        let found = match probed {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for capture left behind");
+                return;
+            }
+        };
+        for (uid, netns) in found {
+            tracing::warn!(pod = %self.display(&uid), %uid, "capture left behind in a pod that is not enrolled; removing it");
+            if let Some(observed) = self.observed.get_mut(&uid) {
+                observed.leftover = true;
+            }
+            self.leftovers.insert(uid.clone());
+            self.netns.insert(uid, netns);
+        }
     }
 
     /// Finds the namespaces of the pods whose actions need one: a cached one is checked again before capture is

@@ -45,6 +45,8 @@ pub trait Capture: Send + Sync + 'static {
     fn remove(&self, netns: &PodNetns) -> Result<(), CaptureFailure>;
     /// How capture differs from what install leaves, one difference per entry, in words; empty when intact.
     fn verify(&self, netns: &PodNetns) -> Result<Vec<String>, CaptureFailure>;
+    /// Whether any part of capture is there (for a pod the agent keeps no record of: left behind, to remove).
+    fn installed(&self, netns: &PodNetns) -> Result<bool, CaptureFailure>;
 }
 
 /// Why capture could not be applied or read.
@@ -203,6 +205,10 @@ impl Capture for NftCapture {
     fn verify(&self, netns: &PodNetns) -> Result<Vec<String>, CaptureFailure> {
         let report = ambit_capture::verify(capture_name(netns)?, &self.cfg)?;
         Ok(report.drift.iter().map(ToString::to_string).collect())
+    }
+
+    fn installed(&self, netns: &PodNetns) -> Result<bool, CaptureFailure> {
+        Ok(ambit_capture::installed(capture_name(netns)?, &self.cfg)?)
     }
 }
 

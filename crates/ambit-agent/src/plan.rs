@@ -34,6 +34,9 @@ pub struct Observed {
     pub enrolled: bool,
     /// The pod carries `ambient.istio.io/redirection: enabled`.
     pub annotated: bool,
+    /// Capture was found in the pod's namespace though the agent keeps no record of the pod (an agent that died
+    /// while releasing it left it behind, where it would keep blocking the pod's TCP).
+    pub leftover: bool,
 }
 
 /// The proxy's ack of a pod's Add: when it came, and on which ZDS connection.
@@ -409,7 +412,10 @@ fn leave(record: Option<&PodRecord>, observed: Option<&Observed>, ctx: &Context)
     // A deleted pod cannot be patched (nor needs to be).
     let annotated = observed.is_some_and(|o| o.annotated);
     let Some(record) = record else {
-        return annotated.then_some(Action::Unpatch);
+        if annotated {
+            return Some(Action::Unpatch);
+        }
+        return observed.is_some_and(|o| o.leftover).then_some(Action::RemoveCapture);
     };
     let patched = observed.is_some() && matches!(record.state, PodState::Enrolled { .. });
     match &record.state {

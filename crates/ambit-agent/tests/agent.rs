@@ -118,6 +118,10 @@ impl Capture for FakeCapture {
         }
         Ok(self.drift.lock().unwrap().clone())
     }
+
+    fn installed(&self, netns: &PodNetns) -> Result<bool, CaptureFailure> {
+        Ok(self.installed.lock().unwrap().contains(&netns.path))
+    }
 }
 
 /// The node proxy's handler: logs each request; fails the first `fail_adds` Adds of each uid.
@@ -426,6 +430,45 @@ async fn a_restarted_agent_keeps_what_is_right() {
         !entries
             .iter()
             .any(|e| e.starts_with("capture") || e.starts_with("patch")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn capture_left_behind_in_a_pod_that_is_not_enrolled_is_removed() {
+    // An earlier agent died while releasing `echo`: the annotation is gone, its capture is not. `other` was never
+    // captured: it is left alone.
+    let pods = vec![
+        pod("echo", "web", "10.0.0.1", json!({}), json!({})),
+        pod("other", "web", "10.0.0.2", json!({}), json!({})),
+    ];
+    let mut bed = Bed::start(
+        pods,
+        vec![namespace("web", json!({}))],
+        &["10.0.0.1", "10.0.0.2"],
+        |capture| {
+            capture
+                .installed
+                .lock()
+                .unwrap()
+                .insert(fake_path(&"10.0.0.1".parse().unwrap()));
+        },
+    )
+    .await;
+    bed.connect_proxy(0);
+    let echo = fake_path(&"10.0.0.1".parse().unwrap());
+    bed.log.wait_for(&format!("capture remove {}", echo.display())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entries = bed.log.entries();
+    assert_eq!(
+        entries.iter().filter(|e| e.starts_with("capture")).count(),
+        1,
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.starts_with("patch") || e.starts_with("proxy add")),
         "{entries:?}"
     );
 }

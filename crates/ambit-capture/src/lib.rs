@@ -20,7 +20,7 @@ mod verify;
 
 pub use install::{install, remove};
 pub use rules::{CaptureConfig, PROBE_SOURCE, pod_ruleset};
-pub use verify::{Drift, VerifyReport, verify};
+pub use verify::{Drift, VerifyReport, installed, verify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -108,6 +108,26 @@ impl fmt::Display for Drift {
     }
 }
 
+/// Whether any part of capture is in the namespace: one of its nftables tables, the guard's link, a guard route or
+/// a guard rule. For a node agent that finds a pod it keeps no record of and does not enroll: capture left behind
+/// (by an agent that died while releasing the pod, say) would keep blocking the pod's TCP, so it is removed.
+pub fn installed(netns: &str, cfg: &CaptureConfig) -> Result<bool, CaptureError> {
+    ensure_namespace(netns)?;
+    let listing = parse_listing(&nft(netns, &["list", "ruleset"], None)?);
+    let tables = pod_tables(cfg);
+    let missing = table_drift(&listing, &tables)
+        .iter()
+        .filter(|d| matches!(d, Drift::MissingTable { .. }))
+        .count();
+    Ok(any_part(missing < tables.len(), &guard::read(netns, cfg)?))
+}
+
+/// [`installed`]'s decision: a table is there, or any part of the guard (the sysctl alone does not count: it is
+/// harmless, and remove resets it anyway).
+pub(crate) fn any_part(some_table: bool, guard: &GuardState) -> bool {
+    some_table || guard.link_up.is_some() || !guard.routes.is_empty() || guard.rules.iter().any(|(_, r)| !r.is_empty())
+}
+
 /// Reads the named namespace's nftables ruleset, policy rules, routes, guard device and sysctl, and reports where
 /// they differ from what [`install`](crate::install) with `cfg` leaves. Tables and chains other than capture's are
 /// ignored.

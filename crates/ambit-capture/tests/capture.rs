@@ -21,7 +21,7 @@ use std::time::Duration;
 use ambit_capture::rules::{
     GUARD_LINK, GUARD_MARK_PREF, GUARD_PREF, GUARD_TABLE, MANGLE_TABLE, NAT_TABLE, PROBE_SOURCE, RULE_PREF,
 };
-use ambit_capture::{CaptureConfig, Drift, install, remove, verify};
+use ambit_capture::{CaptureConfig, Drift, install, installed, remove, verify};
 use ambit_netns::{ConnectOptions, ListenOptions, connect_socket_in, listen_in, original_dst};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -547,13 +547,20 @@ async fn remove_restores_plain_connectivity() {
     let cfg = CaptureConfig::default();
     pair.count_syns(9000);
     let peer = pair.peer_listener(9000);
+    assert!(!installed(&pair.pod, &cfg).unwrap(), "nothing is installed yet");
     install(&pair.pod, &cfg).unwrap();
     assert_eq!(pair.migrate_req(), "1");
     pair.delete_nat_table();
+    // What is left (the guard, the mangle table) still counts as installed: an agent without a record removes it.
+    assert!(
+        installed(&pair.pod, &cfg).unwrap(),
+        "the rest of capture is still there"
+    );
     assert_fails_closed(&pair, 9000).await;
 
     remove(&pair.pod, &cfg).unwrap();
     assert_removed(&pair);
+    assert!(!installed(&pair.pod, &cfg).unwrap(), "remove leaves nothing");
     let mut app = dial(&pair.pod_path(), pair.peer_addr(9000), ConnectOptions::default(), WAIT)
         .await
         .unwrap();

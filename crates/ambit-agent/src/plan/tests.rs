@@ -72,18 +72,27 @@ fn listeners() -> Drift {
 const WANTED: Option<Observed> = Some(Observed {
     enrolled: true,
     annotated: false,
+    leftover: false,
 });
 const WANTED_ANNOTATED: Option<Observed> = Some(Observed {
     enrolled: true,
     annotated: true,
+    leftover: false,
 });
 const UNWANTED: Option<Observed> = Some(Observed {
     enrolled: false,
     annotated: false,
+    leftover: false,
 });
 const UNWANTED_ANNOTATED: Option<Observed> = Some(Observed {
     enrolled: false,
     annotated: true,
+    leftover: false,
+});
+const UNWANTED_LEFTOVER: Option<Observed> = Some(Observed {
+    enrolled: false,
+    annotated: false,
+    leftover: true,
 });
 const GONE: Option<Observed> = None;
 
@@ -217,6 +226,12 @@ fn leaving_walks_back_annotation_then_proxy_then_capture() {
             UNWANTED_ANNOTATED,
             None,
             Some(Unpatch),
+        ),
+        (
+            "unknown to the agent, not annotated, capture left behind (agent died while releasing it)",
+            UNWANTED_LEFTOVER,
+            None,
+            Some(RemoveCapture),
         ),
         (
             "enrolled: the view may not show our patch yet",

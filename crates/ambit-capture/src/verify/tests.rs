@@ -339,3 +339,52 @@ fn guard_drift_reads_well() {
         assert_eq!(drift.to_string(), text);
     }
 }
+
+#[test]
+fn any_part_of_capture_counts_as_installed() {
+    let none = GuardState {
+        pod_ip: Some(Ipv4Addr::new(10, 244, 1, 5)),
+        link_up: None,
+        routes: Vec::new(),
+        rules: vec![(32763, Vec::new()), (32765, Vec::new())],
+        migrate_req: "1".to_string(),
+    };
+    let cases: Vec<(&str, bool, GuardState, bool)> = vec![
+        ("nothing (the sysctl alone)", false, none.clone(), false),
+        ("a table", true, none.clone(), true),
+        ("everything", true, installed_guard(), true),
+        (
+            "the guard link, down",
+            false,
+            GuardState {
+                link_up: Some(false),
+                ..none.clone()
+            },
+            true,
+        ),
+        (
+            "a guard route",
+            false,
+            GuardState {
+                routes: vec!["throw 169.254.7.127".to_string()],
+                ..none.clone()
+            },
+            true,
+        ),
+        (
+            "a guard rule",
+            false,
+            GuardState {
+                rules: vec![
+                    (32763, Vec::new()),
+                    (32765, vec!["from all ipproto tcp lookup 134".to_string()]),
+                ],
+                ..none.clone()
+            },
+            true,
+        ),
+    ];
+    for (case, table, guard, want) in cases {
+        assert_eq!(any_part(table, &guard), want, "{case}");
+    }
+}
