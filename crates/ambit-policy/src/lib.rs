@@ -6,6 +6,7 @@
 mod authorization;
 mod cidr;
 mod evaluate;
+pub mod http;
 pub mod istio;
 mod translate;
 
