@@ -29,7 +29,7 @@ demo: build
 lint:
 	$(CARGO) fmt --all -- --check
 	@# Sans-IO cores stay free of the async runtime, and rustls keeps one crypto provider (aws-lc-rs, never ring).
-	@for c in ambit-types ambit-policy ambit-config; do \
+	@for c in ambit-types ambit-policy ambit-config ambit-l7; do \
 	  if $(CARGO) tree --locked -e normal -p $$c | grep -qE '(^|[ ─])tokio v'; then echo "$$c must not depend on tokio"; exit 1; fi; \
 	done
 	@if $(CARGO) tree --locked -e normal,build | grep -qE '(^|[ ─])ring v'; then echo "ring must not be in the build"; exit 1; fi
