@@ -147,7 +147,7 @@ impl From<Reporter> for Direction {
     fn from(r: Reporter) -> Self {
         match r {
             Reporter::Source => Direction::Outbound,
-            Reporter::Destination => Direction::Inbound,
+            Reporter::Destination | Reporter::Waypoint => Direction::Inbound,
         }
     }
 }
@@ -305,13 +305,13 @@ fn byte_counters(metrics: &TcpMetrics, labels: &TcpLabels) -> (Counter, Counter)
     let sent = metrics.sent_bytes.get_or_create_owned(labels);
     let received = metrics.received_bytes.get_or_create_owned(labels);
     match labels.reporter {
-        Reporter::Destination => (sent, received),
+        Reporter::Destination | Reporter::Waypoint => (sent, received),
         Reporter::Source => (received, sent),
     }
 }
 
 /// `err`'s message followed by each of its sources', joined by `: `.
-fn error_chain(err: &dyn Error) -> String {
+pub(crate) fn error_chain(err: &dyn Error) -> String {
     let mut out = err.to_string();
     let mut next = err.source();
     while let Some(e) = next {
@@ -347,12 +347,12 @@ impl LogFields {
 }
 
 /// `Some` unless empty.
-fn known(s: &Arc<str>) -> Option<Arc<str>> {
+pub(crate) fn known(s: &Arc<str>) -> Option<Arc<str>> {
     (!s.is_empty()).then(|| Arc::clone(s))
 }
 
 /// The name access logs show for a workload: its pod if known, else the workload name.
-fn log_workload(w: &WorkloadInfo) -> Option<Arc<str>> {
+pub(crate) fn log_workload(w: &WorkloadInfo) -> Option<Arc<str>> {
     w.pod.as_ref().and_then(known).or_else(|| known(&w.name))
 }
 

@@ -5,6 +5,7 @@
 //! ([`Metrics::new`]), and the admin server encodes that registry ([`encode`]).
 
 mod connection;
+pub mod http;
 mod logging;
 mod tcp;
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub enum Reporter {
     Source,
     /// The server side: the proxy of the workload that accepted it (inbound).
     Destination,
+    /// A waypoint, reporting once for both sides of what it proxies (Istio's "waypoint single" reporting). It
+    /// serves the connections it accepts, so bytes and access-log direction follow [`Reporter::Destination`].
+    Waypoint,
 }
 
 /// Envoy-style response flags describing why a connection failed; [`ResponseFlags::None`] renders as `-`.
@@ -134,6 +137,7 @@ impl Reporter {
         match self {
             Reporter::Source => "source",
             Reporter::Destination => "destination",
+            Reporter::Waypoint => "waypoint",
         }
     }
 }

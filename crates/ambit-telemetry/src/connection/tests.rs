@@ -108,7 +108,7 @@ fn dropping_after_an_error_keeps_that_error_and_flags() {
 
 #[test]
 fn byte_metrics_are_flipped_for_the_source_reporter_and_logs_are_not() {
-    for reporter in [Reporter::Source, Reporter::Destination] {
+    for reporter in [Reporter::Source, Reporter::Destination, Reporter::Waypoint] {
         let m = metrics();
         let (_, events) = capture(|| {
             let conn = ConnectionResult::open(&m, &context(reporter), addrs());
@@ -121,7 +121,7 @@ fn byte_metrics_are_flipped_for_the_source_reporter_and_logs_are_not() {
         match reporter {
             // The client's sent bytes are the request: Istio counts them as received.
             Reporter::Source => assert_eq!((metric_sent, metric_received), (3, 10)),
-            Reporter::Destination => assert_eq!((metric_sent, metric_received), (10, 3)),
+            Reporter::Destination | Reporter::Waypoint => assert_eq!((metric_sent, metric_received), (10, 3)),
         }
         let complete = events.iter().find(|e| e.message == "connection complete").unwrap();
         assert_eq!(
