@@ -5,6 +5,8 @@
 # the targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike. Then a second
 # table for the control plane: policy propagation over xDS and memory with 10,000 workloads (without the cluster).
 # Exits non-zero only when a run produced no result; a missed target is reported, not fatal.
+# BENCH_SECONDS sets each run's length (default 5); BENCH_CONTROL_PLANE=0 leaves out the second table (node proxies
+# only, without building the control plane's benchmark).
 set -euo pipefail
 AMBIT=$(realpath "${1:-target/release/ambit}")
 RUN_SECONDS=${BENCH_SECONDS:-5}
@@ -214,6 +216,9 @@ PY
 # file and a config store), applies each policy change through its config API socket and prints its own rows; a
 # missed target is reported, only a failed measurement fails the bench.
 "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
+if [[ ${BENCH_CONTROL_PLANE:-1} == 0 ]]; then
+  exit "$failed"
+fi
 if ! "${CARGO:-cargo}" build --release --locked --example xds_propagation -p ambit-control >"$out/build.log" 2>&1; then
   echo "bench: cannot build the control plane benchmark:" >&2
   sed 's/^/  /' "$out/build.log" >&2

@@ -65,6 +65,14 @@ pub(crate) fn wire(tcp: tokio::net::TcpStream) -> Wire {
 }
 
 const WIRE_READ_BUFFER: usize = 64 * 1024;
+
+/// Most encrypted bytes rustls may hold for the socket: **512 KiB**. Its default (64 KiB) splits any h2 write above
+/// that into one `writev` per 64 KiB, the last carrying only the frame's tail (often a 9-byte DATA header in a record
+/// of its own): a system call, and a packet through every hop, for a few bytes. Above h2's largest frame (256 KiB)
+/// and its header, one h2 flush is one `writev`. The buffer only fills while the socket pushes back, and then stops
+/// h2 as the default did.
+const TLS_SEND_BUFFER: usize = 512 * 1024;
+
 pub use blame::Blame;
 pub use client::{ConnectError, DialError, Dialer, HboneStream, PlainDialer, relay};
 pub use headers::{ConnectHeaders, TraceParent, forwarded_host};

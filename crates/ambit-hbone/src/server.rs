@@ -269,10 +269,11 @@ impl<H: ConnectHandler> HboneServer<H> {
     ) -> Result<(Option<Identity>, Connection<TlsStream<Wire>, Bytes>), ServeError> {
         // Latency over batching: h2 coalesces frames itself before each write.
         tcp.set_nodelay(true).map_err(ServeError::Addr)?;
-        let tls = TlsAcceptor::from(tls)
+        let mut tls = TlsAcceptor::from(tls)
             .accept(crate::wire(tcp))
             .await
             .map_err(ServeError::Tls)?;
+        tls.get_mut().1.set_buffer_limit(Some(crate::TLS_SEND_BUFFER));
         let peer_identity = ambit_identity::tls::peer_identity(tls.get_ref().1);
         let conn = self
             .inner

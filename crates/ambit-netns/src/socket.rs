@@ -12,8 +12,8 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -118,11 +118,29 @@ fn check_families(upstream: SocketAddr, opts: &ConnectOptions) -> io::Result<()>
 /// Unconnected TCP sockets made ahead of time inside one network namespace, so that opening a connection from it
 /// costs no thread: a background thread that entered the namespace keeps up to `depth` fresh IPv4 sockets ready, and
 /// [`SocketFactory::take`] takes one and applies the options (options, bind and connect do not depend on the calling
-/// thread's namespace, only creation does). The thread exits when the factory is dropped.
+/// thread's namespace, only creation does). The thread refills the shelf only once half of it is gone, so waking it
+/// (a cross-CPU wake-up, dearer than making the socket) is paid once per `depth / 2` sockets, not once per socket.
+/// The thread exits when the factory is dropped.
 #[derive(Debug)]
 pub struct SocketFactory {
     steps: Steps,
-    ready: Mutex<Receiver<Socket>>,
+    shelf: Arc<Shelf>,
+}
+
+/// The ready sockets, shared by the factory and its thread.
+#[derive(Debug)]
+struct Shelf {
+    state: Mutex<ShelfState>,
+    /// Signalled when the shelf falls to its refill mark, and when the factory is dropped.
+    low: Condvar,
+    depth: usize,
+}
+
+#[derive(Debug, Default)]
+struct ShelfState {
+    sockets: Vec<Socket>,
+    /// The factory was dropped: the thread exits.
+    closed: bool,
 }
 
 impl SocketFactory {
@@ -160,8 +178,13 @@ impl SocketFactory {
         enter_error: impl FnOnce(nix::Error) -> NetnsError + Send + 'static,
     ) -> io::Result<Self> {
         let file = netns;
-        let (tx, rx) = sync_channel(depth.max(1));
+        let shelf = Arc::new(Shelf {
+            state: Mutex::new(ShelfState::default()),
+            low: Condvar::new(),
+            depth: depth.max(1),
+        });
         let (entered_tx, entered_rx) = sync_channel(1);
+        let filling = Arc::clone(&shelf);
         std::thread::Builder::new()
             .name("ambit-sockets".into())
             .spawn(move || {
@@ -172,19 +195,10 @@ impl SocketFactory {
                     return;
                 }
                 drop(file);
-                // Blocks while `depth` sockets wait; ends once the factory (the receiver) is gone, or when no socket
-                // can be made (out of descriptors): callers then fall back to `connect_socket_in`.
-                while let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) {
-                    if tx.send(socket).is_err() {
-                        return;
-                    }
-                }
+                filling.fill();
             })?;
         entered_rx.recv().map_err(io::Error::other)??;
-        Ok(Self {
-            steps,
-            ready: Mutex::new(rx),
-        })
+        Ok(Self { steps, shelf })
     }
 
     /// A ready socket for `upstream` with `opts` applied, as [`connect_socket_in`] makes it (unconnected,
@@ -194,18 +208,80 @@ impl SocketFactory {
         if !upstream.is_ipv4() || opts.bind.is_some_and(|bind| !bind.is_ipv4()) {
             return None;
         }
-        let socket = self
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_recv()
-            .ok()?;
+        let socket = self.shelf.take()?;
         Some(configure_upstream(&self.steps, socket, upstream, opts))
+    }
+
+    /// How many sockets are ready now.
+    #[cfg(test)]
+    fn ready(&self) -> usize {
+        self.shelf.lock().sockets.len()
     }
 
     /// How errors name the namespace the sockets are made in: its path, or the descriptor it was given as.
     pub fn netns(&self) -> &str {
         self.steps.netns.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for SocketFactory {
+    fn drop(&mut self) {
+        self.shelf.lock().closed = true;
+        self.shelf.low.notify_one();
+    }
+}
+
+// === impl Shelf ===
+
+impl Shelf {
+    /// Half the depth, rounded down: the thread refills once the shelf holds no more than this.
+    fn refill_mark(&self) -> usize {
+        self.depth / 2
+    }
+
+    /// A ready socket, if any; wakes the thread when this take brings the shelf down to its refill mark (or empties
+    /// it), and only then: a wake-up is a system call even when nobody waits.
+    fn take(&self) -> Option<Socket> {
+        let mut state = self.lock();
+        let socket = state.sockets.pop()?;
+        let left = state.sockets.len();
+        drop(state);
+        if left == self.refill_mark() || left == 0 {
+            self.low.notify_one();
+        }
+        Some(socket)
+    }
+
+    /// The thread's loop, in the namespace it entered: fills the shelf to `depth`, sleeps until it is down to the
+    /// refill mark, again. Ends once the factory is gone, or when no socket can be made (out of descriptors): callers
+    /// then fall back to `connect_socket_in`.
+    fn fill(&self) {
+        loop {
+            let missing = {
+                let mut state = self.lock();
+                while !state.closed && state.sockets.len() > self.refill_mark() {
+                    state = self.low.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.closed {
+                    return;
+                }
+                self.depth - state.sockets.len()
+            };
+            // Made outside the lock, so that takes meanwhile do not wait for the system calls.
+            let made: Vec<Socket> = (0..missing)
+                .map_while(|_| Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok())
+                .collect();
+            let exhausted = made.len() < missing;
+            self.lock().sockets.extend(made);
+            if exhausted {
+                return;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShelfState> {
+        // Every update is one push, pop, extend or flag: a panic cannot leave the shelf half-changed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -407,6 +483,28 @@ mod tests {
             format!("cannot bind {addr}"),
             "the current namespace is not named"
         );
+    }
+
+    /// Polls `cond` every 5 ms for at most 5 s.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_factory_refills_only_once_half_its_sockets_are_gone() {
+        let factory = SocketFactory::new(Path::new("/proc/self/ns/net"), 4).expect("enter our own namespace");
+        eventually("the shelf fills", || factory.ready() == 4);
+        let addr = "127.0.0.1:9".parse().unwrap();
+        factory.take(addr, ConnectOptions::default()).unwrap().unwrap();
+        // Above the refill mark (2): the thread sleeps on.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(factory.ready(), 3);
+        factory.take(addr, ConnectOptions::default()).unwrap().unwrap();
+        eventually("the shelf is refilled to its depth", || factory.ready() == 4);
     }
 
     #[test]

@@ -25,11 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ambit_types::Identity;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::tcp::{Reporter, ResponseFlags, SocketLabels, TcpLabels, TcpMetrics};
+use crate::tcp::{OrUnknown, Reporter, ResponseFlags, SocketLabels, TcpLabels, TcpMetrics, TcpSeries};
 use crate::workload::{ConnectionContext, WorkloadInfo};
 
 /// The tracing target of access logs.
@@ -64,12 +63,12 @@ pub struct ConnectionAddrs {
 pub struct ConnectionResult {
     metrics: Arc<TcpMetrics>,
     labels: TcpLabels,
+    /// The counters of the labels at open; the closed counter serves at completion unless the flags changed.
+    series: Arc<TcpSeries>,
     log: LogFields,
     start: Instant,
     sent: AtomicU64,
     received: AtomicU64,
-    sent_metric: Counter,
-    received_metric: Counter,
     sockets_open: Gauge,
     error: Option<String>,
     done: bool,
@@ -82,14 +81,14 @@ struct LogFields {
     src_addr: SocketAddr,
     src_workload: Option<Arc<str>>,
     src_namespace: Option<Arc<str>>,
-    src_identity: Option<String>,
+    src_identity: Option<Arc<str>>,
     src_cluster: Option<Arc<str>>,
     dst_addr: SocketAddr,
     dst_hbone_addr: Option<String>,
     dst_service: Option<Arc<str>>,
     dst_workload: Option<Arc<str>>,
     dst_namespace: Option<Arc<str>>,
-    dst_identity: Option<String>,
+    dst_identity: Option<Arc<str>>,
     dst_cluster: Option<Arc<str>>,
 }
 
@@ -170,23 +169,22 @@ impl ConnectionResult {
     /// Like [`ConnectionResult::open`], with the connection's start time given (its duration is measured from it).
     pub fn open_at(metrics: &Arc<TcpMetrics>, ctx: &ConnectionContext, addrs: ConnectionAddrs, start: Instant) -> Self {
         let labels = TcpLabels::from(ctx);
-        metrics.opened.get_or_create(&labels).inc();
+        let series = metrics.series(&labels);
+        series.opened.inc();
         let sockets_open = metrics
             .sockets_open
             .get_or_create_owned(&SocketLabels { reporter: ctx.reporter });
         sockets_open.inc();
-        let (sent_metric, received_metric) = byte_counters(metrics, &labels);
-        let log = LogFields::new(ctx, addrs);
+        let log = LogFields::new(ctx, &labels, addrs);
         access_event!(tracing::Level::DEBUG, log, "connection opened");
         Self {
             metrics: Arc::clone(metrics),
             labels,
+            series,
             log,
             start,
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
-            sent_metric,
-            received_metric,
             sockets_open,
             error: None,
             done: false,
@@ -197,13 +195,13 @@ impl ConnectionResult {
     /// resolved at open: no label lookup.
     pub fn record_sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
-        self.sent_metric.inc_by(n);
+        byte_counters(&self.series, self.labels.reporter).0.inc_by(n);
     }
 
     /// Adds `n` bytes received by this side.
     pub fn record_received(&self, n: u64) {
         self.received.fetch_add(n, Ordering::Relaxed);
-        self.received_metric.inc_by(n);
+        byte_counters(&self.series, self.labels.reporter).1.inc_by(n);
     }
 
     /// Bytes sent by this side so far.
@@ -254,7 +252,12 @@ impl ConnectionResult {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        self.metrics.closed.get_or_create(&self.labels).inc();
+        if self.labels.response_flags == ResponseFlags::None {
+            // As at open (flags are only ever set away from none): the series resolved then.
+            self.series.closed.inc();
+        } else {
+            self.metrics.closed.get_or_create(&self.labels).inc();
+        }
         if self.error.is_some() {
             self.metrics.failed.get_or_create(&self.labels).inc();
         }
@@ -301,10 +304,9 @@ impl Drop for ConnectionResult {
 }
 
 /// The counters `record_sent` and `record_received` feed, in that order, flipped for the source reporter.
-fn byte_counters(metrics: &TcpMetrics, labels: &TcpLabels) -> (Counter, Counter) {
-    let sent = metrics.sent_bytes.get_or_create_owned(labels);
-    let received = metrics.received_bytes.get_or_create_owned(labels);
-    match labels.reporter {
+fn byte_counters(series: &TcpSeries, reporter: Reporter) -> (&Counter, &Counter) {
+    let (sent, received) = (&series.sent_bytes, &series.received_bytes);
+    match reporter {
         Reporter::Destination | Reporter::Waypoint => (sent, received),
         Reporter::Source => (received, sent),
     }
@@ -325,22 +327,23 @@ pub(crate) fn error_chain(err: &dyn Error) -> String {
 // === impl LogFields ===
 
 impl LogFields {
-    fn new(ctx: &ConnectionContext, addrs: ConnectionAddrs) -> Self {
-        let identity = |id: Option<&Identity>| id.filter(|_| ctx.mtls).map(|id| id.to_string());
+    /// The principals are the labels' (already rendered there), shown only over mTLS.
+    fn new(ctx: &ConnectionContext, labels: &TcpLabels, addrs: ConnectionAddrs) -> Self {
+        let identity = |principal: &OrUnknown| principal.shared().filter(|_| ctx.mtls);
         let (src, dst) = (ctx.source.as_ref(), ctx.destination.as_ref());
         Self {
             direction: ctx.reporter.into(),
             src_addr: addrs.src,
             src_workload: src.and_then(log_workload),
             src_namespace: src.and_then(|w| known(&w.namespace)),
-            src_identity: identity(ctx.source_principal.as_ref()),
+            src_identity: identity(&labels.source_principal),
             src_cluster: src.and_then(|w| known(&w.cluster)),
             dst_addr: addrs.dst,
             dst_hbone_addr: addrs.hbone,
             dst_service: ctx.destination_service.as_ref().and_then(|s| known(&s.hostname)),
             dst_workload: dst.and_then(log_workload),
             dst_namespace: dst.and_then(|w| known(&w.namespace)),
-            dst_identity: identity(ctx.destination_principal.as_ref()),
+            dst_identity: identity(&labels.destination_principal),
             dst_cluster: dst.and_then(|w| known(&w.cluster)),
         }
     }

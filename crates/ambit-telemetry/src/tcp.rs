@@ -5,8 +5,9 @@
 //! Label values are typed: enums for the closed sets (reporter, response flags, security policy, protocol) and
 //! [`OrUnknown`] for free text, which renders a missing value as `unknown` like Istio does.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ambit_types::Identity;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -128,6 +129,20 @@ pub struct TcpMetrics {
     pub(crate) sent_bytes: Family<TcpLabels, Counter>,
     pub(crate) failed: Family<TcpLabels, Counter>,
     pub(crate) sockets_open: Family<SocketLabels, Gauge>,
+    /// The series of each label set seen, resolved once (see [`TcpMetrics::series`]).
+    series: Arc<Mutex<HashMap<TcpLabels, Arc<TcpSeries>>>>,
+}
+
+/// The counters one label set feeds for a connection's whole life, resolved from the families together: a connection
+/// then looks its labels up once (hashing a label set of 22 values costs about as much as the rest of its metrics
+/// work), instead of once per family at open, then again at close. A series, once created, lives as long as its
+/// family, so holding them adds no cardinality.
+#[derive(Debug)]
+pub(crate) struct TcpSeries {
+    pub(crate) opened: Counter,
+    pub(crate) closed: Counter,
+    pub(crate) sent_bytes: Counter,
+    pub(crate) received_bytes: Counter,
 }
 
 // === impl Reporter ===
@@ -225,6 +240,11 @@ impl OrUnknown {
     /// The rendered value: the text, or `unknown`.
     pub fn as_str(&self) -> &str {
         self.get().unwrap_or(Self::UNKNOWN)
+    }
+
+    /// The value shared, or `None` when missing or empty.
+    pub(crate) fn shared(&self) -> Option<Arc<str>> {
+        self.0.clone()
     }
 }
 
@@ -393,6 +413,23 @@ impl TcpMetrics {
         r.register("tcp_connections_failed", FAILED_HELP, metrics.failed.clone());
         r.register("tcp_sockets_open", SOCKETS_HELP, metrics.sockets_open.clone());
         metrics
+    }
+
+    /// The counters of `labels`, created in their families on first use.
+    pub(crate) fn series(&self, labels: &TcpLabels) -> Arc<TcpSeries> {
+        // A panic cannot happen under the lock (lookups, clones and inserts only), so a poisoned map is still whole.
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = series.get(labels) {
+            return Arc::clone(found);
+        }
+        let resolved = Arc::new(TcpSeries {
+            opened: self.opened.get_or_create_owned(labels),
+            closed: self.closed.get_or_create_owned(labels),
+            sent_bytes: self.sent_bytes.get_or_create_owned(labels),
+            received_bytes: self.received_bytes.get_or_create_owned(labels),
+        });
+        series.insert(labels.clone(), Arc::clone(&resolved));
+        resolved
     }
 
     /// The current value of `istio_tcp_connections_opened_total` for `labels`.

@@ -49,7 +49,10 @@ pub const POLICY_CLOSE: &str = "connection closed due to policy change";
 
 /// Connects to the local application on behalf of an inbound tunnel.
 pub trait AppConnector: Send + Sync + 'static {
-    /// Connects to `app`; `client` is the tunnel's original client, whose IP the connection should come from.
+    /// Connects to `app`; `client` is the tunnel's original client, whose IP the connection should come from. The
+    /// stream has TCP_NODELAY, as every socket of the proxy: each write is what the client sent in one piece, and
+    /// Nagle would hold the second piece of a request back until the application acknowledged the first (up to its
+    /// delayed-ACK timeout, 40 ms).
     fn connect(&self, app: SocketAddr, client: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send;
 }
 
@@ -170,7 +173,9 @@ impl AppConnector for PodAppConnector {
                 .map_err(io::Error::other)??
             }
         };
-        TcpSocket::from_std_stream(socket).connect(app).await
+        let stream = TcpSocket::from_std_stream(socket).connect(app).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 
@@ -178,7 +183,9 @@ impl AppConnector for PodAppConnector {
 
 impl AppConnector for LocalAppConnector {
     async fn connect(&self, app: SocketAddr, _client: SocketAddr) -> io::Result<TcpStream> {
-        TcpStream::connect(app).await
+        let stream = TcpStream::connect(app).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 

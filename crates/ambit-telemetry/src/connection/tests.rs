@@ -54,6 +54,23 @@ fn finish_counts_open_close_and_bytes() {
 }
 
 #[test]
+fn connections_with_the_same_labels_share_the_series_of_the_families() {
+    let m = metrics();
+    let ok = labels(Reporter::Destination, ResponseFlags::None);
+    for bytes in [5, 7] {
+        let conn = ConnectionResult::open(&m, &context(Reporter::Destination), addrs());
+        conn.record_sent(bytes);
+        conn.finish();
+    }
+    // Read back through the families: the counters resolved once are theirs.
+    assert_eq!((m.opened(&ok), m.closed(&ok), m.sent_bytes(&ok)), (2, 2, 12));
+    assert!(Arc::ptr_eq(&m.series(&ok), &m.series(&ok)));
+    let other = labels(Reporter::Source, ResponseFlags::None);
+    assert!(!Arc::ptr_eq(&m.series(&ok), &m.series(&other)));
+    assert_eq!(m.opened(&other), 0, "resolving a series counts nothing");
+}
+
+#[test]
 fn drop_without_finish_completes_as_a_failure() {
     let m = metrics();
     let (_, events) = capture(|| {

@@ -341,6 +341,29 @@ async fn policy_change_that_still_allows_keeps_the_connection() {
     assert_eq!(h.connections.len(), 1);
 }
 
+#[tokio::test]
+async fn application_connections_have_nodelay_from_every_connector() {
+    let app = echo_app().await;
+    let client: SocketAddr = format!("{CLIENT_IP}:40000").parse().unwrap();
+    let own = || PodNetns::open(std::path::Path::new("/proc/self/ns/net")).unwrap();
+    let factory = Arc::new(own().socket_factory(2).unwrap());
+    // Time for the factory's thread to make its first sockets (without them the connector makes its own).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cases: [(&str, Box<dyn Fn() -> _>); 2] = [
+        ("without a socket factory", Box::new(|| PodAppConnector::new(own()))),
+        (
+            "with a socket factory",
+            Box::new(|| PodAppConnector::new(own()).with_sockets(Arc::clone(&factory))),
+        ),
+    ];
+    for (what, connector) in cases {
+        let stream = connector().connect(app, client).await.unwrap();
+        assert!(stream.nodelay().unwrap(), "{what}");
+    }
+    let stream = LocalAppConnector.connect(app, client).await.unwrap();
+    assert!(stream.nodelay().unwrap(), "local connector");
+}
+
 #[test]
 fn recheck_is_pure_and_follows_the_snapshot() {
     let (_tx, rx) = watch::channel(snapshot(1, Vec::new()));
