@@ -141,7 +141,7 @@ pub(crate) fn object_name(value: &str) -> Result<(), String> {
 }
 
 /// A Gateway API duration (`^([0-9]{1,5}(h|m|s|ms)){1,4}$`), in milliseconds.
-pub(crate) fn duration_ms(value: &str) -> Result<u64, String> {
+pub fn duration_ms(value: &str) -> Result<u64, String> {
     const FORMAT: &str = "is not a duration: write 1 to 4 parts of up to 5 digits and a unit h, m, s or ms (`1h30m`)";
     let mut rest = value;
     let mut total = 0;

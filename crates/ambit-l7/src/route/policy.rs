@@ -71,37 +71,9 @@ impl Share {
 
 /// A Gateway API duration (GEP-2257): 1 to 4 parts of 1 to 5 digits with a unit `h`, `m`, `s` or `ms`.
 pub(super) fn duration(value: &str) -> Result<Duration, String> {
-    let error = || format!("{value:?} {DURATION_FORMAT}");
-    let mut rest = value;
-    let mut total = Duration::ZERO;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        let (number, tail) = rest.split_at(digits);
-        let (unit, tail) = duration_unit(tail).ok_or_else(error)?;
-        if !(1..=5).contains(&digits) {
-            return Err(error());
-        }
-        let number: u32 = number.parse().map_err(|_| error())?;
-        total += unit * number;
-        parts += 1;
-        rest = tail;
-    }
-    match parts {
-        1..=4 => Ok(total),
-        _ => Err(error()),
-    }
-}
-
-/// The unit at the start of `text` and the text after it.
-fn duration_unit(text: &str) -> Option<(Duration, &str)> {
-    let units = [
-        ("ms", Duration::from_millis(1)),
-        ("h", Duration::from_secs(3600)),
-        ("m", Duration::from_secs(60)),
-        ("s", Duration::from_secs(1)),
-    ];
-    (units.into_iter()).find_map(|(unit, length)| text.strip_prefix(unit).map(|rest| (length, rest)))
+    ambit_config::syntax::duration_ms(value)
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{value:?} {DURATION_FORMAT}"))
 }
 
 /// A percentage with up to 4 decimals (`12.5`), as a share.
