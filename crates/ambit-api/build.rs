@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/istio/security/authorization.proto",
         "proto/envoy/service/discovery/v3/ads.proto",
         "proto/ambit/config/v1/config.proto",
+        "proto/ambit/echo/v1/echo.proto",
     ];
     // Imported files are compiled with the files that import them; all of them trigger a rebuild.
     println!("cargo:rerun-if-changed=proto");

@@ -1,7 +1,7 @@
 //! Generated protobuf and gRPC code for the wire APIs ambit shares with Istio: the CA API (`istio.v1.auth`), the
 //! workload API (`istio.workload`, `istio.security`) and the delta xDS stream that carries it
-//! (`envoy.service.discovery.v3`, with `envoy.config.core.v3` and `google.rpc`); and ambit's own resource type for
-//! the waypoint's L7 config (`ambit.config.v1`).
+//! (`envoy.service.discovery.v3`, with `envoy.config.core.v3` and `google.rpc`); ambit's own resource type for
+//! the waypoint's L7 config (`ambit.config.v1`); and the gRPC echo service of the sample workload (`ambit.echo.v1`).
 //!
 //! The messages keep Istio's and Envoy's field numbers, so ambit's control plane and node proxies speak to istiod
 //! and ztunnel unchanged. The Envoy messages hold only the fields the workload API uses; the others are skipped on
@@ -23,6 +23,14 @@ pub mod ambit {
         /// ambit's own for the waypoint.
         pub mod v1 {
             tonic::include_proto!("ambit.config.v1");
+        }
+    }
+
+    /// `ambit.echo.*`
+    pub mod echo {
+        /// `ambit.echo.v1`: the gRPC echo service of the sample workload (`ambit app echo --grpc`).
+        pub mod v1 {
+            tonic::include_proto!("ambit.echo.v1");
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Sample workloads built into the ambit binary: `ambit app echo` and `ambit app load`.
+//! Sample workloads built into the ambit binary: `ambit app echo`, `ambit app load` and `ambit app grpc`.
 //!
-//! [`echo`] is a small HTTP/TCP server that reports what it saw (identity, peer,
-//! request); [`load`] is a load generator that measures latency and throughput
-//! against it, directly or through the mesh.
+//! [`echo`] is a small HTTP/gRPC/TCP server that reports what it saw (identity,
+//! peer, request); [`load`] is a load generator that measures latency and
+//! throughput against it, directly or through the mesh; [`grpc`] is a gRPC
+//! client that tells which pods answered calls sharing one connection.
 
 pub mod echo;
+pub mod grpc;
 pub mod load;
 
 /// Number of CPUs available to this process (1 when unknown).

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ambit_apps::echo::{self, EchoConfig, EchoHandle, Identity, ListenSpec, ListenerKind};
+use ambit_apps::echo::{self, EchoConfig, EchoHandle, FailRate, Identity, ListenSpec, ListenerKind};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Empty, Full};
@@ -150,6 +150,36 @@ async fn status_knob() {
 }
 
 #[tokio::test]
+async fn injected_failures() {
+    let identity = Identity::from_lookup(|name| (name == "POD_NAME").then(|| "echo-7".to_owned()));
+    let specs = [ListenSpec::new(ListenerKind::Http, LOOPBACK)];
+    for (percent, status) in [("100", StatusCode::SERVICE_UNAVAILABLE), ("0", StatusCode::OK)] {
+        let config = EchoConfig::new(identity.clone()).with_fail_rate(percent.parse::<FailRate>().unwrap());
+        let server = echo::spawn(config, &specs).await.unwrap();
+        for target in ["/", "/?status=201&format=json", "/?delay_ms=1"] {
+            let (resp, body) = get_h1(http_addr(&server), target, &[]).await;
+            let want = if target.contains("status=201") && status == StatusCode::OK {
+                StatusCode::CREATED
+            } else {
+                status
+            };
+            assert_eq!(resp.status(), want, "{percent}% {target}");
+            assert_eq!(resp.headers()["x-echo-pod"], "echo-7");
+            let body = text(&body);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(
+                    body,
+                    "injected failure: pod=echo-7 fails 100% of requests (--fail-percent)\n"
+                );
+            } else {
+                assert!(!body.contains("injected failure"), "{body}");
+            }
+        }
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn delay_knob() {
     let server = start().await;
     let started = Instant::now();
@@ -267,6 +297,16 @@ async fn echo_args_defaults() {
         cli.args.listen_specs(),
         vec![ListenSpec::new(ListenerKind::Http, "0.0.0.0:8080".parse().unwrap())]
     );
+    assert_eq!(cli.args.fail_percent, FailRate::NEVER);
+    let cli = Cli::try_parse_from(["echo", "--grpc", "127.0.0.1:9090", "--fail-percent", "12.5"]).unwrap();
+    assert_eq!(
+        cli.args.listen_specs(),
+        vec![ListenSpec::new(ListenerKind::Grpc, "127.0.0.1:9090".parse().unwrap())]
+    );
+    assert_eq!(cli.args.fail_percent.percent(), 12.5);
+    for bad in ["-1", "100.5", "x"] {
+        assert!(Cli::try_parse_from(["echo", "--fail-percent", bad]).is_err(), "{bad}");
+    }
     let cli = Cli::try_parse_from([
         "echo",
         "--tcp",

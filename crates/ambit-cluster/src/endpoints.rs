@@ -194,6 +194,7 @@ mod tests {
             service_accounts: vec![],
             authorization_policies: vec![],
             peer_authentications: vec![],
+            gateway_api: Default::default(),
             pods: vec![
                 pod("echo-a", "n1", [10, 244, 1, 2], "echo"),
                 pod("echo-b", "n2", [10, 244, 2, 2], "echo"),

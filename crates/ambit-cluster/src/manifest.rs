@@ -10,12 +10,15 @@
 //! - `cluster`, `namespace`, `workload` (with `pod`, `container`, `probe`, `deployment`) and `service`: check
 //!   every object, cross-check references, expand Deployments into pods.
 //! - `policy`: check Istio AuthorizationPolicies and PeerAuthentications by translating them.
+//! - `gateway_api`: check Gateways, HTTPRoutes and GRPCRoutes as the control plane's config store does; `waypoint`:
+//!   plan the ServiceAccount, Pod and Service of every waypoint Gateway (`gatewayClassName: istio-waypoint`).
 //! - `schedule` and `service`: place pods on nodes, hand out pod IPs and ClusterIPs.
 //! - `plan`: run the stages and assemble the [`ClusterPlan`] (with `env` resolving each container's environment).
 //!
 //! Everything is deterministic: the same sources always give the same plan. The rules that decide names and
 //! addresses are documented where they are implemented: node ranges in `cluster`, pod names in `deployment`,
-//! placement and pod IPs in `schedule`, ClusterIPs in `service`, environment and argv in `env`.
+//! placement and pod IPs in `schedule`, ClusterIPs in `service`, environment and argv in `env`, waypoints' objects
+//! in `waypoint`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -29,6 +32,7 @@ mod container;
 mod deployment;
 mod document;
 mod env;
+mod gateway_api;
 pub(crate) mod hash;
 mod meta;
 mod namespace;
@@ -41,6 +45,7 @@ mod service;
 mod syntax;
 #[cfg(test)]
 mod tests;
+mod waypoint;
 mod workload;
 
 /// File name extensions [`read_sources`] picks up in a directory.

@@ -42,6 +42,22 @@ pub struct ClusterPlan {
     /// Istio PeerAuthentications in document order (their age), each already checked; namespace always set.
     #[serde(default)]
     pub peer_authentications: Vec<ambit_policy::istio::PeerAuthentication>,
+    /// The Gateway API objects of the manifests, each already validated as the control plane validates them.
+    #[serde(default)]
+    pub gateway_api: GatewayApiObjects,
+}
+
+/// Gateway API objects (`gateway.networking.k8s.io`), each in document order with its namespace set. `cluster up`
+/// seeds the control plane's config store with them; every Gateway of class `istio-waypoint` among them also has a
+/// ServiceAccount, Pod and Service in the plan (its waypoint, as istiod's gateway controller would deploy it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayApiObjects {
+    #[serde(default)]
+    pub gateways: Vec<ambit_config::gateway::Gateway>,
+    #[serde(default)]
+    pub http_routes: Vec<ambit_config::gateway::HttpRoute>,
+    #[serde(default)]
+    pub grpc_routes: Vec<ambit_config::gateway::GrpcRoute>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,18 +4,20 @@
 //!   Namespace, ServiceAccount, Pod (with its readiness and enrollment) and Service, as a v1 `List`. The control
 //!   plane translates them into the node proxies' state, as istiod does from the API server.
 //! - [`config_store`]: the first contents of the control plane's config store (`config-store.json`, written by
-//!   `cluster up`): the manifests' AuthorizationPolicies and PeerAuthentications, as a v1 `List`.
+//!   `cluster up`): the manifests' AuthorizationPolicies, PeerAuthentications, Gateways, HTTPRoutes and GRPCRoutes,
+//!   as a v1 `List`.
 //!
 //! Both are pure, and every list is in a stable order (namespace, then name), so the same cluster always gives the
 //! same bytes and a rewrite happens only when something changed.
 
 use std::collections::BTreeSet;
 
+use ambit_config::Object;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::endpoints::PodKey;
-use crate::model::ClusterPlan;
+use crate::model::{ClusterPlan, GatewayApiObjects};
 use crate::status::ClusterStatus;
 use crate::view;
 
@@ -75,14 +77,32 @@ fn service_accounts(plan: &ClusterPlan) -> BTreeSet<(String, String)> {
 
 /// The seed of the control plane's config store as a v1 `List`: the plan's AuthorizationPolicies, then its
 /// PeerAuthentications, each in manifest order (a PeerAuthentication's position is its age, which settles
-/// conflicts), as written with the namespace filled in, under `security.istio.io/v1`.
+/// conflicts), as written with the namespace filled in, under `security.istio.io/v1`; then its Gateways, HTTPRoutes
+/// and GRPCRoutes, each in manifest order, as the config store serves them (`gateway.networking.k8s.io/v1`).
 pub fn config_store(plan: &ClusterPlan) -> Value {
     let authorization = plan.authorization_policies.iter();
     let authorization = authorization.map(|policy| istio_object("AuthorizationPolicy", &policy.metadata, &policy.spec));
     let peer = plan.peer_authentications.iter();
     let peer = peer.map(|policy| istio_object("PeerAuthentication", &policy.metadata, &policy.spec));
-    let items: Vec<Value> = authorization.chain(peer).collect();
+    let items: Vec<Value> = authorization
+        .chain(peer)
+        .chain(gateway_api(&plan.gateway_api))
+        .collect();
     view::list(&items)
+}
+
+/// The Gateway API objects, each kind in manifest order, with their preferred `apiVersion` and `kind`.
+fn gateway_api(objects: &GatewayApiObjects) -> impl Iterator<Item = Value> + '_ {
+    let gateways = objects.gateways.iter().map(|o| Object::Gateway(Box::new(o.clone())));
+    let http = objects
+        .http_routes
+        .iter()
+        .map(|o| Object::HttpRoute(Box::new(o.clone())));
+    let grpc = objects
+        .grpc_routes
+        .iter()
+        .map(|o| Object::GrpcRoute(Box::new(o.clone())));
+    gateways.chain(http).chain(grpc).map(|object| object.to_json())
 }
 
 /// An Istio object with its `apiVersion` and `kind`, which the policy types leave out.

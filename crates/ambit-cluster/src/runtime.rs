@@ -1,8 +1,9 @@
 //! Bringing a cluster up and down: preflight checks, the mesh CA, network creation, in-pod capture for the pods the
 //! manifests enroll (as Istio's CNI plugin does at sandbox creation; the node agents take them over), the control
-//! plane's config store seeded with the manifests' policies, starting the supervisor, waiting for pods, and a
-//! teardown that finds every host resource from the cluster's name alone (so it also works after the supervisor was
-//! killed, or over a leftover cluster).
+//! plane's config store seeded with the manifests' policies and Gateway API objects (their waypoint Gateways among
+//! them, whose pods the plan holds), starting the supervisor, waiting for pods, and a teardown that finds every host
+//! resource from the cluster's name alone (so it also works after the supervisor was killed, or over a leftover
+//! cluster).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -636,6 +636,7 @@ impl Mesh {
             services: apps.iter().map(|&(n, app)| service_plan(n, app)).collect(),
             authorization_policies: policies.collect::<anyhow::Result<_>>()?,
             peer_authentications: Vec::new(),
+            gateway_api: Default::default(),
         })
     }
 

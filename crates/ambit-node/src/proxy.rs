@@ -21,7 +21,7 @@ use crate::state::{ServiceKey, Snapshot, Workload};
 
 /// Telemetry's view of a workload: its workload name (else the pod name), canonical service and revision from the
 /// workload API when set, else from its labels, and its pod name.
-pub(crate) fn workload_info(workload: &Workload) -> WorkloadInfo {
+pub fn workload_info(workload: &Workload) -> WorkloadInfo {
     let name = if workload.workload_name.is_empty() {
         &workload.name
     } else {
@@ -94,7 +94,7 @@ pub(crate) fn source_from_baggage(baggage: Option<&str>, peer: Option<&ambit_typ
 }
 
 /// Telemetry's view of a service of the snapshot.
-pub(crate) fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<ServiceInfo> {
+pub fn service_info(snapshot: &Snapshot, key: &ServiceKey) -> Option<ServiceInfo> {
     let service = snapshot.service(key)?;
     Some(ServiceInfo {
         hostname: service.hostname.as_str().into(),

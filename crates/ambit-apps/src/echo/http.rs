@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use serde::Serialize;
 use serde::ser::{SerializeSeq as _, SerializeTuple as _, Serializer};
 
+use super::fail::FailRate;
 use super::identity::Identity;
 
 /// Largest `delay_ms` honoured; larger values are capped.
@@ -41,18 +42,33 @@ pub(crate) struct HttpShared {
     identity_line: Box<[u8]>,
     pod_header: HeaderValue,
     namespace_header: HeaderValue,
+    fail: FailRate,
+    /// The body of an injected failure, rendered once.
+    fail_body: Bytes,
 }
 
 impl HttpShared {
-    pub(crate) fn new(identity: Identity) -> Self {
+    pub(crate) fn new(identity: Identity, fail: FailRate) -> Self {
         let header = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
         Self {
             identity_line: identity.text_line().into_bytes().into_boxed_slice(),
             pod_header: header(&identity.pod),
             namespace_header: header(&identity.namespace),
+            fail_body: Bytes::from(injected_failure_body(&identity.pod, fail)),
+            fail,
             identity,
         }
     }
+
+    /// The pod name this server reports.
+    pub(crate) fn pod(&self) -> &str {
+        &self.identity.pod
+    }
+}
+
+/// The body of a response failed on purpose: says so, and names the pod and the configured rate.
+pub(crate) fn injected_failure_body(pod: &str, fail: FailRate) -> String {
+    format!("injected failure: pod={pod} fails {fail} of requests (--fail-percent)\n")
 }
 
 /// Per-connection state: addresses are rendered once, not per request.
@@ -131,7 +147,8 @@ impl Knobs {
     }
 }
 
-/// Serve one request: read the body, wait `delay_ms`, describe what was seen.
+/// Serve one request: read the body, fail it on purpose with the configured probability (503, no knobs
+/// applied), else wait `delay_ms` and describe what was seen.
 pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<EchoBody>, Infallible> {
     let shared = &conn.shared;
     let knobs = match Knobs::parse(req.uri().query()) {
@@ -163,6 +180,14 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resul
                 break;
             }
         }
+    }
+    if shared.fail.roll() {
+        return Ok(response(
+            shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT_PLAIN,
+            EchoBody::new(shared.fail_body.clone(), 0, None),
+        ));
     }
     if !knobs.delay.is_zero() {
         tokio::time::sleep(knobs.delay).await;
@@ -510,6 +535,23 @@ mod tests {
         assert!(Knobs::parse(Some("delay_ms=-1")).is_err());
         assert!(Knobs::parse(Some("format=xml")).is_err());
         assert_eq!(Knobs::parse(Some("status=100")).unwrap().status, StatusCode::CONTINUE);
+    }
+
+    #[test]
+    fn injected_failure_body_names_pod_and_rate() {
+        let cases = [
+            (
+                FailRate::ALWAYS,
+                "injected failure: pod=echo-1 fails 100% of requests (--fail-percent)\n",
+            ),
+            (
+                "12.5".parse().unwrap(),
+                "injected failure: pod=echo-1 fails 12.5% of requests (--fail-percent)\n",
+            ),
+        ];
+        for (rate, want) in cases {
+            assert_eq!(injected_failure_body("echo-1", rate), want);
+        }
     }
 
     #[test]

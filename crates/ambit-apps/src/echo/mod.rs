@@ -1,9 +1,13 @@
-//! `ambit app echo`: an HTTP (HTTP/1.1 + h2c), TCP-echo and sink server that reports what it saw.
+//! `ambit app echo`: an HTTP (HTTP/1.1 + h2c), gRPC (h2c), TCP-echo and sink server that reports what it saw.
 //!
 //! HTTP responses describe the pod identity, the peer and local addresses, the
 //! request line and headers; query parameters `status`, `delay_ms`, `size` and
-//! `format` shape the answer (see [`serve`]).
+//! `format` shape the answer (see [`serve`]). gRPC replies (`ambit.echo.v1.Echo`)
+//! name the pod and the peer. Both can fail a share of requests on purpose
+//! ([`FailRate`]) to exercise retries.
 
+mod fail;
+mod grpc;
 mod http;
 mod identity;
 mod stream;
@@ -13,19 +17,25 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use self::fail::FailRate;
+pub use self::grpc::MAX_STREAM_REPLIES;
 pub use self::http::{MAX_DELAY_MS, MAX_FILLER};
 pub use self::identity::{Identity, hostname};
 pub use self::stream::READ_BUFFER;
 
+use self::grpc::GrpcEcho;
 use self::http::{ConnInfo, HttpShared};
 
 /// Address used when no listener option is given.
@@ -38,9 +48,12 @@ pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
 #[derive(clap::Args, Debug, Clone)]
 pub struct EchoArgs {
     /// HTTP/1.1 and h2c (prior knowledge) listener; repeatable. Defaults to
-    /// 0.0.0.0:8080 when neither --http, --tcp nor --sink is given.
+    /// 0.0.0.0:8080 when neither --http, --grpc, --tcp nor --sink is given.
     #[arg(long = "http", value_name = "ADDR")]
     pub http: Vec<SocketAddr>,
+    /// gRPC (h2c, prior knowledge) listener serving `ambit.echo.v1.Echo`; repeatable.
+    #[arg(long = "grpc", value_name = "ADDR")]
+    pub grpc: Vec<SocketAddr>,
     /// Raw TCP echo listener (every byte read is written back); repeatable.
     #[arg(long = "tcp", value_name = "ADDR")]
     pub tcp: Vec<SocketAddr>,
@@ -51,6 +64,11 @@ pub struct EchoArgs {
     /// Runtime worker threads [default: number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Percentage of HTTP requests (0 to 100, decimals allowed) answered 503 on
+    /// purpose, decided independently per request. gRPC calls fail by their
+    /// request's `fail_percent` instead.
+    #[arg(long, value_name = "P", default_value = "0")]
+    pub fail_percent: FailRate,
 }
 
 impl EchoArgs {
@@ -60,6 +78,7 @@ impl EchoArgs {
             .http
             .iter()
             .map(|&addr| ListenSpec::new(ListenerKind::Http, addr))
+            .chain(self.grpc.iter().map(|&addr| ListenSpec::new(ListenerKind::Grpc, addr)))
             .chain(self.tcp.iter().map(|&addr| ListenSpec::new(ListenerKind::Tcp, addr)))
             .chain(self.sink.iter().map(|&addr| ListenSpec::new(ListenerKind::Sink, addr)))
             .collect();
@@ -78,6 +97,8 @@ impl EchoArgs {
 pub enum ListenerKind {
     /// HTTP/1.1 keep-alive and h2c with prior knowledge on the same port.
     Http,
+    /// gRPC `ambit.echo.v1.Echo` over h2c with prior knowledge.
+    Grpc,
     /// Raw TCP echo.
     Tcp,
     /// Read-and-discard, answering the byte count.
@@ -88,6 +109,7 @@ impl fmt::Display for ListenerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ListenerKind::Http => "http",
+            ListenerKind::Grpc => "grpc",
             ListenerKind::Tcp => "tcp",
             ListenerKind::Sink => "sink",
         })
@@ -112,6 +134,8 @@ impl ListenSpec {
 pub struct EchoListener {
     pub kind: ListenerKind,
     pub listener: TcpListener,
+    /// Connections accepted so far (see [`EchoHandle::accepted`]).
+    accepted: Arc<AtomicU64>,
 }
 
 impl EchoListener {
@@ -124,6 +148,7 @@ impl EchoListener {
         Ok(Self {
             kind: spec.kind,
             listener,
+            accepted: Arc::default(),
         })
     }
 
@@ -141,15 +166,23 @@ pub struct EchoConfig {
     pub identity: Identity,
     /// How long to let open connections finish after shutdown before dropping them.
     pub shutdown_grace: Duration,
+    /// Share of HTTP requests answered 503 on purpose.
+    pub fail: FailRate,
 }
 
 impl EchoConfig {
-    /// Settings with the given identity and a 1 s shutdown grace period.
+    /// Settings with the given identity, a 1 s shutdown grace period and no injected failures.
     pub fn new(identity: Identity) -> Self {
         Self {
             identity,
             shutdown_grace: Duration::from_secs(1),
+            fail: FailRate::NEVER,
         }
+    }
+
+    /// These settings, failing HTTP requests at `fail`.
+    pub fn with_fail_rate(self, fail: FailRate) -> Self {
+        Self { fail, ..self }
     }
 
     /// Settings with the identity from `POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`, `POD_IP`.
@@ -183,7 +216,14 @@ pub enum EchoError {
 /// response describes the request; the query parameters `status=NNN`
 /// (100..=599, else 400), `delay_ms=N` (capped at [`MAX_DELAY_MS`]), `size=N`
 /// (filler bytes, capped at [`MAX_FILLER`]) and `format=json|text` shape it;
-/// `accept: application/json` also selects JSON.
+/// `accept: application/json` also selects JSON. With [`EchoConfig::fail`], that
+/// share of HTTP requests is answered 503 with a body saying the failure was
+/// injected and naming the pod.
+///
+/// gRPC listeners serve `ambit.echo.v1.Echo` over h2c: `Unary` echoes the
+/// message, `ServerStream` sends `count` replies (at most [`MAX_STREAM_REPLIES`]);
+/// every reply names the pod and the connection's peer, and a request's
+/// `fail_percent` fails that share of calls with UNAVAILABLE.
 ///
 /// On shutdown the listeners close at once, HTTP connections are shut down
 /// gracefully, raw TCP connections are closed, and the call returns when all
@@ -193,7 +233,7 @@ pub async fn serve(
     listeners: Vec<EchoListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EchoError> {
-    let shared = Arc::new(HttpShared::new(config.identity));
+    let shared = Arc::new(HttpShared::new(config.identity, config.fail));
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; `recv` returns `None` once all are gone.
@@ -235,6 +275,8 @@ pub async fn serve(
 #[derive(Debug)]
 pub struct EchoHandle {
     addrs: Vec<ListenSpec>,
+    /// Accepted-connection counters, one per listener in `addrs` order.
+    accepted: Vec<Arc<AtomicU64>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), EchoError>>,
 }
@@ -248,6 +290,16 @@ impl EchoHandle {
     /// The address of the first listener of `kind`.
     pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.addrs.iter().find(|s| s.kind == kind).map(|s| s.addr)
+    }
+
+    /// TCP connections accepted so far by the listeners of `kind`: tells how many connections a client opened.
+    pub fn accepted(&self, kind: ListenerKind) -> u64 {
+        self.addrs
+            .iter()
+            .zip(&self.accepted)
+            .filter(|(spec, _)| spec.kind == kind)
+            .map(|(_, count)| count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Stop the server and wait until it has shut down.
@@ -270,9 +322,11 @@ impl Drop for EchoHandle {
 pub async fn spawn(config: EchoConfig, specs: &[ListenSpec]) -> Result<EchoHandle, EchoError> {
     let mut listeners = Vec::with_capacity(specs.len());
     let mut addrs = Vec::with_capacity(specs.len());
+    let mut accepted = Vec::with_capacity(specs.len());
     for spec in specs {
         let listener = EchoListener::bind(*spec).await?;
         addrs.push(listener.local_addr()?);
+        accepted.push(listener.accepted.clone());
         listeners.push(listener);
     }
     let (stop, stopped) = oneshot::channel::<()>();
@@ -281,6 +335,7 @@ pub async fn spawn(config: EchoConfig, specs: &[ListenSpec]) -> Result<EchoHandl
     }));
     Ok(EchoHandle {
         addrs,
+        accepted,
         stop: Some(stop),
         task,
     })
@@ -297,7 +352,8 @@ pub fn main(args: EchoArgs) -> anyhow::Result<()> {
             listeners.push(EchoListener::bind(*spec).await?);
         }
         let shutdown = shutdown_signal().map_err(EchoError::Signal)?;
-        serve(EchoConfig::from_env(), listeners, shutdown).await
+        let config = EchoConfig::from_env().with_fail_rate(args.fail_percent);
+        serve(config, listeners, shutdown).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
@@ -342,6 +398,7 @@ impl Acceptor {
                     continue;
                 }
             };
+            self.listener.accepted.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
@@ -354,6 +411,9 @@ impl Acceptor {
             match self.listener.kind {
                 ListenerKind::Http => {
                     tokio::spawn(conn.http(self.shared.clone(), self.builder.clone()));
+                }
+                ListenerKind::Grpc => {
+                    tokio::spawn(conn.grpc(self.shared.pod().to_owned()));
                 }
                 ListenerKind::Tcp => {
                     tokio::spawn(conn.raw(ListenerKind::Tcp));
@@ -397,6 +457,23 @@ impl Connection {
         };
         if let Err(error) = result {
             tracing::debug!(peer = %self.peer, %error, "http connection ended with an error");
+        }
+    }
+
+    async fn grpc(mut self, pod: String) {
+        let service = TowerToHyperService::new(GrpcEcho::new(pod, self.peer).into_server());
+        let builder = http2::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(self.stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = self.stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(peer = %self.peer, %error, "grpc connection ended with an error");
         }
     }
 

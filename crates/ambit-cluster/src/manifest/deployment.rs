@@ -25,7 +25,7 @@ const RESTART_ALWAYS: &str = "a Deployment's pods must have restartPolicy Always
 const TEMPLATE_HASH_LEN: usize = 10;
 const SUFFIX_LEN: usize = 5;
 /// The longest base of a generated name, leaving room for the suffix within a DNS label.
-const MAX_GENERATED_BASE: usize = 58;
+pub(super) const MAX_GENERATED_BASE: usize = 58;
 
 /// A checked Deployment: what its pods are made of.
 #[derive(Clone, Debug)]

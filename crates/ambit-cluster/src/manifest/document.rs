@@ -8,8 +8,10 @@
 //! keep their number), then deserialized through `serde_path_to_error`, so that a type error carries its field
 //! path. Files named `*.json` are one JSON document. A `kind: List` (v1) stands for its `items`. Splitting,
 //! parsing and the header fields are read as the control plane's config store reads them
-//! ([`ambit_config::documents`]), with the same messages.
+//! ([`ambit_config::documents`]), with the same messages. The Gateway API kinds are kept as parsed, to be validated
+//! by the config store's own rules (`gateway_api`).
 
+use ambit_config::Kind as ConfigKind;
 use ambit_config::documents::{self, Problem, list_items, required_string, type_name};
 use ambit_policy::istio::{AuthorizationPolicy, PeerAuthentication};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -39,8 +41,17 @@ pub(super) struct Objects {
     pub services: Vec<Doc<Service>>,
     pub authorization_policies: Vec<Doc<AuthorizationPolicy>>,
     pub peer_authentications: Vec<Doc<PeerAuthentication>>,
+    /// Gateways, HTTPRoutes and GRPCRoutes in document order, as parsed (`apiVersion` and `kind` included).
+    pub gateway_api: Vec<Doc<GatewayApiDoc>>,
     /// Objects seen so far, valid or not: the next [`Origin::seq`].
     seen: usize,
+}
+
+/// A Gateway API document: its kind, and the document as parsed.
+#[derive(Debug)]
+pub(super) struct GatewayApiDoc {
+    pub kind: ConfigKind,
+    pub value: Value,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +63,7 @@ enum Kind {
     Deployment,
     AuthorizationPolicy,
     PeerAuthentication,
+    GatewayApi(ConfigKind),
     Cluster,
 }
 
@@ -67,7 +79,12 @@ struct KindInfo {
 /// The apiVersions of Istio's security kinds: `v1beta1` is still widely written and has the same schema.
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 
-const KINDS: [KindInfo; 8] = [
+/// The apiVersions of Gateway and HTTPRoute (as the config store accepts them: the CRDs still serve v1beta1).
+pub(super) const GATEWAY_API_BETA: &[&str] = &["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"];
+/// The apiVersion of GRPCRoute.
+pub(super) const GATEWAY_API: &[&str] = &["gateway.networking.k8s.io/v1"];
+
+const KINDS: [KindInfo; 11] = [
     KindInfo::new(Kind::Namespace, "Namespace", &["v1"], false),
     KindInfo::new(Kind::ServiceAccount, "ServiceAccount", &["v1"], true),
     KindInfo::new(Kind::Pod, "Pod", &["v1"], true),
@@ -75,12 +92,21 @@ const KINDS: [KindInfo; 8] = [
     KindInfo::new(Kind::Deployment, "Deployment", &["apps/v1"], true),
     KindInfo::new(Kind::AuthorizationPolicy, "AuthorizationPolicy", ISTIO_SECURITY, true),
     KindInfo::new(Kind::PeerAuthentication, "PeerAuthentication", ISTIO_SECURITY, true),
+    KindInfo::new(Kind::GatewayApi(ConfigKind::Gateway), "Gateway", GATEWAY_API_BETA, true),
+    KindInfo::new(
+        Kind::GatewayApi(ConfigKind::HttpRoute),
+        "HTTPRoute",
+        GATEWAY_API_BETA,
+        true,
+    ),
+    KindInfo::new(Kind::GatewayApi(ConfigKind::GrpcRoute), "GRPCRoute", GATEWAY_API, true),
     KindInfo::new(Kind::Cluster, "Cluster", &["ambit.dev/v1alpha1"], false),
 ];
 
 const SUPPORTED: &str = "Namespace, ServiceAccount, Pod, Service, List (v1), Deployment (apps/v1), \
                          AuthorizationPolicy, PeerAuthentication (security.istio.io/v1 or v1beta1), \
-                         Cluster (ambit.dev/v1alpha1)";
+                         Gateway, HTTPRoute (gateway.networking.k8s.io/v1 or v1beta1), \
+                         GRPCRoute (gateway.networking.k8s.io/v1), Cluster (ambit.dev/v1alpha1)";
 
 /// The namespace of namespaced objects that name none.
 pub(super) const DEFAULT_NAMESPACE: &str = "default";
@@ -173,6 +199,10 @@ impl Objects {
             Kind::Deployment => push(&mut self.deployments, value, origin, report),
             Kind::AuthorizationPolicy => push(&mut self.authorization_policies, value, origin, report),
             Kind::PeerAuthentication => push(&mut self.peer_authentications, value, origin, report),
+            Kind::GatewayApi(kind) => {
+                let value = GatewayApiDoc { kind, value };
+                self.gateway_api.push(Doc { origin, value });
+            }
             Kind::Cluster => {
                 let value = deserialize(value, &origin, report);
                 self.clusters.push(Doc { origin, value });

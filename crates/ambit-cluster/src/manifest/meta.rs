@@ -20,6 +20,9 @@ pub(super) enum Kind {
     Service,
     AuthorizationPolicy,
     PeerAuthentication,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
 }
 
 /// The checked identity and metadata of an object.
@@ -120,6 +123,9 @@ impl Kind {
             Kind::Service => "Service",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -132,7 +138,10 @@ impl Kind {
             | Kind::Pod
             | Kind::Deployment
             | Kind::AuthorizationPolicy
-            | Kind::PeerAuthentication => syntax::dns_subdomain,
+            | Kind::PeerAuthentication
+            | Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute => syntax::dns_subdomain,
         }
     }
 }

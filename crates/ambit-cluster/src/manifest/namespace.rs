@@ -107,7 +107,7 @@ impl Namespaces {
 // === impl Accounts ===
 
 impl Accounts {
-    fn add(&mut self, namespace: String, name: String) {
+    pub(super) fn add(&mut self, namespace: String, name: String) {
         self.accounts.insert((namespace, name));
     }
 

@@ -1,21 +1,24 @@
 //! The checks in order, then the plan: allocation results and checked objects assembled into a
 //! [`ClusterPlan`].
 //!
-//! Pods appear in the plan in document order (a Deployment's pods at its position, in replica order); services,
-//! namespaces and service accounts sorted by name. A pod's uid is derived from cluster, namespace and name.
+//! Pods appear in the plan in document order (a Deployment's pods at its position, in replica order, a waypoint's
+//! at its Gateway's); services, namespaces and service accounts sorted by name. A pod's uid is derived from cluster,
+//! namespace and name.
 
-use crate::model::{ClusterPlan, Ipv4Cidr, PodPlan, ServicePlan};
+use crate::model::{ClusterPlan, GatewayApiObjects, Ipv4Cidr, PodPlan, ServicePlan};
 
 use super::Report;
 use super::cluster::{self, Cluster, ClusterFacts};
 use super::document::Objects;
 use super::env::{self, PodFacts};
+use super::gateway_api;
 use super::hash;
 use super::meta::Registry;
 use super::namespace::{self, Accounts, Namespaces};
 use super::policy::{self, Policies};
 use super::schedule::{self, Placement};
 use super::service::{self, ServiceChecked};
+use super::waypoint;
 use super::workload::{self, PodSource};
 
 /// What objects are checked against, growing as the checks go.
@@ -34,9 +37,12 @@ pub(super) struct Context<'a> {
 pub(super) fn build(objects: &Objects, report: &mut Report) -> Option<ClusterPlan> {
     let facts = cluster::check(&objects.clusters, report);
     let mut context = Context::new(&facts);
-    let (pods, services) = check_objects(objects, &mut context, report);
+    let (mut pods, mut services) = check_objects(objects, &mut context, report);
     let policies = policy::check(objects, &mut context, report);
+    let gateway_api = gateway_api::check(objects, &mut context, report);
     let cluster = facts.cluster.as_ref()?;
+    let waypoints = &gateway_api.waypoints;
+    waypoint::add(&cluster.name, waypoints, &mut pods, &mut services, &mut context, report);
     let placements = schedule::place(cluster, &pods, report);
     let cluster_ips = service::allocate(&services, cluster.service_cidr, report);
     if !report.errors.is_empty() {
@@ -46,7 +52,7 @@ pub(super) fn build(objects: &Objects, report: &mut Report) -> Option<ClusterPla
     service::warn_unmatched(&services, &pod_plans, report);
     let service_plans = service::plans(&services, &cluster_ips);
     let plan = assemble(cluster, pod_plans, service_plans, &context);
-    Some(with_policies(plan, policies))
+    Some(with_config(plan, policies, gateway_api.objects))
 }
 
 /// Checks the Kubernetes objects: the pods to run and the services.
@@ -86,13 +92,16 @@ fn assemble(cluster: &Cluster, pods: Vec<PodPlan>, services: Vec<ServicePlan>, c
         services,
         authorization_policies: Vec::new(),
         peer_authentications: Vec::new(),
+        gateway_api: GatewayApiObjects::default(),
     }
 }
 
-fn with_policies(plan: ClusterPlan, policies: Policies) -> ClusterPlan {
+/// The plan with the config objects the control plane's store starts from.
+fn with_config(plan: ClusterPlan, policies: Policies, gateway_api: GatewayApiObjects) -> ClusterPlan {
     ClusterPlan {
         authorization_policies: policies.authorization,
         peer_authentications: policies.peer,
+        gateway_api,
         ..plan
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use super::*;
 use crate::model::{PodPlan, Probe, ProbeAction, Protocol, RestartPolicy, TargetPort};
 
+mod waypoint;
+
 /// A Cluster document with two nodes: document 1 of [`with_cluster`] texts.
 const CLUSTER: &str = "\
 apiVersion: ambit.dev/v1alpha1

@@ -580,3 +580,137 @@ fn the_config_store_seed_holds_the_policies_as_written() {
     assert_eq!(mesh["metadata"]["annotations"], json!({"why": "mesh-wide"}));
     assert_eq!(mesh["spec"], json!({"mtls": {"mode": "PERMISSIVE"}}));
 }
+
+/// A waypoint Gateway in `web` (written as v1beta1), an HTTPRoute bound to the Service `web/web` and a GRPCRoute.
+const GATEWAY_API: &str = "\
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: web
+  labels:
+    istio.io/waypoint-for: service
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+  - name: mesh
+    port: 15008
+    protocol: HBONE
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: web
+spec:
+  parentRefs:
+  - group: ''
+    kind: Service
+    name: web
+    port: 80
+  rules:
+  - backendRefs:
+    - name: web
+      port: 80
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: echo
+  namespace: web
+spec:
+  parentRefs:
+  - group: ''
+    kind: Service
+    name: web
+    port: 81
+  rules:
+  - backendRefs:
+    - name: web
+      port: 81
+";
+
+#[test]
+fn the_config_store_seed_holds_the_gateway_api_objects_after_the_policies() {
+    let seed = config_store(&plan(&format!("{OBJECTS}---\n{GATEWAY_API}---\n{POLICIES}")));
+    let got: Vec<(&str, &str, String)> = (items(&seed).iter())
+        .map(|item| {
+            let api_version = item["apiVersion"].as_str().unwrap_or_default();
+            (item["kind"].as_str().unwrap_or_default(), api_version, key_of(item))
+        })
+        .collect();
+    let gateway_api = "gateway.networking.k8s.io/v1";
+    let want = [
+        (
+            "AuthorizationPolicy",
+            ISTIO_SECURITY_API_VERSION,
+            "default/allow-reviews",
+        ),
+        ("AuthorizationPolicy", ISTIO_SECURITY_API_VERSION, "web/deny-all"),
+        ("PeerAuthentication", ISTIO_SECURITY_API_VERSION, "web/strict"),
+        ("PeerAuthentication", ISTIO_SECURITY_API_VERSION, "istio-system/mesh"),
+        ("Gateway", gateway_api, "web/waypoint"),
+        ("HTTPRoute", gateway_api, "web/web"),
+        ("GRPCRoute", gateway_api, "web/echo"),
+    ];
+    let want: Vec<(&str, &str, String)> = want.into_iter().map(|(k, v, key)| (k, v, key.to_string())).collect();
+    assert_eq!(got, want);
+    let gateway = object(&seed, "Gateway", "web/waypoint");
+    let spec = json!({
+        "gatewayClassName": "istio-waypoint",
+        "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}],
+    });
+    assert_eq!(gateway["spec"], spec);
+    assert_eq!(
+        gateway["metadata"]["labels"],
+        json!({"istio.io/waypoint-for": "service"})
+    );
+    // The control plane reads the seed with the config store's parser and restores it whole.
+    let text = serde_json::to_string(&seed).unwrap_or_default();
+    let objects = ambit_config::parse("config-store.json", &text).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut store = ambit_config::Store::default();
+    let restored = store.restore(objects).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(restored.len(), 7);
+    for kind in [
+        ambit_config::Kind::Gateway,
+        ambit_config::Kind::HttpRoute,
+        ambit_config::Kind::GrpcRoute,
+    ] {
+        assert_eq!(store.list(kind, Some("web")).len(), 1, "{kind}");
+    }
+}
+
+#[test]
+fn a_waypoint_is_a_service_account_pod_and_service_of_the_cluster() {
+    let plan = plan(&format!("{OBJECTS}---\n{GATEWAY_API}"));
+    let list = objects_of(&plan, None);
+    assert!(keys_of(&list, "ServiceAccount").contains(&"web/waypoint".to_string()));
+    let service = object(&list, "Service", "web/waypoint");
+    let labels = json!({
+        "gateway.networking.k8s.io/gateway-name": "waypoint",
+        "gateway.istio.io/managed": "istio.io-mesh-controller",
+    });
+    assert_eq!(service["metadata"]["labels"], labels);
+    let selector = json!({"gateway.networking.k8s.io/gateway-name": "waypoint"});
+    assert_eq!(service["spec"]["selector"], selector);
+    let ports = json!([{"name": "mesh", "port": 15008, "protocol": "TCP", "targetPort": 15008}]);
+    assert_eq!(service["spec"]["ports"], ports);
+    let pods = of_kind(&list, "Pod");
+    let pod = pods.iter().find(|pod| key_of(pod).starts_with("web/waypoint-"));
+    let pod = pod.unwrap_or_else(|| panic!("no waypoint pod in {list:#}"));
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["gateway.networking.k8s.io/gateway-name"], "waypoint");
+    assert_eq!(labels["gateway.istio.io/managed"], "istio.io-mesh-controller");
+    assert_eq!(labels["istio.io/dataplane-mode"], "none");
+    // Web is enrolled in ambient; its waypoint is not captured.
+    assert_eq!(pod["metadata"]["annotations"], Value::Null);
+    assert_eq!(pod["spec"]["serviceAccountName"], "waypoint");
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            &owner["kind"],
+            owner["name"].as_str().map(|name| name.starts_with("waypoint-"))
+        ),
+        (&json!("ReplicaSet"), Some(true))
+    );
+}

@@ -5,9 +5,14 @@
 //! directions all happen on the accepting task. Every connection is reported with `reporter="source"` through a
 //! [`ConnectionResult`] (ambient §6.1, §6.2), failures included.
 //!
-//! In the node scope (with [`Lookups`]) a destination the snapshot may lack (a service's endpoints, an unknown IP)
-//! is looked up first, as [`outbound_decision`] says; the connection waits for the answer (at most
-//! [`LOOKUP_WAIT`](crate::state::xds::LOOKUP_WAIT)), then is planned again with the new snapshot.
+//! In the node scope (with [`Lookups`]) a destination the snapshot may lack (a service's endpoints, an unknown IP,
+//! a waypoint's pods) is looked up first, as [`outbound_decision`] says; the connection waits for the answer (at
+//! most [`LOOKUP_WAIT`](crate::state::xds::LOOKUP_WAIT)), then is planned again with the new snapshot, which may
+//! name one more key (the waypoint of a pod IP that was unknown), up to [`MAX_LOOKUPS`] keys.
+//!
+//! A plan through a waypoint is an HBONE plan like any other: the tunnel goes to the waypoint pod (its identity
+//! expected, its own pool connection), the authority is the original destination, and telemetry names the
+//! addressed service with the waypoint pod as the destination workload.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,7 +41,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::{service_info, workload_info};
-use crate::state::select::{OutboundDecision, outbound_decision};
+use crate::state::select::{BoundDestination, OutboundDecision, outbound_decision};
 use crate::state::xds::Lookups;
 use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, WorkloadUid};
 
@@ -44,6 +49,8 @@ use crate::state::{FastRandom, OutboundPlan, PlanError, Snapshot, Workload, Work
 const COPY_BUFFER: usize = 64 * 1024;
 /// Client configurations cached per certificate; beyond this many destination identity sets the cache restarts.
 const MAX_CACHED_CONFIGS: usize = 1024;
+/// The most keys one connection looks up in turn: an unknown pod IP's alias, then its waypoint's service.
+pub const MAX_LOOKUPS: usize = 2;
 
 /// Where the local pod's certificate comes from: the node's [`CertificateManager`], or a fixed one in tests.
 pub trait CertSource: Send + Sync + 'static {
@@ -393,24 +400,30 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         }
     }
 
-    /// The plan for `dst` from the current snapshot; in the node scope, after looking up what it lacks (once:
-    /// what the answer still leaves out is planned as an unknown destination).
+    /// The plan for `dst` from the current snapshot; in the node scope, after looking up what it lacks (each key
+    /// once, at most [`MAX_LOOKUPS`]: what the answers still leave out is planned as the snapshot stands).
     async fn decide(&self, dst: SocketAddr) -> Prepared {
         super::local_known(&self.inner.snapshot, &self.inner.local).await;
         let Some(lookups) = &self.inner.lookups else {
             let snapshot = Arc::clone(&self.inner.snapshot.borrow());
             return self.prepare(&snapshot, dst, |_| true);
         };
-        let first = {
-            let snapshot = Arc::clone(&self.inner.snapshot.borrow());
-            self.step(&snapshot, dst, |key| lookups.answered(key))
-        };
-        let key = match first {
-            Step::Ready(prepared) => return prepared,
-            Step::Lookup(key) => key,
-        };
-        let answered = lookups.fetch(&key).await;
-        debug!(key, answered, "looked up the destination");
+        let mut fetched: Vec<String> = Vec::new();
+        while fetched.len() < MAX_LOOKUPS {
+            let step = {
+                let snapshot = Arc::clone(&self.inner.snapshot.borrow());
+                self.step(&snapshot, dst, |key| {
+                    lookups.answered(key) || fetched.iter().any(|k| k == key)
+                })
+            };
+            let key = match step {
+                Step::Ready(prepared) => return prepared,
+                Step::Lookup(key) => key,
+            };
+            let answered = lookups.fetch(&key).await;
+            debug!(key, answered, "looked up the destination");
+            fetched.push(key);
+        }
         let snapshot = Arc::clone(&self.inner.snapshot.borrow());
         self.prepare(&snapshot, dst, |_| true)
     }
@@ -449,10 +462,17 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
         let plan = match plan {
             Ok(plan) => plan,
             Err(error) => {
-                if let PlanError::NoHealthyEndpoint { service, .. } | PlanError::UnknownServicePort { service, .. } =
-                    &error
-                {
-                    ctx.destination_service = service_info(snapshot, service);
+                match &error {
+                    PlanError::NoHealthyEndpoint { service, .. }
+                    | PlanError::UnknownServicePort { service, .. }
+                    | PlanError::WaypointUnavailable {
+                        destination: BoundDestination::Service(service),
+                        ..
+                    } => ctx.destination_service = service_info(snapshot, service),
+                    PlanError::WaypointUnavailable {
+                        destination: BoundDestination::Workload(uid),
+                        ..
+                    } => ctx.destination = snapshot.workload(uid).map(workload_info),
                 }
                 let route = Err(OutboundError::Plan(error));
                 return Step::Ready(Prepared { ctx, route });
@@ -465,7 +485,11 @@ impl<C: CertSource, O: OriginalDst, D: Dialer + Clone> OutboundProxy<C, O, D> {
                 expected_identities,
                 destination_workload_uid,
                 service,
+                waypoint,
             } => {
+                if let Some(waypoint) = waypoint {
+                    debug!(%waypoint, %next_hop, %authority, "through the destination's waypoint");
+                }
                 let source = local.identity();
                 ctx.mtls = true;
                 ctx.source_principal = Some(source.clone());

@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use ambit_policy::{Action, Authorization, Scope};
 
 use super::model::{
-    Hostname, Namespace, NetworkAddress, Port, PortMapping, Service, ServiceKey, TunnelProtocol, Workload, WorkloadUid,
+    GatewayAddress, Hostname, Namespace, NetworkAddress, Port, PortMapping, Service, ServiceKey, TunnelProtocol,
+    Workload, WorkloadUid,
 };
 use super::snapshot::Snapshot;
 
@@ -65,6 +66,24 @@ pub(crate) fn service(name: &str, vip: &str, ports: &[(u16, u16)]) -> Service {
     });
     service.ports = ports.collect();
     service
+}
+
+/// Waypoint `demo/waypoint.demo.svc.cluster.local` on the default HBONE port, as the control plane binds to it.
+pub(crate) fn waypoint() -> GatewayAddress {
+    GatewayAddress::hostname(key("waypoint"))
+}
+
+/// The waypoint's Service `waypoint`: VIP 10.96.0.99, port 15008.
+pub(crate) fn waypoint_service() -> Service {
+    service("waypoint", "10.96.0.99", &[(15008, 15008)])
+}
+
+/// Pod `name` of the waypoint: an endpoint of its Service, and not enrolled (a waypoint terminates HBONE itself, so
+/// its workload has no HBONE tunnel protocol).
+pub(crate) fn waypoint_pod(name: &str, address: &str) -> Workload {
+    let mut workload = endpoint(pod(name, address), "waypoint", &[(15008, 15008)]);
+    workload.tunnel_protocol = TunnelProtocol::None;
+    workload
 }
 
 pub(crate) fn policy(namespace: &str, name: &str, scope: Scope) -> Authorization {

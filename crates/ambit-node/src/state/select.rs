@@ -3,12 +3,16 @@
 //! workload ([`policies_for`]). Randomness comes in through [`Random`], so every decision is reproducible.
 //!
 //! Outbound follows ztunnel (ambient §5.2): a service VIP is load-balanced over the service's endpoints (§3.4), a
-//! pod IP goes to that pod, anything else passes through untouched. Waypoints are recognized but not routed yet.
+//! pod IP goes to that pod, anything else passes through untouched. A destination bound to a waypoint (a service's
+//! `waypoint` for its VIP, a workload's for its pod IP) goes over HBONE to one of the waypoint's pods instead, with
+//! the original destination as the authority (§5.2); with no ready waypoint pod the connection is refused rather
+//! than sent around the waypoint's L7 policy.
 //!
 //! A node proxy in the node scope holds only its node's workloads and every service; [`outbound_decision`] says
-//! which address resource to look up first (a service, for its endpoints; an unknown IP, by its alias) before the
-//! plan is made again with what came back.
+//! which address resource to look up first (a service or a waypoint's service, for its endpoints; an unknown IP, by
+//! its alias) before the plan is made again with what came back.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ambit_hbone::{Authority, Blame, Refusal};
@@ -16,8 +20,8 @@ use ambit_policy::Authorization;
 use ambit_types::Identity;
 
 use super::model::{
-    HealthPolicy, LoadBalancing, LoadBalancingMode, LoadBalancingScope, Port, PortMapping, Service, ServiceKey,
-    TunnelProtocol, Workload, WorkloadStatus, WorkloadUid,
+    GatewayAddress, GatewayDestination, HealthPolicy, LoadBalancing, LoadBalancingMode, LoadBalancingScope, Port,
+    PortMapping, Service, ServiceKey, TunnelProtocol, Workload, WorkloadStatus, WorkloadUid,
 };
 use super::snapshot::Snapshot;
 
@@ -41,17 +45,21 @@ pub struct FastRandom(fastrand::Rng);
 /// Where a captured outbound connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutboundPlan {
-    /// Tunnel to the destination pod's node proxy over HBONE.
+    /// Tunnel over HBONE to the destination pod's node proxy, or to a pod of the destination's waypoint.
     Hbone {
-        /// `podIP:15008`.
+        /// `podIP:15008`, or `waypointPodIP:<the waypoint's HBONE port>`.
         next_hop: SocketAddr,
-        /// `podIP:targetPort`: the `:authority` of the CONNECT.
+        /// The `:authority` of the CONNECT: `podIP:targetPort`; through a waypoint, the original destination
+        /// (`VIP:port` or `podIP:port`), so that the waypoint applies the destination's L7 policy and routes.
         authority: SocketAddr,
-        /// The identities the server may present: the workload's, then the service's extra SANs.
+        /// The identities the server may present: the workload's (the waypoint pod's), then its service's SANs.
         expected_identities: Vec<Identity>,
+        /// The workload the tunnel ends at: the destination pod, or the waypoint pod.
         destination_workload_uid: WorkloadUid,
-        /// The service the client addressed, when it dialled a VIP.
+        /// The service the client addressed, when it dialled a VIP (also through a waypoint).
         service: Option<ServiceKey>,
+        /// The waypoint the connection passes through, when the destination is bound to one.
+        waypoint: Option<GatewayAddress>,
     },
     /// Plain TCP to `destination`, without the mesh: the destination is unknown, does not speak HBONE, or its
     /// service asks for passthrough.
@@ -83,9 +91,40 @@ pub enum PlanError {
     NoHealthyEndpoint { service: ServiceKey, port: u16 },
     #[error("service {service} has no port {port}")]
     UnknownServicePort { service: ServiceKey, port: u16 },
-    /// The destination must be reached through a waypoint, which this proxy cannot route yet.
-    #[error("{destination} has waypoint {waypoint}, and routing through waypoints is not supported yet")]
-    WaypointUnsupported { destination: String, waypoint: String },
+    /// The destination is bound to a waypoint that cannot be reached: the connection is refused instead of going
+    /// direct, which would skip the waypoint's L7 policy.
+    #[error(
+        "{destination} is bound to waypoint {waypoint}, which {reason}: refusing instead of bypassing its L7 policy"
+    )]
+    WaypointUnavailable {
+        destination: BoundDestination,
+        waypoint: GatewayAddress,
+        reason: WaypointProblem,
+    },
+}
+
+/// What a waypoint is bound to, as the client addressed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BoundDestination {
+    /// A service, dialled by its VIP.
+    Service(ServiceKey),
+    /// A workload, dialled by its pod IP.
+    Workload(WorkloadUid),
+}
+
+/// Why no pod of a waypoint can be chosen; completes "the waypoint, which ...".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WaypointProblem {
+    /// The waypoint's service is unknown: it does not exist, or the control plane has not sent it.
+    #[error("is not a known service")]
+    UnknownService,
+    /// The waypoint's address is neither a workload nor a service VIP the proxy knows.
+    #[error("is not a known workload or service address")]
+    UnknownAddress,
+    /// No pod of the waypoint is a candidate: none is ready (healthy), on the client's network, with an address
+    /// and a capacity above 0.
+    #[error("has no ready endpoint")]
+    NoReadyEndpoint,
 }
 
 /// The application address an inbound tunnel leads to.
@@ -112,12 +151,26 @@ struct Candidate<'a> {
     target: SocketAddr,
 }
 
+/// The waypoint pod chosen for a connection: the workload, its address to dial, and the service it was chosen
+/// from (whose SANs it may present too).
+struct WaypointHop<'a> {
+    workload: &'a Workload,
+    ip: IpAddr,
+    service: Option<&'a Service>,
+}
+
 /// Decides where a connection from `source` to `original_dst` goes.
 ///
-/// A service VIP is looked up first: its waypoint is refused ([`PlanError::WaypointUnsupported`]), a PASSTHROUGH
-/// service passes through, otherwise one endpoint is chosen as ztunnel does. A pod IP goes to that pod
-/// on the same port, unless the pod has a waypoint. An unknown address passes through. HBONE is used whenever the
-/// destination workload speaks it. An IPv4-mapped IPv6 destination is treated as the IPv4 address it carries.
+/// A service VIP is looked up first: a service with a waypoint goes to the waypoint (see below), a PASSTHROUGH
+/// service passes through, otherwise one endpoint is chosen as ztunnel does. A pod IP goes to that pod on the same
+/// port, or to the pod's waypoint unless `source` is a pod of that waypoint. An unknown address passes through.
+/// HBONE is used whenever the destination workload speaks it. An IPv4-mapped IPv6 destination is treated as the
+/// IPv4 address it carries.
+///
+/// Through a waypoint: HBONE to one of its pods (a ready endpoint of the waypoint's service, chosen as a service's
+/// endpoint is; or the workload or service at its address) on the waypoint's HBONE port, whether or not the pod is
+/// enrolled, expecting the pod's identity, with the original destination as the authority. With no such pod the
+/// plan is [`PlanError::WaypointUnavailable`].
 pub fn outbound_plan(
     snapshot: &Snapshot,
     source: &Workload,
@@ -129,7 +182,7 @@ pub fn outbound_plan(
         return service_plan(snapshot, source, service, original_dst, rng);
     }
     match snapshot.workload_by_ip(original_dst.ip()) {
-        Some(workload) => workload_plan(workload, original_dst),
+        Some(workload) => workload_plan(snapshot, source, workload, original_dst, rng),
         None => Ok(OutboundPlan::passthrough(original_dst, None, None)),
     }
 }
@@ -138,10 +191,13 @@ pub fn outbound_plan(
 /// not looked up yet: then the key to look up.
 ///
 /// A service VIP needs the service's endpoints (the node holds only its own), so the service's name is looked up
-/// once, unless its waypoint or PASSTHROUGH mode leaves the endpoints unused. An address that is neither a service
-/// nor a workload is looked up by the alias `<network>/<ip>`, in the client's network. A workload the snapshot
-/// holds needs nothing. Once looked up, whatever the snapshot still lacks is planned as today (an unknown address
-/// passes through).
+/// once, unless its PASSTHROUGH mode leaves the endpoints unused. A destination bound to a waypoint needs the
+/// waypoint's pods instead: the waypoint's service name (for its endpoints), or the alias of its address when the
+/// snapshot lacks it. An address that is neither a service nor a workload is looked up by the alias
+/// `<network>/<ip>`, in the client's network; a workload the snapshot holds needs nothing, unless it has a
+/// waypoint. Keys come one at a time: an unknown pod IP's alias first, then, if the answer has a waypoint, the
+/// waypoint's. Once looked up, whatever the snapshot still lacks is planned as it is (an unknown address passes
+/// through, a waypoint without pods is refused).
 pub fn outbound_decision(
     snapshot: &Snapshot,
     source: &Workload,
@@ -159,13 +215,35 @@ pub fn outbound_decision(
 /// [`outbound_decision`].
 fn lookup_key(snapshot: &Snapshot, source: &Workload, ip: IpAddr) -> Option<String> {
     if let Some(service) = snapshot.service_by_vip(ip) {
+        if let Some(waypoint) = &service.waypoint {
+            return waypoint_lookup_key(snapshot, waypoint);
+        }
         let passthrough = service.load_balancing.as_ref().map(|lb| lb.mode) == Some(LoadBalancingMode::Passthrough);
-        return (service.waypoint.is_none() && !passthrough).then(|| service.key().to_string());
+        return (!passthrough).then(|| service.key().to_string());
     }
-    if snapshot.workload_by_ip(ip).is_some() {
-        return None;
+    if let Some(workload) = snapshot.workload_by_ip(ip) {
+        return workload_waypoint(source, workload).and_then(|waypoint| waypoint_lookup_key(snapshot, waypoint));
     }
     Some(format!("{}/{ip}", source.network))
+}
+
+/// The address resource that brings a waypoint's pods: its service's name (which brings the endpoints, as for a
+/// VIP, even when this node holds some of them); for an address, nothing if a workload has it, the service's name
+/// if it is a service VIP, else its alias `<network>/<ip>`.
+fn waypoint_lookup_key(snapshot: &Snapshot, waypoint: &GatewayAddress) -> Option<String> {
+    match &waypoint.destination {
+        GatewayDestination::Hostname(key) => Some(key.to_string()),
+        GatewayDestination::Address(address) => {
+            let ip = address.address.to_canonical();
+            if snapshot.workload_by_ip(ip).is_some() {
+                return None;
+            }
+            match snapshot.service_by_vip(ip) {
+                Some(service) => Some(service.key().to_string()),
+                None => Some(format!("{}/{ip}", address.network)),
+            }
+        }
+    }
 }
 
 /// The address resource to look up so that telemetry can name an inbound connection's source at `ip`: its alias
@@ -235,9 +313,8 @@ fn service_plan(
     rng: &mut impl Random,
 ) -> Result<OutboundPlan, PlanError> {
     if let Some(waypoint) = &service.waypoint {
-        let destination = format!("service {}", service.key());
-        let waypoint = waypoint.to_string();
-        return Err(PlanError::WaypointUnsupported { destination, waypoint });
+        let bound = BoundDestination::Service(service.key());
+        return waypoint_plan(snapshot, source, waypoint, bound, original_dst, rng);
     }
     let key = Some(service.key());
     if service.load_balancing.as_ref().map(|lb| lb.mode) == Some(LoadBalancingMode::Passthrough) {
@@ -247,13 +324,116 @@ fn service_plan(
     Ok(endpoint_plan(chosen.workload, chosen.target, Some(service)))
 }
 
-fn workload_plan(workload: &Workload, original_dst: SocketAddr) -> Result<OutboundPlan, PlanError> {
-    if let Some(waypoint) = &workload.waypoint {
-        let destination = format!("workload {}", workload.uid);
-        let waypoint = waypoint.to_string();
-        return Err(PlanError::WaypointUnsupported { destination, waypoint });
+fn workload_plan(
+    snapshot: &Snapshot,
+    source: &Workload,
+    workload: &Workload,
+    original_dst: SocketAddr,
+    rng: &mut impl Random,
+) -> Result<OutboundPlan, PlanError> {
+    if let Some(waypoint) = workload_waypoint(source, workload) {
+        let bound = BoundDestination::Workload(workload.uid.clone());
+        return waypoint_plan(snapshot, source, waypoint, bound, original_dst, rng);
     }
     Ok(endpoint_plan(workload, original_dst, None))
+}
+
+/// The waypoint of a workload addressed by its pod IP, unless `source` is one of that waypoint's pods: the waypoint
+/// itself sends its traffic on to the workload (ambient §5.2, the "sandwich" case).
+fn workload_waypoint<'a>(source: &Workload, workload: &'a Workload) -> Option<&'a GatewayAddress> {
+    let waypoint = workload.waypoint.as_ref()?;
+    let source_is_waypoint = match &waypoint.destination {
+        GatewayDestination::Hostname(key) => source.services.contains_key(key),
+        GatewayDestination::Address(address) => source.has_address(address.address),
+    };
+    (!source_is_waypoint).then_some(waypoint)
+}
+
+/// HBONE to a pod of `waypoint` with `original_dst` as the authority, or why no pod can be chosen.
+fn waypoint_plan(
+    snapshot: &Snapshot,
+    source: &Workload,
+    waypoint: &GatewayAddress,
+    destination: BoundDestination,
+    original_dst: SocketAddr,
+    rng: &mut impl Random,
+) -> Result<OutboundPlan, PlanError> {
+    let hop = match waypoint_hop(snapshot, source, waypoint, original_dst.ip(), rng) {
+        Ok(hop) => hop,
+        Err(reason) => {
+            let waypoint = waypoint.clone();
+            return Err(PlanError::WaypointUnavailable {
+                destination,
+                waypoint,
+                reason,
+            });
+        }
+    };
+    let service = match destination {
+        BoundDestination::Service(key) => Some(key),
+        BoundDestination::Workload(_) => None,
+    };
+    Ok(OutboundPlan::Hbone {
+        next_hop: SocketAddr::new(hop.ip, waypoint.hbone_mtls_port),
+        authority: original_dst,
+        expected_identities: expected_identities(hop.workload, hop.service),
+        destination_workload_uid: hop.workload.uid.clone(),
+        service,
+        waypoint: Some(waypoint.clone()),
+    })
+}
+
+/// The waypoint pod a connection goes to: for a service name, one of its ready endpoints (as [`choose_endpoint`]
+/// picks, without a port: the waypoint takes every port on its HBONE port); for an address, the workload with it
+/// if it is ready, else an endpoint of the service with that VIP.
+fn waypoint_hop<'a>(
+    snapshot: &'a Snapshot,
+    source: &Workload,
+    waypoint: &GatewayAddress,
+    family: IpAddr,
+    rng: &mut impl Random,
+) -> Result<WaypointHop<'a>, WaypointProblem> {
+    let service = match &waypoint.destination {
+        GatewayDestination::Hostname(key) => snapshot.service(key).ok_or(WaypointProblem::UnknownService)?,
+        GatewayDestination::Address(address) => {
+            let ip = address.address.to_canonical();
+            if let Some(workload) = snapshot.workload_by_ip(ip) {
+                let ready = workload.status == WorkloadStatus::Healthy;
+                let hop = WaypointHop {
+                    workload,
+                    ip,
+                    service: None,
+                };
+                return ready.then_some(hop).ok_or(WaypointProblem::NoReadyEndpoint);
+            }
+            snapshot.service_by_vip(ip).ok_or(WaypointProblem::UnknownAddress)?
+        }
+    };
+    let key = service.key();
+    let health = service
+        .load_balancing
+        .as_ref()
+        .map_or(HealthPolicy::OnlyHealthy, |lb| lb.health_policy);
+    let candidates: Vec<_> = snapshot
+        .endpoints(&key)
+        .filter(|w| health == HealthPolicy::AllowAll || w.status == WorkloadStatus::Healthy)
+        .filter(|w| w.network == source.network)
+        .filter_map(|workload| {
+            let ip = preferred_address(workload, family)?;
+            Some(Candidate {
+                workload,
+                target: SocketAddr::new(ip, waypoint.hbone_mtls_port),
+            })
+        })
+        .collect();
+    let best = best_ranked(service.load_balancing.as_ref(), source, candidates);
+    let chosen = choose_weighted(&best, |c| u64::from(c.workload.capacity), rng);
+    let chosen = chosen.ok_or(WaypointProblem::NoReadyEndpoint)?;
+    Ok(WaypointHop {
+        workload: chosen.workload,
+        ip: chosen.target.ip(),
+        service: Some(service),
+    })
 }
 
 /// Picks one endpoint of `service` for the port the client dialled, as ztunnel does (ambient §3.4): keep the
@@ -299,10 +479,15 @@ fn candidate<'a>(workload: &'a Workload, key: &ServiceKey, service_port: &Port, 
     if target_port == 0 {
         return None;
     }
-    let same_family = workload.addresses.iter().find(|ip| ip.is_ipv6() == vip.is_ipv6());
-    let ip = same_family.or(workload.addresses.first())?;
-    let target = SocketAddr::new(*ip, target_port);
+    let ip = preferred_address(workload, vip)?;
+    let target = SocketAddr::new(ip, target_port);
     Some(Candidate { workload, target })
+}
+
+/// The workload's address of `family`'s IP family, else its first; `None` when it has no address.
+fn preferred_address(workload: &Workload, family: IpAddr) -> Option<IpAddr> {
+    let same_family = workload.addresses.iter().find(|ip| ip.is_ipv6() == family.is_ipv6());
+    same_family.or(workload.addresses.first()).copied()
 }
 
 /// The candidates of the best locality rank under STRICT or FAILOVER; all of them otherwise.
@@ -384,6 +569,7 @@ fn endpoint_plan(workload: &Workload, target: SocketAddr, service: Option<&Servi
         expected_identities: expected_identities(workload, service),
         destination_workload_uid: workload.uid.clone(),
         service: key,
+        waypoint: None,
     }
 }
 
@@ -449,15 +635,26 @@ impl OutboundPlan {
 impl PlanError {
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NoHealthyEndpoint { .. } => Blame::Upstream,
+            Self::NoHealthyEndpoint { .. } | Self::WaypointUnavailable { .. } => Blame::Upstream,
             Self::UnknownServicePort { .. } => Blame::Downstream,
-            Self::WaypointUnsupported { .. } => Blame::Local,
         }
     }
 
-    /// Whether the client may succeed later: endpoints come back; ports and waypoints do not change by retrying.
+    /// Whether the client may succeed later: endpoints and waypoint pods come back (a waypoint becomes ready); a
+    /// port the service lacks does not appear by retrying.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::NoHealthyEndpoint { .. })
+        matches!(self, Self::NoHealthyEndpoint { .. } | Self::WaypointUnavailable { .. })
+    }
+}
+
+// === impl BoundDestination ===
+
+impl fmt::Display for BoundDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Service(key) => write!(f, "service {key}"),
+            Self::Workload(uid) => write!(f, "workload {uid}"),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod label;
 mod logs;
 mod node;
 mod proxy_config;
+mod waypoint;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,8 @@ enum Command {
     Node(Box<node::NodeArgs>),
     /// Run the node agent of one node until SIGTERM: enrolls its pods (capture, node proxy, annotation).
     Agent(agent::AgentArgs),
+    /// Run a waypoint (the L7 proxy of a Gateway of class istio-waypoint) until SIGTERM.
+    Waypoint(Box<waypoint::WaypointArgs>),
     /// Show what one node proxy holds: workloads, services, policies, certificates or pod proxies.
     ProxyConfig(proxy_config::ProxyConfigArgs),
     /// The mesh CA: print the trust bundle, issue a certificate directly, check issued certificates.
@@ -158,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Control(args) => control::run(args),
         Command::Node(args) => node::run(*args),
         Command::Agent(args) => agent::run(args),
+        Command::Waypoint(args) => waypoint::run(*args),
         Command::ProxyConfig(args) => proxy_config::run(args),
         Command::Ca(cmd) => ca::run(cmd),
     }

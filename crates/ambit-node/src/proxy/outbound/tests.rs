@@ -27,9 +27,11 @@ struct Seen {
     requests: Mutex<Vec<InboundRequest>>,
 }
 
-/// Connects every CONNECT to its authority, after checking it names the destination pod.
+/// Connects every CONNECT to its authority, after checking it names the destination pod, or, for a server playing
+/// a waypoint, one of the destinations it stands in front of.
 struct EchoHandler {
     pod_ip: IpAddr,
+    waypoint_for: Vec<IpAddr>,
     seen: Arc<Seen>,
 }
 
@@ -39,7 +41,7 @@ impl ConnectHandler for EchoHandler {
     async fn connect(&self, request: InboundRequest) -> Result<TcpStream, Refusal> {
         let addr = request.authority.addr();
         self.seen.requests.lock().unwrap().push(request);
-        let Some(addr) = addr.filter(|a| a.ip() == self.pod_ip) else {
+        let Some(addr) = addr.filter(|a| a.ip() == self.pod_ip || self.waypoint_for.contains(&a.ip())) else {
             return Err(Refusal::BadRequest("authority is not the pod's address".into()));
         };
         TcpStream::connect(addr).await.map_err(Refusal::AppConnect)
@@ -158,6 +160,16 @@ impl Harness {
 
     /// As [`Harness::start`], with the first HBONE connection treated as `first` says.
     async fn start_with(server_sa: &str, first: Option<GoingAway>) -> Self {
+        Self::launch(server_sa, first, Vec::new()).await
+    }
+
+    /// The HBONE server plays a waypoint presenting `server_sa`'s certificate: it also connects CONNECTs whose
+    /// authority is one of `waypoint_for`.
+    async fn start_waypoint(server_sa: &str, waypoint_for: Vec<IpAddr>) -> Self {
+        Self::launch(server_sa, None, waypoint_for).await
+    }
+
+    async fn launch(server_sa: &str, first: Option<GoingAway>, waypoint_for: Vec<IpAddr>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let td = TrustDomain::new("cluster.local").unwrap();
         let ca =
@@ -169,6 +181,7 @@ impl Harness {
         let (trigger, watch) = drain::channel();
         let handler = EchoHandler {
             pod_ip,
+            waypoint_for,
             seen: Arc::clone(&seen),
         };
         let server = HboneServer::new(handler, ServerSettings::default(), watch);
@@ -233,7 +246,12 @@ impl Harness {
 
     /// Starts an outbound proxy for the local pod whose captured connections all had `dst`; returns its address.
     async fn proxy(&self, dst: SocketAddr) -> SocketAddr {
-        let (_, snapshot) = watch::channel(Arc::new(self.snapshot()));
+        self.proxy_over(self.snapshot(), dst).await
+    }
+
+    /// As [`Harness::proxy`], over `snapshot`.
+    async fn proxy_over(&self, snapshot: Snapshot, dst: SocketAddr) -> SocketAddr {
+        let (_, snapshot) = watch::channel(Arc::new(snapshot));
         let (_, bundle) = watch::channel(self.ca.trust_bundle());
         let cert = self
             .ca
@@ -602,4 +620,214 @@ async fn an_unknown_pod_ip_is_looked_up_then_tunnelled() {
     assert_eq!(requests.len(), 2, "both connections were tunnelled");
     assert_eq!(requests[0].authority, Authority::Addr(h.app));
     assert_eq!(requests[0].peer_identity, Some(identity(&h.td, "client")));
+}
+
+const WAYPOINT_KEY: &str = "demo/waypoint.demo.svc.cluster.local";
+
+/// The waypoint's pod on the HBONE server's address (service account `waypoint`, not enrolled, an endpoint of the
+/// waypoint's service) and that service.
+fn waypoint_objects(h: &Harness) -> (Workload, Service) {
+    let key: ServiceKey = WAYPOINT_KEY.parse().unwrap();
+    let mut pod = pod("waypoint", h.pod_ip);
+    pod.tunnel_protocol = TunnelProtocol::None;
+    let mapping = PortMapping {
+        service_port: 15008,
+        target_port: 15008,
+    };
+    pod.services.insert(key.clone(), vec![mapping]);
+    let mut service = Service::new("waypoint", key.namespace, key.hostname);
+    service.addresses = vec![NetworkAddress {
+        network: String::new(),
+        address: "10.96.0.99".parse().unwrap(),
+    }];
+    service.ports = vec![Port {
+        service_port: 15008,
+        target_port: 15008,
+        ..Port::default()
+    }];
+    (pod, service)
+}
+
+/// Service `echo` with VIP `vip` and the port `vip` names, bound to the waypoint.
+fn bound_service(vip: SocketAddr) -> Service {
+    let mut service = Service::new(
+        "echo",
+        Namespace::new("demo").unwrap(),
+        Hostname::new("echo.demo.svc.cluster.local").unwrap(),
+    );
+    service.addresses = vec![NetworkAddress {
+        network: String::new(),
+        address: vip.ip(),
+    }];
+    service.ports = vec![Port {
+        service_port: vip.port(),
+        target_port: vip.port(),
+        ..Port::default()
+    }];
+    service.waypoint = Some(crate::state::GatewayAddress::hostname(WAYPOINT_KEY.parse().unwrap()));
+    service
+}
+
+/// A service bound to a waypoint: the tunnel goes to the waypoint pod (not enrolled, yet reached over HBONE), which
+/// presents its own identity, with the VIP as the authority; telemetry names the service, and the waypoint as the
+/// destination workload and principal.
+#[tokio::test]
+async fn a_service_bound_to_a_waypoint_is_tunnelled_to_the_waypoint_with_the_vip_as_authority() {
+    // The VIP is a loopback address where an echo listens, so that the waypoint can connect to the authority.
+    let vip = echo_on(IpAddr::from([127, 0, 0, 4])).await;
+    let h = Harness::start_waypoint("waypoint", vec![vip.ip()]).await;
+    let (waypoint, waypoint_service) = waypoint_objects(&h);
+    let local = pod("client", IpAddr::from([127, 0, 0, 1]));
+    let snapshot = Snapshot::new(
+        1,
+        vec![local, waypoint],
+        vec![bound_service(vip), waypoint_service],
+        Vec::new(),
+    )
+    .unwrap();
+    let proxy = h.proxy_over(snapshot, vip).await;
+    echo_through(proxy, b"through the waypoint").await;
+
+    let requests = h.seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].authority, Authority::Addr(vip));
+    assert_eq!(requests[0].local_addr, SocketAddr::new(h.pod_ip, 15008));
+    assert_eq!(requests[0].peer_identity, Some(identity(&h.td, "client")));
+    h.wait_for(
+        "istio_tcp_connections_closed_total",
+        &[
+            r#"reporter="source""#,
+            r#"destination_service="echo.demo.svc.cluster.local""#,
+            r#"destination_service_name="echo""#,
+            r#"destination_workload="waypoint""#,
+            r#"destination_principal="spiffe://cluster.local/ns/demo/sa/waypoint""#,
+            r#"connection_security_policy="mutual_tls""#,
+        ],
+    )
+    .await;
+}
+
+/// A bound service whose waypoint has no ready pod is refused, never sent direct: the client is closed and the
+/// failure names the service.
+#[tokio::test]
+async fn a_service_bound_to_a_waypoint_without_pods_is_refused() {
+    let vip = echo_on(IpAddr::from([127, 0, 0, 4])).await;
+    let h = Harness::start_waypoint("waypoint", vec![vip.ip()]).await;
+    let (_, waypoint_service) = waypoint_objects(&h);
+    let local = pod("client", IpAddr::from([127, 0, 0, 1]));
+    let services = vec![bound_service(vip), waypoint_service];
+    let snapshot = Snapshot::new(1, vec![local], services, Vec::new()).unwrap();
+    let proxy = h.proxy_over(snapshot, vip).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, client.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(read.is_err() || buf.is_empty());
+    h.wait_for(
+        "istio_tcp_connections_failed_total",
+        &[
+            r#"response_flags="CONNECT""#,
+            r#"destination_service="echo.demo.svc.cluster.local""#,
+        ],
+    )
+    .await;
+    assert_eq!(h.seen.accepts.load(Ordering::SeqCst), 0, "nothing reached the waypoint");
+}
+
+/// The node scope, a pod IP bound to a waypoint that the node holds neither of: the pod's alias is looked up, then
+/// (the answer naming a waypoint) the waypoint's service, which brings its pod; the tunnel goes to the waypoint with
+/// the pod IP as the authority.
+#[tokio::test]
+async fn an_unknown_pod_ip_with_a_waypoint_is_looked_up_twice_then_tunnelled_to_the_waypoint() {
+    use ambit_api::envoy::service::discovery::v3::Resource;
+    use ambit_api::istio::workload as pb;
+    use ambit_api::prost::Message;
+    use ambit_xds::delta::{Handler, Update};
+
+    let backend = echo_on(IpAddr::from([127, 0, 0, 5])).await;
+    let h = Harness::start_waypoint("waypoint", vec![backend.ip()]).await;
+    let (waypoint, waypoint_service) = waypoint_objects(&h);
+    let local = pod("client", IpAddr::from([127, 0, 0, 1]));
+    let mut dest = pod("dest", backend.ip());
+    dest.waypoint = Some(crate::state::GatewayAddress::hostname(WAYPOINT_KEY.parse().unwrap()));
+
+    let resource = |name: &str, address: pb::Address, aliases: Vec<String>| Resource {
+        name: name.to_string(),
+        version: "1".to_string(),
+        resource: Some(ambit_api::prost_types::Any {
+            type_url: ambit_api::WORKLOAD_ADDRESS_TYPE_URL.to_string(),
+            value: address.encode_to_vec(),
+        }),
+        aliases,
+    };
+    let update = |added| Update {
+        added,
+        removed: Vec::new(),
+        initial: false,
+    };
+    let (mut addresses, _, snapshot) = crate::state::xds::handlers();
+    // The node scope's wildcard: the local pod and every service.
+    let initial = vec![
+        resource(local.uid.as_str(), pb::Address::from(&local), Vec::new()),
+        resource(WAYPOINT_KEY, pb::Address::from(&waypoint_service), Vec::new()),
+    ];
+    addresses.apply(update(initial)).unwrap();
+
+    // The control plane, played by the subscriber: the alias brings the pod, the waypoint's name its service and
+    // endpoint.
+    let alias = format!("/{}", backend.ip());
+    let subscribed = Arc::new(Mutex::new(Vec::new()));
+    let handler = Arc::new(Mutex::new(None::<crate::state::xds::AddressHandler>));
+    let lookups = addresses.lookups({
+        let (subscribed, handler, alias) = (Arc::clone(&subscribed), Arc::clone(&handler), alias.clone());
+        move |key: String| {
+            subscribed.lock().unwrap().push(key.clone());
+            let answer = if key == alias {
+                vec![resource(dest.uid.as_str(), pb::Address::from(&dest), vec![key])]
+            } else if key == WAYPOINT_KEY {
+                vec![
+                    resource(WAYPOINT_KEY, pb::Address::from(&waypoint_service), Vec::new()),
+                    resource(waypoint.uid.as_str(), pb::Address::from(&waypoint), Vec::new()),
+                ]
+            } else {
+                return;
+            };
+            handler.lock().unwrap().as_mut().unwrap().apply(update(answer)).unwrap();
+        }
+    });
+    *handler.lock().unwrap() = Some(addresses);
+
+    let (_, bundle) = watch::channel(h.ca.trust_bundle());
+    let cert = h.ca.issue(&identity(&h.td, "client"), None, SystemTime::now()).unwrap();
+    let proxy = OutboundProxy::new(
+        local_uid(),
+        snapshot,
+        FixedCert(cert),
+        bundle,
+        PoolSettings::default(),
+        PlainDialer,
+        Arc::clone(&h.metrics),
+        FixedOriginalDst(backend),
+        Some(lookups),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.serve(listener, never_drains()));
+
+    echo_through(addr, b"looked up twice").await;
+    echo_through(addr, b"held now").await;
+    assert_eq!(*subscribed.lock().unwrap(), [alias, WAYPOINT_KEY.to_string()]);
+    let requests = h.seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "both connections went through the waypoint");
+    assert_eq!(requests[0].authority, Authority::Addr(backend));
+    assert_eq!(requests[0].local_addr, SocketAddr::new(h.pod_ip, 15008));
+    h.wait_for(
+        "istio_tcp_connections_closed_total",
+        &[
+            r#"destination_workload="waypoint""#,
+            r#"destination_principal="spiffe://cluster.local/ns/demo/sa/waypoint""#,
+        ],
+    )
+    .await;
 }

@@ -1,13 +1,15 @@
-//! Tables for the outbound plan (service VIPs, load balancing, pod IPs, passthrough, waypoints), the inbound
-//! authority check and policy attachment.
+//! Tables for the outbound plan (service VIPs, load balancing, pod IPs, passthrough, waypoints), the node scope's
+//! lookups, the inbound authority check and policy attachment.
 
 use std::collections::BTreeMap;
 
 use ambit_policy::Scope;
 
 use super::*;
-use crate::state::fixtures::{addr, endpoint, ip, key, ns, pod, policy, service, snapshot, uid};
-use crate::state::model::{GatewayAddress, Locality};
+use crate::state::fixtures::{
+    addr, endpoint, ip, key, ns, pod, policy, service, snapshot, uid, waypoint, waypoint_pod, waypoint_service,
+};
+use crate::state::model::{GatewayAddress, Locality, NetworkAddress};
 
 /// A source of scripted values; fails the test if asked more often than scripted.
 fn scripted(values: &'static [u64]) -> impl FnMut(u64) -> u64 {
@@ -55,7 +57,65 @@ fn hbone(pod_ip: &str, port: u16, pod_name: &str, service: Option<&str>, sans: &
         expected_identities,
         destination_workload_uid: uid(pod_name),
         service: service.map(key),
+        waypoint: None,
     }
+}
+
+/// HBONE through `waypoint()`'s pod `pod_name` at `pod_ip`, its identity expected, with the original destination
+/// `authority`; `service` when a VIP was dialled.
+fn via_waypoint(pod_ip: &str, pod_name: &str, authority: &str, service: Option<&str>) -> OutboundPlan {
+    via(waypoint(), pod_ip, pod_name, authority, service)
+}
+
+fn via(gateway: GatewayAddress, pod_ip: &str, pod_name: &str, authority: &str, service: Option<&str>) -> OutboundPlan {
+    OutboundPlan::Hbone {
+        next_hop: SocketAddr::new(ip(pod_ip), gateway.hbone_mtls_port),
+        authority: addr(authority),
+        expected_identities: vec![pod(pod_name, pod_ip).identity()],
+        destination_workload_uid: uid(pod_name),
+        service: service.map(key),
+        waypoint: Some(gateway),
+    }
+}
+
+fn unavailable(destination: BoundDestination, reason: WaypointProblem) -> Result<OutboundPlan, PlanError> {
+    Err(PlanError::WaypointUnavailable {
+        destination,
+        waypoint: waypoint(),
+        reason,
+    })
+}
+
+/// Everything a waypoint case may edit: the `two_endpoints` mesh, plus the waypoint's pods and its service.
+struct Mesh {
+    a: Workload,
+    b: Workload,
+    echo: Service,
+    /// `wp-1` (10.0.5.1) and `wp-2` (10.0.5.2).
+    waypoint_pods: Vec<Workload>,
+    waypoint_service: Option<Service>,
+}
+
+/// [`two_endpoints`] with the waypoint's service and two ready pods, edited by `edit`; nothing is bound to the
+/// waypoint unless `edit` binds it.
+fn waypoint_mesh(edit: impl Fn(&mut Mesh)) -> Snapshot {
+    let mut mesh = Mesh {
+        a: endpoint(pod("a", "10.0.1.1"), "echo", &[]),
+        b: endpoint(pod("b", "10.0.1.2"), "echo", &[]),
+        echo: service("echo", "10.96.0.10", &[(80, 8080)]),
+        waypoint_pods: vec![waypoint_pod("wp-1", "10.0.5.1"), waypoint_pod("wp-2", "10.0.5.2")],
+        waypoint_service: Some(waypoint_service()),
+    };
+    edit(&mut mesh);
+    let mut workloads = vec![client(), mesh.a, mesh.b];
+    workloads.extend(mesh.waypoint_pods);
+    let services = std::iter::once(mesh.echo).chain(mesh.waypoint_service).collect();
+    snapshot(workloads, services)
+}
+
+/// Binds service `echo` to `waypoint()`.
+fn bind_echo(mesh: &mut Mesh) {
+    mesh.echo.waypoint = Some(waypoint());
 }
 
 fn to_echo_a() -> Result<OutboundPlan, PlanError> {
@@ -298,11 +358,6 @@ fn destination_cases() -> Vec<Case> {
         "spiffe://cluster.local/ns/demo/sa/echo-legacy",
         "spiffe://other.domain/ns/demo/sa/echo",
     ];
-    let waypoint = || {
-        Some(GatewayAddress::hostname(
-            "demo/waypoint.demo.svc.cluster.local".parse().unwrap(),
-        ))
-    };
     vec![
         case(
             "pod IP: HBONE to the pod, port unchanged",
@@ -371,46 +426,266 @@ fn destination_cases() -> Vec<Case> {
             &[],
             Ok(hbone("10.0.1.1", 8080, "a", Some("echo"), &sans)),
         ),
+    ]
+}
+
+fn waypoint_cases() -> Vec<Case> {
+    let vip = "10.96.0.10:80";
+    let address_waypoint = |address: &str| GatewayAddress {
+        destination: GatewayDestination::Address(NetworkAddress {
+            network: String::new(),
+            address: ip(address),
+        }),
+        hbone_mtls_port: 15008,
+    };
+    let echo = || BoundDestination::Service(key("echo"));
+    vec![
         case(
-            "service waypoint: not supported yet",
-            two_endpoints(move |_, _, s| s.waypoint = waypoint()),
-            "10.96.0.10:80",
-            &[],
-            Err(PlanError::WaypointUnsupported {
-                destination: "service demo/echo.demo.svc.cluster.local".to_string(),
-                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
-            }),
+            "service waypoint: HBONE to a waypoint pod, the VIP as authority",
+            waypoint_mesh(bind_echo),
+            vip,
+            &[0],
+            Ok(via_waypoint("10.0.5.1", "wp-1", vip, Some("echo"))),
         ),
         case(
-            "workload waypoint: not supported yet for pod IPs",
-            two_endpoints(move |a, _, _| a.waypoint = waypoint()),
+            "service waypoint: the other waypoint pod",
+            waypoint_mesh(bind_echo),
+            vip,
+            &[1],
+            Ok(via_waypoint("10.0.5.2", "wp-2", vip, Some("echo"))),
+        ),
+        case(
+            "service waypoint: an unready waypoint pod is skipped",
+            waypoint_mesh(|m| {
+                bind_echo(m);
+                m.waypoint_pods[0].status = WorkloadStatus::Unhealthy;
+            }),
+            vip,
+            &[],
+            Ok(via_waypoint("10.0.5.2", "wp-2", vip, Some("echo"))),
+        ),
+        case(
+            "service waypoint: any port goes to the waypoint, which owns the service's routing",
+            waypoint_mesh(bind_echo),
+            "10.96.0.10:81",
+            &[0],
+            Ok(via_waypoint("10.0.5.1", "wp-1", "10.96.0.10:81", Some("echo"))),
+        ),
+        case(
+            "service waypoint: the GatewayAddress's HBONE port",
+            waypoint_mesh(|m| {
+                let mut gateway = waypoint();
+                gateway.hbone_mtls_port = 15009;
+                m.echo.waypoint = Some(gateway);
+                m.waypoint_pods.truncate(1);
+            }),
+            vip,
+            &[],
+            Ok(via(
+                GatewayAddress {
+                    hbone_mtls_port: 15009,
+                    ..waypoint()
+                },
+                "10.0.5.1",
+                "wp-1",
+                vip,
+                Some("echo"),
+            )),
+        ),
+        case(
+            "service waypoint: every waypoint pod unready: refused, naming the waypoint",
+            waypoint_mesh(|m| {
+                bind_echo(m);
+                m.waypoint_pods
+                    .iter_mut()
+                    .for_each(|w| w.status = WorkloadStatus::Unhealthy);
+            }),
+            vip,
+            &[],
+            unavailable(echo(), WaypointProblem::NoReadyEndpoint),
+        ),
+        case(
+            "service waypoint: a waypoint pod on another network is no candidate",
+            waypoint_mesh(|m| {
+                bind_echo(m);
+                m.waypoint_pods.truncate(1);
+                m.waypoint_pods[0].network = "remote".to_string();
+            }),
+            vip,
+            &[],
+            unavailable(echo(), WaypointProblem::NoReadyEndpoint),
+        ),
+        case(
+            "service waypoint: no pods at all",
+            waypoint_mesh(|m| {
+                bind_echo(m);
+                m.waypoint_pods.clear();
+            }),
+            vip,
+            &[],
+            unavailable(echo(), WaypointProblem::NoReadyEndpoint),
+        ),
+        case(
+            "service waypoint: the waypoint's service is unknown",
+            waypoint_mesh(|m| {
+                bind_echo(m);
+                m.waypoint_pods.clear();
+                m.waypoint_service = None;
+            }),
+            vip,
+            &[],
+            unavailable(echo(), WaypointProblem::UnknownService),
+        ),
+        case(
+            "bypass (the control plane left the waypoint out): direct to the endpoint",
+            waypoint_mesh(|m| m.b.status = WorkloadStatus::Unhealthy),
+            vip,
+            &[],
+            to_echo_a(),
+        ),
+        case(
+            "workload waypoint: a pod IP goes to the waypoint, the pod IP as authority",
+            waypoint_mesh(|m| m.a.waypoint = Some(waypoint())),
+            "10.0.1.1:8080",
+            &[1],
+            Ok(via_waypoint("10.0.5.2", "wp-2", "10.0.1.1:8080", None)),
+        ),
+        case(
+            "workload waypoint without pods: refused, naming the workload",
+            waypoint_mesh(|m| {
+                m.a.waypoint = Some(waypoint());
+                m.waypoint_pods.clear();
+            }),
             "10.0.1.1:8080",
             &[],
-            Err(PlanError::WaypointUnsupported {
-                destination: "workload Kubernetes//Pod/demo/a".to_string(),
-                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
-            }),
+            unavailable(BoundDestination::Workload(uid("a")), WaypointProblem::NoReadyEndpoint),
         ),
         case(
             "workload waypoint: ignored for service-addressed traffic",
-            two_endpoints(move |a, b, _| {
-                a.waypoint = waypoint();
-                b.status = WorkloadStatus::Unhealthy;
+            waypoint_mesh(|m| {
+                m.a.waypoint = Some(waypoint());
+                m.b.status = WorkloadStatus::Unhealthy;
             }),
-            "10.96.0.10:80",
+            vip,
             &[],
             to_echo_a(),
+        ),
+        case(
+            "address waypoint: the workload with that address",
+            waypoint_mesh(move |m| m.echo.waypoint = Some(address_waypoint("10.0.5.2"))),
+            vip,
+            &[],
+            Ok(via(address_waypoint("10.0.5.2"), "10.0.5.2", "wp-2", vip, Some("echo"))),
+        ),
+        case(
+            "address waypoint: an unready workload",
+            waypoint_mesh(move |m| {
+                m.echo.waypoint = Some(address_waypoint("10.0.5.2"));
+                m.waypoint_pods[1].status = WorkloadStatus::Unhealthy;
+            }),
+            vip,
+            &[],
+            Err(PlanError::WaypointUnavailable {
+                destination: echo(),
+                waypoint: address_waypoint("10.0.5.2"),
+                reason: WaypointProblem::NoReadyEndpoint,
+            }),
+        ),
+        case(
+            "address waypoint: a service VIP, through one of its endpoints",
+            waypoint_mesh(move |m| m.echo.waypoint = Some(address_waypoint("10.96.0.99"))),
+            vip,
+            &[1],
+            Ok(via(
+                address_waypoint("10.96.0.99"),
+                "10.0.5.2",
+                "wp-2",
+                vip,
+                Some("echo"),
+            )),
+        ),
+        case(
+            "address waypoint: an address nobody has",
+            waypoint_mesh(move |m| m.echo.waypoint = Some(address_waypoint("10.0.5.9"))),
+            vip,
+            &[],
+            Err(PlanError::WaypointUnavailable {
+                destination: echo(),
+                waypoint: address_waypoint("10.0.5.9"),
+                reason: WaypointProblem::UnknownAddress,
+            }),
         ),
     ]
 }
 
 #[test]
 fn outbound_plans() {
-    let cases = [service_cases(), port_cases(), locality_cases(), destination_cases()];
+    let cases = [
+        service_cases(),
+        port_cases(),
+        locality_cases(),
+        destination_cases(),
+        waypoint_cases(),
+    ];
     for case in cases.into_iter().flatten() {
         let source = client();
         let got = outbound_plan(&case.snapshot, &source, addr(case.dst), &mut scripted(case.random));
         assert_eq!(got, case.want, "{}", case.name);
+    }
+}
+
+/// The waypoint pod's identity is expected, then the waypoint service's SANs; never the destination's.
+#[test]
+fn a_waypoint_pod_is_expected_to_present_its_own_identity() {
+    let san: Identity = "spiffe://cluster.local/ns/demo/sa/waypoint-legacy".parse().unwrap();
+    let snapshot = waypoint_mesh(|m| {
+        bind_echo(m);
+        m.echo.subject_alt_names = vec!["spiffe://cluster.local/ns/demo/sa/echo-legacy".parse().unwrap()];
+        m.waypoint_service.as_mut().unwrap().subject_alt_names = vec![san.clone()];
+        m.waypoint_pods.truncate(1);
+    });
+    let plan = outbound_plan(&snapshot, &client(), addr("10.96.0.10:80"), &mut scripted(&[])).unwrap();
+    let OutboundPlan::Hbone {
+        expected_identities, ..
+    } = plan
+    else {
+        panic!("{plan:?} is not HBONE");
+    };
+    assert_eq!(expected_identities, [pod("wp-1", "10.0.5.1").identity(), san]);
+}
+
+/// A pod of the waypoint sends what it forwards to a workload bound to it straight to the workload (the "sandwich"
+/// case): the workload's waypoint is skipped for its own pods, and only for them.
+#[test]
+fn a_waypoint_pod_reaches_its_workloads_directly() {
+    let by_address = GatewayAddress {
+        destination: GatewayDestination::Address(NetworkAddress {
+            network: String::new(),
+            address: ip("10.0.5.1"),
+        }),
+        hbone_mtls_port: 15008,
+    };
+    let direct = || Ok(hbone("10.0.1.1", 8080, "a", None, &[]));
+    let cases = [
+        ("a pod of the named waypoint", waypoint(), "wp-1", direct()),
+        (
+            "the workload at the waypoint's address",
+            by_address.clone(),
+            "wp-1",
+            direct(),
+        ),
+        (
+            "a pod of another waypoint's address",
+            by_address.clone(),
+            "wp-2",
+            Ok(via(by_address, "10.0.5.1", "wp-1", "10.0.1.1:8080", None)),
+        ),
+    ];
+    for (name, gateway, source, want) in cases {
+        let snapshot = waypoint_mesh(|m| m.a.waypoint = Some(gateway.clone()));
+        let source = snapshot.workload(&uid(source)).unwrap();
+        let got = outbound_plan(&snapshot, source, addr("10.0.1.1:8080"), &mut scripted(&[]));
+        assert_eq!(got, want, "{name}");
     }
 }
 
@@ -529,6 +804,19 @@ fn errors_name_their_blame() {
         no_endpoint.to_string(),
         "service demo/echo.demo.svc.cluster.local has no healthy endpoint for port 80"
     );
+    let waypoint = unavailable(BoundDestination::Service(key("echo")), WaypointProblem::NoReadyEndpoint).unwrap_err();
+    assert_eq!((waypoint.blame(), waypoint.retryable()), (Blame::Upstream, true));
+    assert_eq!(
+        waypoint.to_string(),
+        "service demo/echo.demo.svc.cluster.local is bound to waypoint demo/waypoint.demo.svc.cluster.local:15008, \
+         which has no ready endpoint: refusing instead of bypassing its L7 policy"
+    );
+    let workload = unavailable(BoundDestination::Workload(uid("a")), WaypointProblem::UnknownService).unwrap_err();
+    assert_eq!(
+        workload.to_string(),
+        "workload Kubernetes//Pod/demo/a is bound to waypoint demo/waypoint.demo.svc.cluster.local:15008, \
+         which is not a known service: refusing instead of bypassing its L7 policy"
+    );
     let self_call = InboundError::SelfCall { port: 15008 };
     assert_eq!((self_call.blame(), self_call.retryable()), (Blame::Downstream, false));
 }
@@ -565,10 +853,15 @@ fn outbound_decisions_name_the_key_to_look_up() {
     };
     let with_waypoint = || {
         let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
-        echo.waypoint = Some(GatewayAddress::hostname(
-            "demo/waypoint.demo.svc.cluster.local".parse().unwrap(),
-        ));
+        echo.waypoint = Some(waypoint());
         snapshot(vec![client()], vec![echo])
+    };
+    let at_address = |network: &str, address: &str| GatewayAddress {
+        destination: GatewayDestination::Address(NetworkAddress {
+            network: network.to_string(),
+            address: ip(address),
+        }),
+        hbone_mtls_port: 15008,
     };
     let passthrough = || {
         let mut echo = service("echo", "10.96.0.10", &[(80, 8080)]);
@@ -578,6 +871,7 @@ fn outbound_decisions_name_the_key_to_look_up() {
     let lookup = |key: &str| OutboundDecision::Lookup(key.to_string());
     let unknown = |dst: &str| OutboundDecision::Plan(Ok(OutboundPlan::passthrough(addr(dst), None, None)));
     const ECHO: &str = "demo/echo.demo.svc.cluster.local";
+    const WAYPOINT: &str = "demo/waypoint.demo.svc.cluster.local";
     let echo = ECHO;
     // (case, snapshot, destination, keys already looked up, decision)
     let cases: Vec<(&str, Snapshot, &str, &[&str], OutboundDecision)> = vec![
@@ -610,14 +904,62 @@ fn outbound_decisions_name_the_key_to_look_up() {
             lookup(echo),
         ),
         (
-            "a VIP with a waypoint: nothing to look up",
+            "a VIP with a waypoint: the waypoint's service, for its pods (not the service's endpoints)",
             with_waypoint(),
             "10.96.0.10:80",
+            &[ECHO],
+            lookup(WAYPOINT),
+        ),
+        (
+            "a VIP with a waypoint whose pods the node holds: the waypoint's service still, for the others",
+            waypoint_mesh(bind_echo),
+            "10.96.0.10:80",
             &[],
-            OutboundDecision::Plan(Err(PlanError::WaypointUnsupported {
-                destination: format!("service {echo}"),
-                waypoint: "demo/waypoint.demo.svc.cluster.local:15008".to_string(),
-            })),
+            lookup(WAYPOINT),
+        ),
+        (
+            "a VIP with a waypoint looked up: the plan to a waypoint pod",
+            waypoint_mesh(bind_echo),
+            "10.96.0.10:80",
+            &[WAYPOINT],
+            OutboundDecision::Plan(Ok(via_waypoint("10.0.5.1", "wp-1", "10.96.0.10:80", Some("echo")))),
+        ),
+        (
+            "a VIP with a waypoint looked up, still unknown: refused, naming it",
+            with_waypoint(),
+            "10.96.0.10:80",
+            &[WAYPOINT],
+            OutboundDecision::Plan(unavailable(
+                BoundDestination::Service(key("echo")),
+                WaypointProblem::UnknownService,
+            )),
+        ),
+        (
+            "a VIP with a waypoint at an address the node holds: nothing to look up",
+            waypoint_mesh(move |m| m.echo.waypoint = Some(at_address("", "10.0.5.1"))),
+            "10.96.0.10:80",
+            &[],
+            OutboundDecision::Plan(Ok(via(
+                at_address("", "10.0.5.1"),
+                "10.0.5.1",
+                "wp-1",
+                "10.96.0.10:80",
+                Some("echo"),
+            ))),
+        ),
+        (
+            "a VIP with a waypoint at an unknown address: its alias, in the waypoint's network",
+            waypoint_mesh(move |m| m.echo.waypoint = Some(at_address("net-w", "10.0.5.9"))),
+            "10.96.0.10:80",
+            &[],
+            lookup("net-w/10.0.5.9"),
+        ),
+        (
+            "a pod IP the node holds, with a waypoint: the waypoint's service",
+            waypoint_mesh(|m| m.a.waypoint = Some(waypoint())),
+            "10.0.1.1:8080",
+            &[],
+            lookup(WAYPOINT),
         ),
         (
             "a PASSTHROUGH VIP: nothing to look up",
