@@ -44,6 +44,7 @@ e2e: deps
 	$(CARGO) test --locked -p ambit --features netns-tests --test mesh -- --test-threads=2
 	$(CARGO) test --locked -p ambit --features netns-tests --test proxy_config
 	$(CARGO) test --locked -p ambit --features netns-tests --test agent -- --test-threads=2
+	$(CARGO) test --locked -p ambit --features netns-tests --test waypoint
 	$(CARGO) test --locked -p ambit-capture --features netns-tests --test capture
 	$(CARGO) test --locked -p ambit-agent --features netns-tests --test netns
 	$(CARGO) test --locked -p ambit-node --features netns-tests --lib

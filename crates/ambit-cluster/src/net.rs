@@ -5,6 +5,7 @@
 //! Addressing (see `model.rs` for how the plan allocates it):
 //! - the fabric bridge `br0` carries the control plane's address, so `ambit control` (run in the fabric namespace)
 //!   is reached from every node directly on the fabric;
+//! - the fabric routes each node's pod /24 via the node's address (pods reach the control plane);
 //! - node `eth0` carries the node address on the fabric; routes to the other nodes' pod /24s go via their addresses;
 //! - a pod's `eth0` has its pod IP as a /32, a link route to its node's gateway (the /24's first address) and a
 //!   default route through it; the node side of the veth (`veth<last octet>`) carries the gateway address and a
@@ -97,23 +98,26 @@ pub fn pod_veth(pod_ip: Ipv4Addr) -> String {
     format!("veth{}", pod_ip.octets()[3])
 }
 
-/// Creates the fabric and every node, with routes between the nodes' pod ranges.
+/// Creates the fabric and every node, with routes between the nodes' pod ranges. The fabric also routes each pod
+/// range to its node, so pods reach the control plane (a waypoint pod fetches its certificate and config there, as
+/// a Kubernetes pod reaches istiod).
 pub fn create_fabric(layout: &Layout, plan: &ClusterPlan) -> Result<(), NetError> {
     let fabric = layout.fabric_ns();
     add_netns(&fabric)?;
-    ip_batch(
-        &fabric,
-        &[
-            "link set lo up".into(),
-            format!("link add {BRIDGE} type bridge"),
-            format!("link set {BRIDGE} up"),
-            format!(
-                "addr add {}/{} dev {BRIDGE}",
-                plan.control_address,
-                plan.node_cidr.prefix()
-            ),
-        ],
-    )?;
+    let mut lines = vec![
+        "link set lo up".into(),
+        format!("link add {BRIDGE} type bridge"),
+        format!("link set {BRIDGE} up"),
+        format!(
+            "addr add {}/{} dev {BRIDGE}",
+            plan.control_address,
+            plan.node_cidr.prefix()
+        ),
+    ];
+    lines.extend(
+        (plan.nodes.iter()).map(|node| format!("route add {} via {} dev {BRIDGE}", node.pod_cidr, node.address)),
+    );
+    ip_batch(&fabric, &lines)?;
     for (i, node) in plan.nodes.iter().enumerate() {
         create_node(layout, plan, i, node)?;
     }

@@ -887,6 +887,8 @@ struct Runner {
     pod_ns: String,
     plan: PodPlan,
     spec: ContainerPlan,
+    /// The cluster's name, given to containers as `AMBIT_CLUSTER`.
+    cluster: String,
     log: PathBuf,
     workdir: PathBuf,
     events: mpsc::Sender<Event>,
@@ -916,6 +918,7 @@ impl Runner {
             workdir: layout.pod_home(&p.namespace, &p.name),
             plan: p.clone(),
             spec,
+            cluster: layout.cluster().to_string(),
             events,
             stop,
             gate: None,
@@ -972,7 +975,7 @@ impl Runner {
         cmd.args(["netns", "exec", &self.pod_ns])
             .args(&self.spec.argv)
             .env_clear()
-            .envs(container_env(&self.plan, &self.spec, &self.workdir))
+            .envs(container_env(&self.cluster, &self.plan, &self.spec, &self.workdir))
             .current_dir(
                 self.spec
                     .working_dir
@@ -1035,8 +1038,14 @@ async fn terminate(child: &mut tokio::process::Child, pid: u32, grace: Duration)
 }
 
 /// The environment of a container process: PATH (with the ambit binary's directory first, so manifests can say
-/// `command: [ambit, ...]`), HOME and HOSTNAME, then the container's own resolved env.
-pub fn container_env(pod: &PodPlan, spec: &ContainerPlan, home: &std::path::Path) -> Vec<(String, String)> {
+/// `command: [ambit, ...]`), HOME, HOSTNAME and AMBIT_CLUSTER (so `ambit` commands in a pod, such as a waypoint,
+/// find their cluster), then the container's own resolved env.
+pub fn container_env(
+    cluster: &str,
+    pod: &PodPlan,
+    spec: &ContainerPlan,
+    home: &std::path::Path,
+) -> Vec<(String, String)> {
     let host_path =
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let exe_dir = std::env::current_exe()
@@ -1050,6 +1059,7 @@ pub fn container_env(pod: &PodPlan, spec: &ContainerPlan, home: &std::path::Path
         ("PATH".to_string(), path),
         ("HOME".to_string(), home.display().to_string()),
         ("HOSTNAME".to_string(), pod.name.clone()),
+        ("AMBIT_CLUSTER".to_string(), cluster.to_string()),
     ];
     env.retain(|(k, _)| !spec.env.iter().any(|(sk, _)| sk == k));
     env.extend(spec.env.iter().cloned());

@@ -5,8 +5,8 @@
 //! - Pod N/`G-<suffix5>` (`suffix5`: the hash of cluster, N and G in the alphabet of generated names; the part
 //!   before it cut to 58 characters as for a Deployment's pods), owned by the Deployment G, running as G, labelled
 //!   `gateway.networking.k8s.io/gateway-name: G`, `gateway.istio.io/managed: istio.io-mesh-controller` and
-//!   `istio.io/dataplane-mode: none` (never captured). One container `waypoint` runs `ambit waypoint --cluster C
-//!   --gateway G` with ports 15008 (`mesh`), 15020 (`metrics`) and 15021 (`status-port`), ready on an HTTP GET of
+//!   `istio.io/dataplane-mode: none` (never captured). One container `waypoint` runs `ambit waypoint --gateway G`
+//!   (the supervisor gives every container `AMBIT_CLUSTER`, so it finds its cluster under any `--name`) with ports 15008 (`mesh`), 15020 (`metrics`) and 15021 (`status-port`), ready on an HTTP GET of
 //!   `:15021/healthz/ready` every second; restart policy Always. It is placed like any pod (the Deployment G as its
 //!   owner), on the node the Gateway's annotation `ambit.dev/node` names if it has one.
 //! - Service N/G: ClusterIP, selecting `gateway.networking.k8s.io/gateway-name: G`, port 15008 named `mesh`, with the
@@ -148,7 +148,7 @@ fn made<'a>(cluster: &str, waypoint: &Waypoint<'a>) -> Made<'a> {
         origin: waypoint.origin,
         meta: object_meta(waypoint, pod_name(cluster, waypoint), pod_labels(&waypoint.name)),
         owner: Some(waypoint.name.clone()),
-        spec: pod_spec(cluster, waypoint),
+        spec: pod_spec(waypoint),
     };
     let service = ServiceChecked {
         origin: waypoint.origin,
@@ -195,17 +195,17 @@ fn pod_labels(gateway: &str) -> Labels {
     labels
 }
 
-fn pod_spec(cluster: &str, waypoint: &Waypoint<'_>) -> PodSpecChecked {
+fn pod_spec(waypoint: &Waypoint<'_>) -> PodSpecChecked {
     PodSpecChecked {
         node_name: waypoint.node.clone(),
         service_account: waypoint.name.clone(),
         restart_policy: RestartPolicy::Always,
-        containers: vec![container(cluster, &waypoint.name)],
+        containers: vec![container(&waypoint.name)],
     }
 }
 
-fn container(cluster: &str, gateway: &str) -> ContainerSpec {
-    let argv = [PROGRAM, "waypoint", "--cluster", cluster, "--gateway", gateway];
+fn container(gateway: &str) -> ContainerSpec {
+    let argv = [PROGRAM, "waypoint", "--gateway", gateway];
     let ports = [
         ("mesh", MESH_PORT),
         ("metrics", METRICS_PORT),

@@ -26,7 +26,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let plan = super::load_plan(&layout)?;
     let (pod, container) = super::find_container(&plan, &args.namespace, &args.pod, args.container.as_deref())?;
     let home = layout.pod_home(&pod.namespace, &pod.name);
-    let env = ambit_cluster::supervisor::container_env(pod, container, &home);
+    let env = ambit_cluster::supervisor::container_env(layout.cluster(), pod, container, &home);
     let err = std::process::Command::new("ip")
         .args(["netns", "exec", &layout.pod_ns(&pod.namespace, &pod.name)])
         .args(&args.command)

@@ -106,7 +106,7 @@ fn a_waypoint_gateway_gets_a_service_account_pod_and_service() {
         panic!("expected one container: {:?}", pod.containers)
     };
     assert_eq!(container.name, "waypoint");
-    let argv = ["ambit", "waypoint", "--cluster", "test", "--gateway", "waypoint"];
+    let argv = ["ambit", "waypoint", "--gateway", "waypoint"];
     assert_eq!(container.argv, argv);
     let ports: Vec<(Option<&str>, u16, Protocol)> = (container.ports.iter())
         .map(|port| (port.name.as_deref(), port.port, port.protocol))
