@@ -2,7 +2,9 @@
 # `make bench`: load measurements on the local cluster, client and server pods on different nodes, each the median
 # of 3 runs with min and max, printed as one table with the direct path (namespace `bench`) beside the meshed one
 # (namespace `bench-mesh`, enrolled in ambient: through both node proxies over HBONE), the node proxies' cost, and
-# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike. Then a second
+# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike. The HTTP rows
+# with 1 and 16 connections also run on a third path, through the waypoint (namespace `bench-waypoint`: client ->
+# node proxy -> waypoint -> node proxy -> server), with the waypoint's CPU per 1000 requests and its RSS. Then a second
 # table for the control plane: policy propagation over xDS and memory with 10,000 workloads (without the cluster).
 # Exits non-zero only when a run produced no result; a missed target is reported, not fatal.
 # BENCH_SECONDS sets each run's length (default 5); BENCH_CONTROL_PLANE=0 leaves out the second table (node proxies
@@ -14,6 +16,7 @@ CLUSTER=bench
 NODES=(node-1 node-2)
 DIRECT_NS=bench
 MESH_NS=bench-mesh
+WAYPOINT_NS=bench-waypoint
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 cleanup() {
@@ -32,8 +35,15 @@ pod_ip() { # NAMESPACE POD
 import json,sys
 print([p["status"]["podIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"]==sys.argv[1]][0])' "$2"
 }
-declare -A server=([direct]=$(pod_ip "$DIRECT_NS" server) [meshed]=$(pod_ip "$MESH_NS" server))
-declare -A namespace=([direct]=$DIRECT_NS [meshed]=$MESH_NS)
+service_ip() { # NAMESPACE SERVICE
+  "$AMBIT" get services -n "$1" -o json | python3 -c '
+import json,sys
+print([s["spec"]["clusterIP"] for s in json.load(sys.stdin)["items"] if s["metadata"]["name"]==sys.argv[1]][0])' "$2"
+}
+# The waypoint path is service-addressed: a waypoint serves the Services bound to it.
+declare -A server=([direct]=$(pod_ip "$DIRECT_NS" server) [meshed]=$(pod_ip "$MESH_NS" server)
+  [waypoint]=$(service_ip "$WAYPOINT_NS" server))
+declare -A namespace=([direct]=$DIRECT_NS [meshed]=$MESH_NS [waypoint]=$WAYPOINT_NS)
 
 # Waits until every node proxy is ready (`cluster up` already waited for the pods), at most 30 s.
 for node in "${NODES[@]}"; do
@@ -64,6 +74,24 @@ proxy_stat() {
     done
   done
 }
+# The waypoint: the `ambit waypoint` process in its pod's namespace. Prints: PID CPU_TICKS VMHWM_KIB.
+waypoint_stat() {
+  local ns pid arg stat rest hwm fields
+  for ns in $(ip netns list | awk '{print $1}' | grep "^ambit\.$CLUSTER\.pod\.$WAYPOINT_NS\.waypoint-"); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      arg=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | sed -n 2p) || continue
+      [[ $arg == waypoint ]] || continue
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+      rest=${stat##*) }
+      read -ra fields <<<"$rest"
+      hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || hwm=0
+      echo "$pid $((fields[11] + fields[12])) ${hwm:-0}"
+    done
+  done
+}
+if [[ -z $(waypoint_stat) ]]; then
+  echo "bench: warning: no waypoint process found in the $WAYPOINT_NS waypoint pod; waypoint cost not measured" >&2
+fi
 if [[ -z $(proxy_stat) ]]; then
   echo "bench: warning: no node proxy process found in ambit.$CLUSTER.node.*; node proxy cost not measured" >&2
 fi
@@ -79,6 +107,7 @@ run() { # PATH NAME I ARGS...: one run of `ambit app load ARGS -o json` from the
   local path=$1 name=$2 i=$3 target=${server[$1]}; shift 3
   local json="$out/$path.$name.$i.json"
   [[ $path == meshed ]] && proxy_stat >"$out/proxy.$name.$i.before"
+  [[ $path == waypoint ]] && waypoint_stat >"$out/waypoint.$name.$i.before"
   # The target's address is the path's server; ARGS name it SERVER.
   if ! timeout -k 5 $((RUN_SECONDS + 60)) "$AMBIT" exec -n "${namespace[$path]}" client -- \
       ambit app load "${@//SERVER/$target}" -d "${RUN_SECONDS}s" -o json >"$json" 2>"$out/stderr.log" \
@@ -89,13 +118,16 @@ run() { # PATH NAME I ARGS...: one run of `ambit app load ARGS -o json` from the
     failed=1
   fi
   [[ $path == meshed ]] && proxy_stat >"$out/proxy.$name.$i.after"
+  [[ $path == waypoint ]] && waypoint_stat >"$out/waypoint.$name.$i.after"
   return 0
 }
-measure() { # NAME ARGS...: three runs on each path, direct run i then meshed run i
+measure() { # NAME ARGS...: three runs on each path, direct run i then meshed run i (then waypoint run i for the
+  # HTTP runs with 1 and 16 connections)
   local name=$1 i; shift
   for i in 1 2 3; do
     run direct "$name" "$i" "$@"
     run meshed "$name" "$i" "$@"
+    if [[ $name == http1 || $name == http16 ]]; then run waypoint "$name" "$i" "$@"; fi
   done
 }
 measure bulk --tcp SERVER:9001 --bulk
@@ -138,8 +170,9 @@ rows = [
     ("1000 req/s over 4 connections: p99", "rate1000", p("p99"), us, None),
 ]
 w, c, d = 46, 30, 17
-print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<{c}} {'meshed':<{c}} {'meshed vs direct':<{d}} target")
-print("-" * (w + 2 * c + d + 20))
+print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<{c}} {'meshed (L4)':<{c}} {'meshed vs direct':<{d}} "
+      f"{'target':<26} {'waypoint (L7)':<{c}} waypoint vs direct")
+print("-" * (w + 3 * c + 2 * d + 30))
 for label, name, get, (fmt, unit), target in rows:
     a, b = median("direct", name, get), median("meshed", name, get)
     latency = unit == "us"
@@ -158,8 +191,14 @@ for label, name, get, (fmt, unit), target in rows:
         else:
             ok = b >= limit * a if kind == "ratio" else b <= a + limit
             goal += "  PASS" if ok else "  FAIL"
+    wp, wp_versus = "-", ""
+    if runs("waypoint", name):
+        wp = cell("waypoint", name, get, fmt, unit)
+        b = median("waypoint", name, get)
+        if a is not None and b is not None:
+            wp_versus = f"{b - a:+,.0f} us" if latency else (f"{b / a:.0%}" if a else "-")
     print(f"{label:<{w}} {cell('direct', name, get, fmt, unit):<{c}} {cell('meshed', name, get, fmt, unit):<{c}} "
-          f"{versus:<{d}} {goal}".rstrip())
+          f"{versus:<{d}} {goal:<26} {wp:<{c}} {wp_versus}".rstrip())
 
 # Node proxies: CPU (utime+stime) over the meshed runs only, from the snapshots taken around each of them.
 def snapshot(f):
@@ -200,11 +239,29 @@ if last and per_run:
     print(f"{'  CPU ms per 1000 requests, by run':<{w}} {'-':<{c}} {per_run}")
 print(f"{'node proxies: peak RSS':<{w}} {'-':<{c}} {rss_cell}")
 
+# The waypoint: CPU over its runs, per 1000 requests, and its peak RSS.
+wp_ticks, wp_hwm, wp_requests = 0, 0, 0
+for before_file in sorted(glob.glob(os.path.join(out, "waypoint.*.before"))):
+    after_file = before_file[: -len(".before")] + ".after"
+    lines = [open(f).read().split() for f in (before_file, after_file) if os.path.exists(f)]
+    if len(lines) == 2 and len(lines[0]) == 3 and len(lines[1]) == 3:
+        (pid0, t0, _), (pid1, t1, h1) = lines
+        wp_ticks += int(t1) - (int(t0) if pid0 == pid1 else 0)
+        wp_hwm = max(wp_hwm, int(h1))
+for n in ("http1", "http16"):
+    wp_requests += sum(r["requests"] for r in runs("waypoint", n))
+if wp_hwm:
+    per_k = f"; {wp_ticks / tck / wp_requests * 1e6:,.1f} ms per 1000 requests" if wp_requests else ""
+    print(f"{'waypoint: CPU seconds during its runs':<{w}} {'-':<{c}} {wp_ticks / tck:.2f} s{per_k}")
+    print(f"{'waypoint: peak RSS':<{w}} {'-':<{c}} {wp_hwm / 1024:.1f} MiB")
+else:
+    print(f"{'waypoint: CPU and RSS':<{w}} {'-':<{c}} not measured")
+
 def errors(path):
     counts = {n: sum(r["errors"] for r in runs(path, n)) for n in names}
     listed = ", ".join(f"{n} {v}" for n, v in counts.items() if v)
     return f"{sum(counts.values())}" + (f" ({listed})" if listed else "")
-print(f"\nerrors across all runs: direct {errors('direct')}, meshed {errors('meshed')}")
+print(f"\nerrors across all runs: direct {errors('direct')}, meshed {errors('meshed')}, waypoint {errors('waypoint')}")
 print(f"figures: `ambit exec -n {direct_ns}|{mesh_ns} client -- ambit app load ... -d {seconds}s -o json` from node-1 "
       f"to the server pod on node-2, BENCH_SECONDS={seconds}, 3 runs per path alternating direct and meshed; "
       "targets are informational.")

@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ambit_node::state::model::{
-    GatewayAddress, Hostname, Namespace, NetworkAddress, Port, PortMapping, Service, ServiceAccount, ServiceKey,
-    TunnelProtocol, Workload, WorkloadStatus, WorkloadType, WorkloadUid,
+    AppProtocol, GatewayAddress, Hostname, Namespace, NetworkAddress, Port, PortMapping, Service, ServiceAccount,
+    ServiceKey, TunnelProtocol, Workload, WorkloadStatus, WorkloadType, WorkloadUid,
 };
 use ambit_node::state::source::StateFile;
 use ambit_policy::istio::{AuthorizationPolicy, PeerAuthentication, WorkloadSelector};
@@ -301,6 +301,26 @@ fn tcp_ports(svc: &core::Service) -> impl Iterator<Item = (u16, &core::ServicePo
     ports.filter_map(|port| Some((nonzero_port(port.port)?, port)))
 }
 
+/// A Service port's protocol as Istio selects it: `appProtocol`, else the port name's prefix (`http-web`, `grpc`);
+/// `Unknown` when neither says (the waypoint then looks at the first bytes).
+fn app_protocol(port: &core::ServicePort) -> AppProtocol {
+    let named = |text: &str| match text.to_ascii_lowercase().as_str() {
+        "http" | "http1" => Some(AppProtocol::Http11),
+        "http2" | "h2c" | "kubernetes.io/h2c" => Some(AppProtocol::Http2),
+        "grpc" | "grpc-web" => Some(AppProtocol::Grpc),
+        "tcp" => Some(AppProtocol::Tcp),
+        "tls" | "https" | "kubernetes.io/wss" => Some(AppProtocol::Tls),
+        _ => None,
+    };
+    let declared = port.app_protocol.as_deref().and_then(named);
+    let from_name = || {
+        port.name
+            .as_deref()
+            .and_then(|name| named(name.split('-').next().unwrap_or_default()))
+    };
+    declared.or_else(from_name).unwrap_or(AppProtocol::Unknown)
+}
+
 fn nonzero_port(port: i32) -> Option<u16> {
     u16::try_from(port).ok().filter(|port| *port != 0)
 }
@@ -504,10 +524,10 @@ impl<'a> Cluster<'a> {
             address,
         };
         service.addresses = cluster_ips(svc).into_iter().map(address).collect();
-        let port = |(service_port, port)| Port {
+        let port = |(service_port, port): (u16, &core::ServicePort)| Port {
             service_port,
             target_port: published_target(service_port, port),
-            ..Port::default()
+            app_protocol: app_protocol(port),
         };
         service.ports = tcp_ports(svc).map(port).collect();
         service.waypoint = self.waypoint(&svc.metadata, Binder::Service);

@@ -1119,3 +1119,29 @@ fn the_state_round_trips_through_the_node_proxy_parser() {
     let back: StateFile = serde_json::from_str(&text).expect("the state parses back");
     assert_eq!(back, state);
 }
+
+#[test]
+fn a_service_ports_protocol_comes_from_app_protocol_then_its_name() {
+    let cases = [
+        (None, Some("http"), AppProtocol::Http11),
+        (None, Some("http-web"), AppProtocol::Http11),
+        (None, Some("grpc"), AppProtocol::Grpc),
+        (None, Some("http2-api"), AppProtocol::Http2),
+        (None, Some("tcp-db"), AppProtocol::Tcp),
+        (None, Some("https"), AppProtocol::Tls),
+        (None, Some("web"), AppProtocol::Unknown),
+        (None, None, AppProtocol::Unknown),
+        (Some("kubernetes.io/h2c"), Some("tcp"), AppProtocol::Http2),
+        (Some("GRPC"), None, AppProtocol::Grpc),
+        (Some("mysql"), Some("http"), AppProtocol::Http11),
+    ];
+    for (declared, name, expected) in cases {
+        let port = core::ServicePort {
+            app_protocol: declared.map(str::to_string),
+            name: name.map(str::to_string),
+            port: 80,
+            ..Default::default()
+        };
+        assert_eq!(app_protocol(&port), expected, "{declared:?} {name:?}");
+    }
+}
