@@ -33,7 +33,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body as HttpBody, Incoming};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::body::{Counted, Recorded};
 use crate::state::L7State;
@@ -182,8 +182,18 @@ pub async fn handle(
     let local = tunnel.authority.addr().unwrap_or(tunnel.client);
     let info = RequestInfo::from_request(&request).with_addresses(tunnel.client, local);
     let grpc = info.protocol == L7Protocol::Grpc;
+    // One span per request (at debug level: present when tracing is on), carrying the W3C trace id the client sent;
+    // the `traceparent` header itself is forwarded unchanged.
+    let span = tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        trace_id = ambit_telemetry::http::trace_id(request.headers()).unwrap_or_default(),
+    );
     let mut record = RequestRecord::start(&shared.metrics, &tunnel.ctx, info);
-    let reply = process(&shared, &tunnel, &state, request, &mut record).await;
+    let reply = process(&shared, &tunnel, &state, request, &mut record)
+        .instrument(span)
+        .await;
     Ok(respond(reply, record, grpc))
 }
 
@@ -430,7 +440,16 @@ async fn process(
     };
     match outcome {
         Ok(response) => Reply::Upstream(response, response_headers),
-        Err((reply, message)) => Reply::Local(reply, format!("{message}\n")),
+        Err((reply, message)) => {
+            // Envoy's text for the failure, then what failed.
+            let text = default_text(&reply).trim_end();
+            let body = if message == text {
+                format!("{text}\n")
+            } else {
+                format!("{text}: {message}\n")
+            };
+            Reply::Local(reply, body)
+        }
     }
 }
 

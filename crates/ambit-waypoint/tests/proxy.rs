@@ -39,6 +39,7 @@ type Headers<'a> = &'a [(&'a str, &'a str)];
 const VIP_WEB: &str = "10.96.0.10";
 const VIP_FLAKY: &str = "10.96.0.20";
 const VIP_PAIR: &str = "10.96.0.30";
+const VIP_DOWN: &str = "10.96.0.40";
 
 /// A certificate source for tests whose endpoints are all plain TCP: never asked.
 struct NoCertificates;
@@ -109,6 +110,13 @@ fn snapshot(backends: &Backends) -> ambit_node::state::Snapshot {
                    "addresses": [addr.ip().to_string()], "status": "HEALTHY", "services": mapping})
         })
         .collect();
+    // Service `down`: one endpoint where nothing listens (port 9 on 127.0.0.15).
+    let mut workloads = workloads;
+    workloads.push(
+        json!({"uid": "Kubernetes//Pod/app/gone", "name": "gone", "namespace": "app",
+        "addresses": ["127.0.0.15"], "status": "HEALTHY",
+        "services": {"app/down.app.svc.cluster.local": [{"service_port": 80, "target_port": 9}]}}),
+    );
     let service = |name: &str, vip: &str| {
         json!({"name": name, "namespace": "app", "hostname": format!("{name}.app.svc.cluster.local"),
                "addresses": [{"address": vip}], "ports": [{"service_port": 80, "target_port": 8080}],
@@ -120,6 +128,7 @@ fn snapshot(backends: &Backends) -> ambit_node::state::Snapshot {
         service("web-v2", "10.96.0.12"),
         service("flaky", VIP_FLAKY),
         service("pair", VIP_PAIR),
+        service("down", VIP_DOWN),
     ];
     let state = json!({"workloads": workloads, "services": services});
     ambit_node::state::parse(Path::new("state.json"), &state.to_string(), 1).unwrap()
@@ -141,6 +150,7 @@ fn config(yaml: &str) -> L7Config {
 
 struct Waypoint {
     shared: Arc<Shared>,
+    registry: Registry,
     _backends: Backends,
 }
 
@@ -170,10 +180,12 @@ impl Waypoint {
         let (_bundle_tx, bundle) = watch::channel(TrustBundle::new(Vec::new()));
         std::mem::forget(_bundle_tx);
         let upstreams = Upstreams::new(identity, certificates, bundle);
-        let metrics = Arc::new(RequestMetrics::register(&mut Registry::default()));
+        let mut registry = Registry::default();
+        let metrics = Arc::new(RequestMetrics::register(&mut registry));
         let shared = Arc::new(Shared::new(me, state, upstreams, metrics));
         Self {
             shared,
+            registry,
             _backends: backends,
         }
     }
@@ -196,6 +208,13 @@ impl Waypoint {
             theirs,
         ));
         ours
+    }
+
+    /// The request metrics as Prometheus text.
+    fn metrics(&self) -> String {
+        let mut text = String::new();
+        ambit_telemetry::prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
     }
 
     async fn http1(&self, vip: &str, sa: &str) -> http1::SendRequest<Empty<Bytes>> {
@@ -439,4 +458,57 @@ async fn http2_requests_on_one_connection_are_balanced_per_request() {
     }
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(pods.values().all(|&n| n >= 60), "{pods:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_answers_503_with_its_response_flags() {
+    let waypoint = Waypoint::start("").await;
+    let mut client = waypoint.http1(VIP_DOWN, "client").await;
+    let (status, pod, body) = get(&mut client, "/", &[]).await;
+    assert_eq!((status, pod), (StatusCode::SERVICE_UNAVAILABLE, None));
+    assert!(body.contains("upstream connect error"), "{body}");
+    // Tried three times (Istio's default retries), then UF (connect failure) and URX (retries exhausted).
+    let metrics = waypoint.metrics();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.contains("response_flags=\"UF,URX\""), "{line}");
+    assert!(
+        line.contains("destination_workload=\"gone\"") && line.contains("reporter=\"waypoint\""),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_refused_without_harm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let waypoint = Waypoint::start("").await;
+    let cases: [(Vec<u8>, &str); 3] = [
+        (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            [
+                b"GET / HTTP/1.1\r\nhost: web\r\nx-big: ".to_vec(),
+                vec![b'a'; 100 * 1024],
+                b"\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            "HTTP/1.1 431",
+        ),
+        (b"GET /%00 HTTP/1.1\r\nhost: web\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+    ];
+    for (request, expected) in cases {
+        let mut io = waypoint.tunnel(VIP_WEB, "client");
+        let _ = io.write_all(&request).await;
+        let mut answer = vec![0; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with(expected), "{expected}: {answer}");
+    }
+    // The waypoint still serves.
+    let mut client = waypoint.http1(VIP_WEB, "client").await;
+    assert_eq!(get(&mut client, "/", &[]).await.0, StatusCode::OK);
 }
