@@ -177,7 +177,7 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
         Destination::Workload { addr, .. } => addr,
         Destination::Service { service, port, .. } => {
             let backend = ServiceRef::new(service.namespace.as_str(), service.name.as_str(), port);
-            let picked = shared.pick_endpoint(&state.snapshot, &backend, Sample(fastrand::u64(..)));
+            let picked = shared.pick_endpoint(&state, &backend, Sample(fastrand::u64(..)));
             match picked {
                 Some(addr) => addr,
                 None => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ambit_hbone::Authority;
 use ambit_l7::balance::{
-    self, Algorithm, Balancer, Endpoint, EndpointId, Outcome, OutlierConfig, RetryDecision, RetryState, Sample,
+    self, Balancer, Endpoint, EndpointId, Outcome, OutlierConfig, RetryDecision, RetryState, Sample,
 };
 use ambit_l7::route::{Decision, Forward, HeaderOp, RequestHead, ServiceRef};
 use ambit_node::state::model::TunnelProtocol;
@@ -111,18 +111,18 @@ impl Shared {
     }
 
     /// Runs `f` on the balancer of `backend`, its endpoints brought up to date with `snapshot` first.
-    fn with_balancer<T>(
-        &self,
-        snapshot: &Snapshot,
-        backend: &ServiceRef,
-        f: impl FnOnce(&mut Balancer) -> T,
-    ) -> Option<T> {
+    fn with_balancer<T>(&self, state: &L7State, backend: &ServiceRef, f: impl FnOnce(&mut Balancer) -> T) -> Option<T> {
+        let snapshot = &state.snapshot;
         let mut balancers = self.balancers.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = balancers.entry(backend.clone());
         let (version, balancer) = entry.or_insert_with(|| {
-            let balancer = Balancer::new(Algorithm::LeastRequest, OutlierConfig::default(), Vec::new());
+            let balancer = Balancer::new(state.algorithm, OutlierConfig::default(), Vec::new());
             (0, balancer)
         });
+        if balancer.algorithm() != state.algorithm {
+            *balancer = Balancer::new(state.algorithm, OutlierConfig::default(), Vec::new());
+            *version = 0;
+        }
         if *version != snapshot.version() || *version == 0 {
             balancer.update(endpoints(snapshot, backend));
             *version = snapshot.version();
@@ -133,13 +133,8 @@ impl Shared {
 
 impl Shared {
     /// An endpoint of `backend` for a TCP connection (balanced per connection; not counted as a request).
-    pub(crate) fn pick_endpoint(
-        &self,
-        snapshot: &Snapshot,
-        backend: &ServiceRef,
-        sample: Sample,
-    ) -> Option<SocketAddr> {
-        self.with_balancer(snapshot, backend, |balancer| {
+    pub(crate) fn pick_endpoint(&self, state: &L7State, backend: &ServiceRef, sample: Sample) -> Option<SocketAddr> {
+        self.with_balancer(state, backend, |balancer| {
             let id = balancer.pick(Instant::now(), sample)?;
             balancer.endpoint(&id).map(|e| e.address)
         })
@@ -385,7 +380,7 @@ async fn process(
                 None => return Err((LocalReply::NoHealthyUpstream, "no healthy upstream".to_string())),
             };
             if let Backend::Service(backend) = &backend {
-                shared.with_balancer(&state.snapshot, backend, |b| b.started(&id));
+                shared.with_balancer(state, backend, |b| b.started(&id));
             }
             let (endpoint, workload) = endpoint_target(&state.snapshot, target);
             if let Some(workload) = workload {
@@ -399,8 +394,7 @@ async fn process(
                 Attempt::Failed(outcome, _) => *outcome,
             };
             if let Backend::Service(backend) = &backend {
-                let ejected =
-                    shared.with_balancer(&state.snapshot, backend, |b| b.finished(&id, outcome, Instant::now()));
+                let ejected = shared.with_balancer(state, backend, |b| b.finished(&id, outcome, Instant::now()));
                 if let Some(Some(ejection)) = ejected {
                     info!(endpoint = %id, backend = %backend, ?ejection, "endpoint ejected by outlier detection");
                 }
@@ -458,7 +452,7 @@ fn pick(shared: &Shared, state: &L7State, backend: &Backend, tried: &[EndpointId
     match backend {
         Backend::Workload(addr) => Some((EndpointId::new(addr.to_string()), *addr)),
         Backend::Service(service) => shared
-            .with_balancer(&state.snapshot, service, |balancer| {
+            .with_balancer(state, service, |balancer| {
                 let id = balancer.pick_excluding(Instant::now(), Sample(fastrand::u64(..)), tried)?;
                 let addr = balancer.endpoint(&id)?.address;
                 Some((id, addr))

@@ -5,12 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ambit_l7::balance::Algorithm;
 use ambit_l7::route::{RouteTable, ServiceRef};
 use ambit_node::state::Snapshot;
 use ambit_policy::http::{HttpPolicy, Waypoint, waypoint_policies};
 
 use crate::config::L7Config;
 use crate::target::WaypointId;
+
+/// The annotation on the waypoint's Gateway that chooses how requests are spread over a backend's endpoints:
+/// `LEAST_REQUEST` (the default, as Istio's) or `ROUND_ROBIN` (the values of DestinationRule's `loadBalancer.simple`).
+pub const LOAD_BALANCER_ANNOTATION: &str = "ambit.dev/load-balancer";
 
 /// One consistent view: workload state, L7 config, and what was compiled from them.
 #[derive(Debug)]
@@ -19,6 +24,8 @@ pub struct L7State {
     pub config: Arc<L7Config>,
     tables: HashMap<ServiceRef, RouteTable>,
     pub policies: Vec<HttpPolicy>,
+    /// How each backend's endpoints are chosen ([`LOAD_BALANCER_ANNOTATION`]).
+    pub algorithm: Algorithm,
     /// Parts of routes and policies that are not enforced as written, for logs and the config dump.
     pub problems: Vec<String>,
 }
@@ -55,11 +62,27 @@ impl L7State {
                 ));
             }
         }
+        let gateway = (config.gateways.values()).find(|gw| {
+            gw.metadata.namespace.as_deref() == Some(&me.namespace) && gw.metadata.name.as_deref() == Some(&me.name)
+        });
+        let annotation = gateway.and_then(|gw| gw.metadata.annotations.as_ref()?.get(LOAD_BALANCER_ANNOTATION));
+        let algorithm = match annotation.map(String::as_str) {
+            None | Some("LEAST_REQUEST") => Algorithm::LeastRequest,
+            Some("ROUND_ROBIN") => Algorithm::RoundRobin,
+            Some(other) => {
+                problems.push(format!(
+                    "Gateway {me}: metadata.annotations[\"{LOAD_BALANCER_ANNOTATION}\"]: {other:?} is not \
+                     LEAST_REQUEST or ROUND_ROBIN; using LEAST_REQUEST"
+                ));
+                Algorithm::LeastRequest
+            }
+        };
         Self {
             snapshot,
             config,
             tables,
             policies,
+            algorithm,
             problems,
         }
     }

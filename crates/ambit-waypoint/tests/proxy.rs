@@ -142,6 +142,7 @@ fn config(yaml: &str) -> L7Config {
         match object {
             Object::HttpRoute(route) => _ = config.http_routes.insert(name, *route),
             Object::AuthorizationPolicy(policy) => _ = config.policies.insert(name, *policy),
+            Object::Gateway(gateway) => _ = config.gateways.insert(name, *gateway),
             other => panic!("unexpected {:?}", other.key()),
         }
     }
@@ -511,4 +512,31 @@ async fn malformed_and_oversized_requests_are_refused_without_harm() {
     // The waypoint still serves.
     let mut client = waypoint.http1(VIP_WEB, "client").await;
     assert_eq!(get(&mut client, "/", &[]).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_gateway_annotation_chooses_round_robin() {
+    let waypoint = Waypoint::start(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: wp
+  namespace: app
+  annotations: {ambit.dev/load-balancer: ROUND_ROBIN}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+"#,
+    )
+    .await;
+    let mut client = waypoint.http1(VIP_PAIR, "client").await;
+    let mut pods = Vec::new();
+    for _ in 0..20 {
+        let (status, pod, _) = get(&mut client, "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        pods.push(pod.unwrap());
+    }
+    // Round robin over two endpoints of equal weight alternates.
+    assert!(pods.windows(2).all(|w| w[0] != w[1]), "{pods:?}");
 }
