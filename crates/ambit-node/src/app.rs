@@ -111,21 +111,27 @@ pub struct NodeContext {
     pub lookups: Option<crate::state::xds::Lookups>,
 }
 
+/// The mesh trust bundle (PEM) and the node's bearer token for the control plane, read from their files; an
+/// unreadable or empty one is an error naming the file. Shared by the node proxy and the waypoint.
+pub fn load_credentials(
+    ca_root: &std::path::Path,
+    token_file: &std::path::Path,
+) -> anyhow::Result<(TrustBundle, String)> {
+    let bundle_pem = std::fs::read_to_string(ca_root)
+        .with_context(|| format!("cannot read the trust bundle {}", ca_root.display()))?;
+    let bundle = TrustBundle::from_pem(&bundle_pem)
+        .with_context(|| format!("{} is not a PEM trust bundle", ca_root.display()))?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the node token {}", token_file.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "the node token {} is empty", token_file.display());
+    Ok((bundle, token))
+}
+
 /// Runs the node proxy until it is asked to stop, then drains. Blocks the calling thread.
 pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     raise_file_limit();
-    let bundle_pem = std::fs::read_to_string(&config.ca_root)
-        .with_context(|| format!("cannot read the trust bundle {}", config.ca_root.display()))?;
-    let bundle = TrustBundle::from_pem(&bundle_pem)
-        .with_context(|| format!("{} is not a PEM trust bundle", config.ca_root.display()))?;
-    let token = std::fs::read_to_string(&config.token_file)
-        .with_context(|| format!("cannot read the node token {}", config.token_file.display()))?;
-    let token = token.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the node token {} is empty",
-        config.token_file.display()
-    );
+    let (bundle, token) = load_credentials(&config.ca_root, &config.token_file)?;
 
     // SO_REUSEPORT: during an upgrade the new proxy binds the same ports beside this one.
     let bind = |addr: SocketAddr, what: &str| -> anyhow::Result<std::net::TcpListener> {

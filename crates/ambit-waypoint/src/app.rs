@@ -74,18 +74,7 @@ struct Admin {
 
 /// Runs the waypoint until SIGTERM or SIGINT.
 pub fn run(config: WaypointConfig) -> anyhow::Result<()> {
-    let bundle_pem = std::fs::read_to_string(&config.ca_root)
-        .with_context(|| format!("cannot read the trust bundle {}", config.ca_root.display()))?;
-    let bundle = TrustBundle::from_pem(&bundle_pem)
-        .with_context(|| format!("{} is not a PEM trust bundle", config.ca_root.display()))?;
-    let token = std::fs::read_to_string(&config.token_file)
-        .with_context(|| format!("cannot read the node token {}", config.token_file.display()))?;
-    let token = token.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the node token {} is empty",
-        config.token_file.display()
-    );
+    let (bundle, token) = ambit_node::app::load_credentials(&config.ca_root, &config.token_file)?;
     let identity = Identity::new(config.trust_domain.clone(), &config.namespace, &config.service_account)
         .with_context(|| {
             format!(
