@@ -10,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.log_format);
+    let _log_guard = cli::init_tracing(args.log_format);
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -132,19 +132,32 @@ pub fn find_container<'a>(
     Ok((pod, container))
 }
 
-pub fn init_tracing(format: LogFormat) {
+/// Installs the log subscriber: stderr, text or JSON, filtered by `AMBIT_LOG` (default `info`). Lines go through a
+/// channel to a writer thread that buffers them and flushes whenever the channel runs empty, so a proxy's access log
+/// costs its data path no `write` system call per connection; nothing is dropped (a full channel makes the logger
+/// wait). Keep the guard until the process ends: dropping it flushes what is left.
+pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMBIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let buffered = std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ambit-log")
+        .finish(buffered);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
+
+/// The log writer's buffer: many access-log lines per `write` under load.
+const LOG_BUFFER: usize = 64 * 1024;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
