@@ -45,7 +45,7 @@ mod service;
 mod syntax;
 #[cfg(test)]
 mod tests;
-mod waypoint;
+pub(crate) mod waypoint;
 mod workload;
 
 /// File name extensions [`read_sources`] picks up in a directory.

@@ -10,6 +10,13 @@
 //! node-proxy upgrades `ambit node upgrade` asked for (see [`crate::upgrade`]): a new instance starts beside the old
 //! one, and once it is ready the old one is told to stop accepting and drain.
 //!
+//! Like istiod's gateway controller, it deploys the waypoint of every waypoint Gateway applied while the cluster runs:
+//! it polls the control plane's config store (`config-store.json`) every [`STORE_POLL`] and plans the ServiceAccount,
+//! Pod and Service of each waypoint Gateway that has no pod (see `manifest::waypoint`), then creates the pod's
+//! network, writes the grown plan (`plan.json`, which `ambit get/exec/logs` read), starts the pod and publishes its
+//! objects. A Gateway that cannot get its waypoint (a namespace the cluster lacks, a name taken, ...) is reported in
+//! the supervisor's log. Pods are only ever added: deleting a waypoint Gateway leaves its pod running (logged).
+//!
 //! Start order: the objects first, then the components; the node agents and proxies once the control plane accepts
 //! connections (or after `CONTROL_WAIT`); the containers of a node that has an enrolled pod once its proxy is ready (or after
 //! `NODE_READY_WAIT`: capture fails closed, so starting anyway leaks nothing). Other containers start at once.
@@ -23,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ambit_capture::PROBE_SOURCE;
+use ambit_config::Object;
 use anyhow::Context;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -31,8 +39,10 @@ use tokio::sync::{mpsc, watch};
 use crate::dns::DnsTable;
 use crate::endpoints::{self, PodKey, ServiceEndpoints};
 use crate::layout::{self, Layout};
+use crate::manifest::waypoint::{self, Added};
 use crate::mesh;
 use crate::model::{ClusterPlan, ContainerPlan, NodePlan, PodPlan, Probe, ProbeAction, RestartPolicy};
+use crate::net;
 use crate::objects;
 use crate::status::{self, ClusterStatus, ContainerState, ContainerStatus, Phase, PodStatus, unix_now};
 
@@ -59,6 +69,8 @@ const GATE_POLL: Duration = Duration::from_millis(100);
 const UPGRADE_READY_WAIT: Duration = Duration::from_secs(30);
 /// The node agent's metrics and readiness port, on its node's address (istio-cni's metrics port).
 pub const AGENT_METRICS_PORT: u16 = 15014;
+/// How often the supervisor looks for a change of the control plane's config store (waypoint Gateways to deploy).
+const STORE_POLL: Duration = Duration::from_millis(500);
 
 /// What the container runners and probes report to the supervisor's single state owner.
 #[derive(Debug)]
@@ -94,14 +106,22 @@ struct Tracked {
 
 struct Supervisor {
     layout: Layout,
+    /// The cluster's plan: the one `cluster up` made, grown by the waypoints deployed since (pods only appended).
     plan: Arc<ClusterPlan>,
+    /// Per pod of the plan (same positions), per container.
     tracked: Vec<Vec<Tracked>>,
     ready: BTreeSet<PodKey>,
     /// The objects last written to `objects.json`, so that it is rewritten only when they change.
     objects: Option<serde_json::Value>,
     endpoints: Vec<ServiceEndpoints>,
+    /// The endpoints must be recomputed even if readiness did not change: at start, and after the plan grew.
+    endpoints_stale: bool,
     dns: watch::Sender<Arc<DnsTable>>,
     started_at: u64,
+    /// Why each waypoint Gateway (namespace, name) last could not get its waypoint, so it is logged once per reason.
+    refused: BTreeMap<(String, String), String>,
+    /// The waypoint pods whose Gateway was deleted, so each is logged once.
+    orphans: BTreeSet<(String, String)>,
 }
 
 /// Entry point of `ambit cluster supervise`: runs until SIGTERM or SIGINT.
@@ -130,27 +150,19 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     let (components, node_gates, upgrades) = start_components(&layout, &plan, &system_stop_rx);
     let (events_tx, mut events) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut runners = tokio::task::JoinSet::new();
-    for (pi, pod) in plan.pods.iter().enumerate() {
-        for (ci, container) in pod.containers.iter().enumerate() {
-            let mut runner = Runner::new(&layout, &plan, pi, ci, events_tx.clone(), stop_rx.clone());
-            runner.gate = node_gates.get(&pod.node).cloned();
-            runners.spawn(runner.run());
-            if let Some(probe) = &container.readiness {
-                let node_ns = layout.node_ns(&pod.node);
-                tokio::spawn(probe_loop(
-                    node_ns,
-                    pod.ip,
-                    probe.clone(),
-                    pi,
-                    ci,
-                    events_tx.clone(),
-                    stop_rx.clone(),
-                ));
-            }
-        }
+    let mut pods = PodStarter {
+        layout: layout.clone(),
+        gates: node_gates,
+        events: events_tx,
+        stop: stop_rx,
+        runners: tokio::task::JoinSet::new(),
+    };
+    for pi in 0..plan.pods.len() {
+        pods.start(&plan, pi);
     }
-    drop(events_tx);
+    let mut store = StoreWatch::new(layout.config_store_file());
+    let mut store_poll = tokio::time::interval(STORE_POLL);
+    store_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     // The supervisor outlives the terminal that started it: a hangup is not a reason to stop the cluster.
@@ -159,12 +171,19 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     loop {
         tokio::select! {
             Some(ev) = events.recv() => sup.handle(ev),
+            _ = store_poll.tick() => {
+                if let Some(objects) = store.changed() {
+                    sup.follow_store(&objects, &mut pods);
+                }
+            }
             _ = hangup.recv() => tracing::info!("ignoring SIGHUP"),
             _ = upgrade.recv() => take_upgrade_requests(&layout, &upgrades),
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // No pod is added any more: without the starter's sender, the events end once the runners and probes have.
+    let mut runners = pods.finish();
     tracing::info!("stopping every container");
     let _ = stop_tx.send(true);
     let drain = async {
@@ -181,6 +200,99 @@ async fn supervise(layout: Layout, plan: Arc<ClusterPlan>) -> anyhow::Result<()>
     stop_components(components).await;
     sup.write_status(true);
     Ok(())
+}
+
+/// Starts pods' containers: a [`Runner`] per container, behind its node's start gate, and a readiness probe loop for
+/// each container that has a probe; at start, and for the pods added while the cluster runs (it keeps a sender of
+/// the supervisor's events for them).
+struct PodStarter {
+    layout: Layout,
+    /// The start gates of the nodes that have enrolled pods (see [`start_components`]).
+    gates: BTreeMap<String, watch::Receiver<bool>>,
+    events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+    runners: tokio::task::JoinSet<()>,
+}
+
+// === impl PodStarter ===
+
+impl PodStarter {
+    /// Starts the containers of the pod at position `pi` of `plan`.
+    fn start(&mut self, plan: &ClusterPlan, pi: usize) {
+        let pod = &plan.pods[pi];
+        for (ci, container) in pod.containers.iter().enumerate() {
+            let mut runner = Runner::new(&self.layout, plan, pi, ci, self.events.clone(), self.stop.clone());
+            runner.gate = self.gates.get(&pod.node).cloned();
+            self.runners.spawn(runner.run());
+            if let Some(probe) = &container.readiness {
+                tokio::spawn(probe_loop(
+                    self.layout.node_ns(&pod.node),
+                    pod.ip,
+                    probe.clone(),
+                    pi,
+                    ci,
+                    self.events.clone(),
+                    self.stop.clone(),
+                ));
+            }
+        }
+    }
+
+    /// The runners, with the starter's event sender dropped (so the events end when the runners and probes do).
+    fn finish(self) -> tokio::task::JoinSet<()> {
+        self.runners
+    }
+}
+
+/// Follows the control plane's config store file, which it replaces (by rename) on every change.
+struct StoreWatch {
+    path: PathBuf,
+    /// The modification time, inode and size of the file last read.
+    seen: Option<(std::time::SystemTime, u64, u64)>,
+}
+
+// === impl StoreWatch ===
+
+impl StoreWatch {
+    fn new(path: PathBuf) -> Self {
+        Self { path, seen: None }
+    }
+
+    /// The store's objects if the file changed since the last call (and parses); None otherwise. A file that does not
+    /// parse is logged, and read again once it changes.
+    fn changed(&mut self) -> Option<Vec<Object>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.path).ok()?;
+        let stamp = (meta.modified().ok()?, meta.ino(), meta.len());
+        if self.seen == Some(stamp) {
+            return None;
+        }
+        self.seen = Some(stamp);
+        let name = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| tracing::warn!(store = %name, error = %e, "cannot read the config store"))
+            .ok()?;
+        match ambit_config::parse(&name, &text) {
+            Ok(objects) => Some(objects),
+            Err(diagnostics) => {
+                let problems: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                let problems = problems.join("; ");
+                tracing::warn!(store = %name, %problems, "the config store does not parse; waypoints not followed");
+                None
+            }
+        }
+    }
+}
+
+/// Removes what creating a pod's network made (best effort): its namespace and its `/etc` overrides.
+fn remove_pod_network(layout: &Layout, pod: &PodPlan) {
+    let ns = layout.pod_ns(&pod.namespace, &pod.name);
+    if ambit_netns::list(&ns).contains(&ns)
+        && let Err(e) = net::delete_netns(&ns)
+    {
+        tracing::warn!(namespace = %ns, error = %e, "cannot remove a pod's namespace");
+    }
+    let _ = std::fs::remove_dir_all(layout.etc_dir(&pod.namespace, &pod.name));
 }
 
 /// The node-proxy components' upgrade channels, by node.
@@ -330,9 +442,74 @@ impl Supervisor {
             ready: BTreeSet::new(),
             objects: None,
             endpoints: Vec::new(),
+            endpoints_stale: true,
             dns,
             started_at: unix_now(),
+            refused: BTreeMap::new(),
+            orphans: BTreeSet::new(),
         }
+    }
+
+    /// Deploys the waypoint of every waypoint Gateway of the config store's `objects` that has no pod yet, and logs
+    /// the Gateways that cannot have one and the waypoint pods whose Gateway was deleted (each once).
+    fn follow_store(&mut self, objects: &[Object], pods: &mut PodStarter) {
+        let orphans: BTreeSet<(String, String)> = waypoint::orphaned(&self.plan, objects).into_iter().collect();
+        for (namespace, pod) in orphans.difference(&self.orphans) {
+            tracing::info!(%namespace, %pod, "the waypoint's Gateway was deleted; its pod keeps running (the local \
+                cluster does not remove pods while it runs)");
+        }
+        self.orphans = orphans;
+        for gateway in waypoint::unplanned(&self.plan, objects) {
+            let meta = &gateway.metadata;
+            let key = (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            );
+            let outcome = waypoint::plan_added(&self.plan, gateway).and_then(|added| self.deploy(added, pods));
+            match outcome {
+                Ok(pod) => {
+                    tracing::info!(namespace = %key.0, gateway = %key.1, %pod, "waypoint deployed");
+                    self.refused.remove(&key);
+                }
+                Err(reason) if self.refused.get(&key) != Some(&reason) => {
+                    tracing::warn!(namespace = %key.0, gateway = %key.1, %reason, "the Gateway gets no waypoint");
+                    self.refused.insert(key, reason);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Runs a waypoint's objects: the pod's network, the plan that includes them (written for the CLI), the pod's
+    /// containers, and the objects, endpoints and DNS names published. Returns the pod's name. On failure nothing
+    /// changed: the pod's network is removed again.
+    fn deploy(&mut self, added: Added, pods: &mut PodStarter) -> Result<String, String> {
+        let pod = added.pod.clone();
+        let plan = waypoint::with_added(ClusterPlan::clone(&self.plan), added);
+        let created = net::create_pod(&self.layout, &plan, &pod).map_err(|e| format!("cannot create its network: {e}"));
+        let written = created.and_then(|()| {
+            let path = self.layout.plan_file();
+            status::write_json_atomic(&path, &plan).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
+        if let Err(reason) = written {
+            remove_pod_network(&self.layout, &pod);
+            return Err(reason);
+        }
+        self.plan = Arc::new(plan);
+        self.track_new_pods();
+        self.endpoints_stale = true;
+        pods.start(&self.plan, self.plan.pods.len() - 1);
+        self.publish();
+        Ok(pod.name)
+    }
+
+    /// Tracks the containers of the pods the plan gained (appended at its end).
+    fn track_new_pods(&mut self) {
+        let new = self.plan.pods.iter().skip(self.tracked.len());
+        let new: Vec<Vec<Tracked>> = new
+            .map(|p| p.containers.iter().map(|_| Tracked::default()).collect())
+            .collect();
+        self.tracked.extend(new);
     }
 
     fn handle(&mut self, ev: Event) {
@@ -409,8 +586,9 @@ impl Supervisor {
             .filter(|(pi, p)| (0..p.containers.len()).all(|ci| self.container_ready(*pi, ci)))
             .map(|(_, p)| (p.namespace.clone(), p.name.clone()))
             .collect();
-        if ready != self.ready || self.endpoints.is_empty() {
+        if ready != self.ready || self.endpoints_stale {
             self.ready = ready;
+            self.endpoints_stale = false;
             self.endpoints = endpoints::compute(&self.plan, &self.ready);
             self.program_nodes();
             let _ = self.dns.send(Arc::new(dns_table(&self.plan, &self.endpoints)));

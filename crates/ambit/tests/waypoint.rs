@@ -398,3 +398,127 @@ fn l7_traffic_management_through_the_waypoint() {
         "the bound service did not recover once the waypoint was back"
     );
 }
+
+/// Two nodes; namespace `ambient` in ambient with an echo pod on node-2, Service `web` bound to the waypoint `wp`,
+/// which does not exist yet, and a client on node-1.
+const LATER_MANIFEST: &str = r#"
+apiVersion: ambit.dev/v1alpha1
+kind: Cluster
+metadata: {name: unused}
+spec:
+  nodes: [{name: node-1}, {name: node-2}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ambient, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: ambient}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      nodeName: node-2
+      containers:
+      - name: echo
+        command: [ambit, app, echo, --http, "0.0.0.0:8080"]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ambient, labels: {istio.io/use-waypoint: wp}}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: ambient}
+spec:
+  nodeName: node-1
+  containers:
+  - {name: main, command: [sleep, infinity]}
+"#;
+
+/// The waypoint `web` is bound to, applied once the cluster runs.
+const LATER_WAYPOINT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: wp, namespace: ambient}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+"#;
+
+/// The name of the ready pod of waypoint `wp`, as `ambit get pods -n ambient` lists it.
+fn ready_wp_pod(c: &TestCluster) -> Option<String> {
+    let pods = c.get_pods("ambient");
+    let items = pods["items"].as_array()?;
+    let wp = items.iter().find(|pod| {
+        pod["metadata"]["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("wp-"))
+    })?;
+    let conditions = wp["status"]["conditions"].as_array()?;
+    let ready = conditions
+        .iter()
+        .any(|condition| condition["type"] == "Ready" && condition["status"] == "True");
+    ready.then(|| wp["metadata"]["name"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_waypoint_applied_later_gets_its_pod() {
+    let c = TestCluster::start("wplater", LATER_MANIFEST);
+    let web = "http://web.ambient.svc.cluster.local/";
+    let answer = format!("curl -sS -m 5 -o /dev/null -w '%{{http_code}} %header{{x-echo-pod}}' {web}");
+
+    // Bound to a waypoint that does not exist: the node proxy fails closed.
+    let before = c.exec("ambient", "client", &answer);
+    assert!(
+        !before.status.success(),
+        "answered without its waypoint: {}",
+        text(&before)
+    );
+    assert!(ready_wp_pod(&c).is_none(), "a waypoint pod before its Gateway");
+
+    // The Gateway applied: its pod runs and is ready within 20 s, and the service answers through it.
+    c.apply(LATER_WAYPOINT);
+    let mut pod = None;
+    let deployed = eventually(Duration::from_secs(20), || {
+        pod = ready_wp_pod(&c);
+        pod.is_some()
+    });
+    let listed = ok(&c.args(&["get", "pods", "-n", "ambient"]));
+    assert!(deployed, "no ready waypoint pod within 20 s:\n{listed}");
+    let pod = pod.unwrap_or_default();
+    assert!(listed.contains(&pod), "{listed}");
+    let mut last = String::new();
+    let served = eventually(Duration::from_secs(10), || {
+        let out = c.exec("ambient", "client", &answer);
+        last = text(&out);
+        out.status.success() && last.starts_with("200 echo-")
+    });
+    assert!(served, "web did not answer through its waypoint: {last}");
+
+    // The waypoint served it: its request metrics, as Istio's waypoint reports them.
+    let metrics = c.exec_ok("ambient", &pod, "curl -s localhost:15020/metrics");
+    let through = series(
+        &metrics,
+        "istio_requests_total",
+        &[
+            "reporter=\"waypoint\"",
+            "response_code=\"200\"",
+            "destination_service_name=\"web\"",
+        ],
+    );
+    assert_eq!(through.len(), 1, "{metrics}");
+
+    // `cluster down` removes the added pod like the others.
+    let pids = c.container_pids();
+    assert_eq!(pids.len(), 3, "echo, client and the waypoint: {pids:?}");
+    c.down();
+    c.assert_gone(&pids);
+}

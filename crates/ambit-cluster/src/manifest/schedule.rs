@@ -15,7 +15,7 @@ use super::cluster::Cluster;
 use super::workload::PodSource;
 
 /// The most pods a node runs: addresses .2 to .251 of its /24.
-const MAX_PODS_PER_NODE: u64 = 250;
+pub(super) const MAX_PODS_PER_NODE: u64 = 250;
 
 /// Where a pod runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use super::syntax;
 use super::{Labels, Origin, Report, Scope};
 
 /// The first offset in serviceCIDR that is allocated (lower ones are left for requested addresses).
-const FIRST_ALLOCATED: u64 = 16;
+pub(super) const FIRST_ALLOCATED: u64 = 16;
 /// The DNS server's offset in serviceCIDR.
 const DNS_OFFSET: u64 = 10;
 const ONE_ADDRESS: &str = "only one address is supported (the local cluster is IPv4 only)";

@@ -2,10 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use ambit_config::Object;
+use ambit_config::gateway::Gateway;
+
 use super::super::document::{GATEWAY_API, GATEWAY_API_BETA};
-use super::super::waypoint::{GATEWAY_NAME_LABEL, MANAGED_LABEL, MESH_CONTROLLER};
+use super::super::waypoint::{self, GATEWAY_NAME_LABEL, MANAGED_LABEL, MESH_CONTROLLER};
 use super::*;
-use crate::model::ClusterPlan;
+use crate::model::{ClusterPlan, Ipv4Cidr, ServicePlan};
 
 /// Namespace `web`, document 2 of [`with_cluster`] texts.
 const WEB: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n";
@@ -453,4 +456,260 @@ fn an_invalid_gateway_reports_each_problem_once() {
     let found = errors(&text);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].object.as_deref(), Some("Gateway web/waypoint"));
+}
+
+// === waypoints applied to a running cluster ===
+
+/// The objects of an `ambit apply` text, as the config store holds them.
+fn applied(text: &str) -> Vec<Object> {
+    ambit_config::parse("applied.yaml", text).unwrap_or_else(|problems| panic!("{problems:?}\n--- in:\n{text}"))
+}
+
+/// The Gateway of an `ambit apply` text.
+fn applied_gateway(text: &str) -> Gateway {
+    match &applied(text)[..] {
+        [Object::Gateway(gateway)] => gateway.as_ref().clone(),
+        other => panic!("expected one Gateway: {other:?}"),
+    }
+}
+
+/// `text` with its object moved to namespace `web`.
+fn in_web(text: String) -> String {
+    text.replacen("metadata:\n", "metadata:\n  namespace: web\n", 1)
+}
+
+#[test]
+fn a_waypoint_applied_later_is_planned_as_the_loader_plans_one_of_the_manifests() {
+    let pinned = |node: &str| format!("annotations:\n  ambit.dev/node: {node}");
+    let app = in_web(pod("app", ""));
+    let app_on_1 = app.replace("spec:\n", "spec:\n  nodeName: node-1\n");
+    let api = in_web(service("api", "selector: {app: api}\nports:\n- port: 80\n"));
+    let in_default = waypoint("waypoint", "").replace("  namespace: web\n", "");
+    // (case, documents of the running cluster, the applied Gateway)
+    let cases: Vec<(&str, Vec<String>, String)> = vec![
+        ("an empty cluster", vec![], waypoint("waypoint", "")),
+        (
+            "the node with fewer pods",
+            vec![app_on_1.clone()],
+            waypoint("waypoint", ""),
+        ),
+        (
+            "pinned beside a pod",
+            vec![app_on_1.clone()],
+            waypoint("waypoint", &pinned("node-1")),
+        ),
+        ("the next ClusterIP", vec![app, api], waypoint("waypoint", "")),
+        ("no namespace: default", vec![app_on_1], in_default),
+    ];
+    for (case, documents, gateway_text) in cases {
+        let before = plan_of(&documents);
+        let after = plan_of(&[documents, vec![gateway_text.clone()]].concat());
+        let objects = applied(&gateway_text);
+        let gateway = applied_gateway(&gateway_text);
+        assert_eq!(waypoint::unplanned(&before, &objects), [&gateway], "{case}");
+        assert!(waypoint::unplanned(&after, &objects).is_empty(), "{case}");
+        let added = waypoint::plan_added(&before, &gateway).unwrap_or_else(|error| panic!("{case}: {error}"));
+        // What the loader plans for the same Gateway in the manifests (apart from the Gateway itself).
+        let expected = ClusterPlan {
+            gateway_api: before.gateway_api.clone(),
+            ..after
+        };
+        assert_eq!(waypoint::with_added(before, added), expected, "{case}");
+    }
+}
+
+#[test]
+fn a_waypoint_applied_later_that_cannot_run_is_refused() {
+    let taken = |document: String| vec![in_web(document)];
+    let pod_name = plan_of(&[waypoint("waypoint", "")]).pods[0].name.clone();
+    let account = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: waypoint\n".to_string();
+    let deployment = deployment(&format!("selector:\n  matchLabels: {{app: api}}\n{TEMPLATE}"));
+    let pod_taken = format!("metadata.name: its waypoint needs Pod web/{pod_name}, which the cluster already has");
+    // (case, documents of the running cluster, the applied Gateway, the start of the error)
+    let cases: Vec<(&str, Vec<String>, String, &str)> = vec![
+        (
+            "another class",
+            vec![],
+            gateway("web", "waypoint", "istio", ""),
+            r#"spec.gatewayClassName: "istio" is not "istio-waypoint""#,
+        ),
+        (
+            "a name that cannot name a Service",
+            vec![],
+            waypoint("1waypoint", ""),
+            r#"metadata.name: a waypoint's name is its Service's: "1waypoint" "#,
+        ),
+        (
+            "a namespace the cluster lacks",
+            vec![],
+            gateway("shop", "waypoint", "istio-waypoint", ""),
+            r#"metadata.namespace: namespace "shop" is not one of the cluster's (namespaces are made by `cluster up`)"#,
+        ),
+        (
+            "a node the cluster lacks",
+            vec![],
+            waypoint("waypoint", "annotations:\n  ambit.dev/node: node-9"),
+            r#"metadata.annotations["ambit.dev/node"]: unknown node "node-9"; nodes are: node-1, node-2"#,
+        ),
+        (
+            "its ServiceAccount taken",
+            taken(account),
+            waypoint("waypoint", ""),
+            "metadata.name: its waypoint needs ServiceAccount web/waypoint, which the cluster already has",
+        ),
+        (
+            "its Deployment taken",
+            taken(deployment.replace("name: api\nspec", "name: waypoint\nspec")),
+            waypoint("waypoint", ""),
+            "metadata.name: its waypoint needs Deployment web/waypoint, which the cluster already has",
+        ),
+        (
+            "its pod's name taken",
+            taken(pod(&pod_name, "")),
+            waypoint("waypoint", ""),
+            &pod_taken,
+        ),
+        (
+            "its Service taken, with its ServiceAccount",
+            vec![
+                in_web(service("waypoint", "ports:\n- port: 80\n")),
+                in_web("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: waypoint\n".to_string()),
+            ],
+            waypoint("waypoint", ""),
+            "metadata.name: its waypoint needs ServiceAccount web/waypoint and Service web/waypoint, which the \
+             cluster already has",
+        ),
+    ];
+    for (case, documents, gateway_text, expected) in cases {
+        let plan = plan_of(&documents);
+        let gateway = applied_gateway(&gateway_text);
+        match waypoint::plan_added(&plan, &gateway) {
+            Ok(added) => panic!("{case}: planned {added:?}"),
+            Err(error) => assert!(error.starts_with(expected), "{case}: {error}\n  expected: {expected}"),
+        }
+    }
+}
+
+/// The addresses a running cluster holds: pods on node-1 and services at these offsets of node-1's pod range and
+/// serviceCIDR, the DNS server at an offset of serviceCIDR, which has this prefix length.
+struct Held {
+    pods: Vec<u64>,
+    services: Vec<u64>,
+    dns: u64,
+    prefix: u8,
+}
+
+/// Where the waypoint goes: (node, pod IP, ClusterIP), or the error.
+type Outcome = Result<(&'static str, Ipv4Addr, Ipv4Addr), String>;
+
+#[test]
+fn a_waypoint_applied_later_takes_the_first_free_addresses() {
+    let base = plan_of(&[pod("app", "").replace("spec:\n", "spec:\n  nodeName: node-1\n")]);
+    let node_1 = base.nodes[0].pod_cidr;
+    let cidr = base.service_cidr;
+    let at = |n: u64, cidr: Ipv4Cidr| cidr.nth(n).unwrap_or_else(|| panic!("no address {n} in {cidr}"));
+    // A pod of `base` renamed and moved to offset `n` of node-1's range.
+    let pod_at = |n: u64| PodPlan {
+        name: format!("pod-{n}"),
+        ip: at(n, node_1),
+        ..base.pods[0].clone()
+    };
+    let service_at = |n: u64| ServicePlan {
+        namespace: "default".into(),
+        name: format!("service-{n}"),
+        cluster_ip: Some(at(n, cidr)),
+        selector: BTreeMap::new(),
+        ports: Vec::new(),
+        labels: BTreeMap::new(),
+    };
+    let held = |pods: Vec<u64>, services: Vec<u64>, dns: u64| Held {
+        pods,
+        services,
+        dns,
+        prefix: cidr.prefix(),
+    };
+    let pinned = waypoint("waypoint", "annotations:\n  ambit.dev/node: node-1");
+    let spread = waypoint("waypoint", "");
+    let exhausted = format!(
+        "no address left in serviceCIDR {}/28 (allocation starts at its 16th)",
+        cidr.network()
+    );
+    // (case, the addresses held, the applied Gateway, the outcome)
+    let cases: Vec<(&str, Held, &String, Outcome)> = vec![
+        (
+            "a gap in the pod range is filled",
+            held(vec![2, 4], vec![], 10),
+            &pinned,
+            Ok(("node-1", at(3, node_1), at(16, cidr))),
+        ),
+        (
+            "ClusterIPs held and the DNS server's are skipped",
+            held(vec![2], vec![16, 18], 17),
+            &pinned,
+            Ok(("node-1", at(3, node_1), at(19, cidr))),
+        ),
+        (
+            "a full node refuses a pinned waypoint",
+            held((2..252).collect(), vec![], 10),
+            &pinned,
+            Err("node node-1 is full: at most 250 pods per node".into()),
+        ),
+        (
+            "an unpinned waypoint goes to the node with fewer pods",
+            held((2..252).collect(), vec![], 10),
+            &spread,
+            Ok(("node-2", at(2, base.nodes[1].pod_cidr), at(16, cidr))),
+        ),
+        (
+            "no ClusterIP left",
+            Held {
+                prefix: 28,
+                ..held(vec![2], vec![], 10)
+            },
+            &pinned,
+            Err(exhausted),
+        ),
+    ];
+    for (case, held, gateway_text, want) in cases {
+        let service_cidr = Ipv4Cidr::new(cidr.network(), held.prefix).unwrap_or_else(|e| panic!("{e}"));
+        let plan = ClusterPlan {
+            pods: held.pods.into_iter().map(pod_at).collect(),
+            services: held.services.into_iter().map(service_at).collect(),
+            dns_ip: at(held.dns, cidr),
+            service_cidr,
+            ..base.clone()
+        };
+        let outcome = waypoint::plan_added(&plan, &applied_gateway(gateway_text));
+        let got = outcome.map(|added| (added.pod.node.clone(), added.pod.ip, added.service.cluster_ip));
+        let want = want.map(|(node, ip, cluster_ip)| (node.to_string(), ip, Some(cluster_ip)));
+        assert_eq!(got, want, "{case}");
+    }
+}
+
+#[test]
+fn a_waypoint_pod_whose_gateway_was_deleted_is_orphaned() {
+    let gateway_text = waypoint("waypoint", "");
+    let plan = plan_of(&[gateway_text.clone(), pod("app", "")]);
+    let pod = waypoint_pods(&plan, "waypoint")[0].name.clone();
+    let other_class = gateway("web", "waypoint", "istio", "");
+    let other_namespace = gateway("default", "waypoint", "istio-waypoint", "");
+    type Pods = Vec<(String, String)>;
+    // (case, the config store's objects, the orphaned pods as (namespace, name))
+    let cases: Vec<(&str, String, Pods)> = vec![
+        ("the Gateway is there", gateway_text, vec![]),
+        ("no Gateway", String::new(), vec![("web".into(), pod.clone())]),
+        (
+            "a Gateway of another class",
+            other_class,
+            vec![("web".into(), pod.clone())],
+        ),
+        (
+            "a waypoint Gateway of another namespace",
+            other_namespace,
+            vec![("web".into(), pod)],
+        ),
+    ];
+    for (case, store, want) in cases {
+        assert_eq!(waypoint::orphaned(&plan, &applied(&store)), want, "{case}");
+    }
 }
