@@ -353,17 +353,17 @@ spec:
   parentRefs: [{group: "", kind: Service, name: web}]
   rules:
   - backendRefs: [{name: web, port: 80}]
-    timeouts: {request: 300ms}
+    timeouts: {request: 1s}
 "#,
     )
     .await;
     let mut client = waypoint.http1(VIP_WEB, "client").await;
     let started = Instant::now();
-    let (status, _, body) = get(&mut client, "/?delay_ms=2000", &[]).await;
+    let (status, _, body) = get(&mut client, "/?delay_ms=3000", &[]).await;
     let elapsed = started.elapsed();
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert!(
-        (Duration::from_millis(270)..=Duration::from_millis(330)).contains(&elapsed),
+        (Duration::from_millis(900)..=Duration::from_millis(1100)).contains(&elapsed),
         "answered after {elapsed:?}"
     );
     let (status, _, _) = get(&mut client, "/?delay_ms=10", &[]).await;
