@@ -5,7 +5,9 @@
 # the SPIFFE identities the node proxies hold; what crosses the wire (TLS to 15008 only, plaintext for the
 # unenrolled pod); an ALLOW-by-principal AuthorizationPolicy and a STRICT PeerAuthentication at work; a DENY
 # applied and deleted live with `ambit apply/get/describe/delete`; Istio's TCP metrics; the access log of a denial;
-# a running pod enrolled and released with `ambit label` (same processes); both node proxies upgraded under load
+# a waypoint (L7) applied live: fail-closed before, then a route's response header, an L7 DENY by path (403) and
+# Istio's request metrics; a running pod enrolled and released with `ambit label` (same processes); both node
+# proxies upgraded under load
 # with `ambit node upgrade` (no request fails); then a clean teardown, checked.
 # Every step checks its outcome and fails the script if it is not the expected one: the demo is also a smoke test.
 set -euo pipefail
@@ -270,13 +272,75 @@ checks = [
 sys.exit(0 if all(checks) else 1)
 EOF
 
+say "Waypoint (L7): echo-l7 is bound to waypoint 'waypoint', which does not exist yet: its traffic fails closed"
+if from demo client http://echo-l7.demo/ >/dev/null; then fail "echo-l7 answered without its waypoint"; fi
+echo "client -> http://echo-l7.demo/: refused (the node proxy does not bypass a missing waypoint)"
+note "ambit apply: the waypoint Gateway, an HTTPRoute adding a response header, a DENY of /admin* on echo-l7"
+"$AMBIT" apply -f - <<'EOF' || fail "ambit apply of the waypoint failed"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: demo}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo-l7, namespace: demo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo-l7}]
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: x-routed-by, value: demo-waypoint}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: demo}
+spec:
+  targetRefs: [{group: "", kind: Service, name: echo-l7}]
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin*"]}}]
+EOF
+waypoint_pod=""
+for _ in $(seq 100); do
+  waypoint_pod=$("$AMBIT" get pods -n demo | awk '$1 ~ /^waypoint-/ && $2 == "1/1" {print $1}')
+  [ -n "$waypoint_pod" ] && break
+  sleep 0.2
+done
+[ -n "$waypoint_pod" ] || fail "the waypoint's pod did not become ready"
+echo "the cluster deployed the waypoint's pod: demo/$waypoint_pod"
+retry from demo client http://echo-l7.demo/ >/dev/null || fail "echo-l7 does not answer through its waypoint"
+"$AMBIT" exec -n demo client -- curl -sS -D - -o /dev/null --max-time 5 http://echo-l7.demo/ |
+  grep -iE '^(HTTP/|x-routed-by|x-echo-pod)' | sed 's/^/  /' | tee "$TMP/l7.txt"
+grep -qi 'x-routed-by: demo-waypoint' "$TMP/l7.txt" || fail "the route's response header is missing"
+denied=$("$AMBIT" exec -n demo client -- curl -sS --max-time 5 -w ' (%{http_code})' http://echo-l7.demo/admin/users)
+echo "  client -> http://echo-l7.demo/admin/users: $denied"
+[[ $denied == *"(403)" && $denied == *"demo/no-admin"* ]] || fail "the L7 DENY did not answer 403 naming the policy"
+note "the waypoint's istio_requests_total (reporter=waypoint), by response code"
+"$AMBIT" exec -n demo "$waypoint_pod" -- curl -sS --max-time 5 http://127.0.0.1:15020/metrics |
+  python3 -c '
+import collections, re, sys
+rows = collections.Counter()
+for line in sys.stdin:
+    m = re.match(r"istio_requests_total\{(.*)\} (\S+)$", line)
+    if m:
+        l = dict(re.findall(r"(\w+)=\"([^\"]*)\"", m.group(1)))
+        rows[(l["reporter"], l["source_workload"], l["destination_service_name"], l["response_code"])] += float(m.group(2))
+for (reporter, src, svc, code), n in sorted(rows.items()):
+    print(f"  reporter={reporter} source={src} service={svc} code={code}: {int(n)}")
+sys.exit(0 if any(k[3] == "403" for k in rows) and any(k[3] == "200" for k in rows) else 1)' ||
+  fail "the waypoint's request metrics lack the 200 and 403 series"
+
 say "Enroll a running pod without restarting it: ambit label pod outsider -n legacy istio.io/dataplane-mode=ambient"
 note "node-1's agent installs capture inside the pod, hands its namespace to the node proxy over ZDS, then marks it"
 # The pod's app processes (the agent's own short-lived ip/nft commands also run in its namespace).
 pod_pids() {
   local pid
   for pid in $(ip netns pids "ambit.$CLUSTER.pod.$1.$2" | sort -n); do
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$3" ] && printf '%s ' "$pid"
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$3" ]; then printf '%s ' "$pid"; fi
   done
 }
 enrolled() { "$AMBIT" describe pod "$2" -n "$1" 2>/dev/null | grep -q 'enrolled (HBONE)'; }
