@@ -143,6 +143,7 @@ pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::Worker
     let buffered = std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("ambit-log")
         .finish(buffered);
     let builder = tracing_subscriber::fmt()
@@ -158,6 +159,9 @@ pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::Worker
 
 /// The log writer's buffer: many access-log lines per `write` under load.
 const LOG_BUFFER: usize = 64 * 1024;
+/// Lines queued for the writer thread before a logger waits. The channel's slots are allocated up front (32 bytes
+/// each), so tracing-appender's default of 128,000 would cost every process 4 MiB of resident memory.
+const LOG_QUEUE_LINES: usize = 4096;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
