@@ -39,6 +39,9 @@ use crate::upstream::Upstreams;
 /// The longest a stopping waypoint waits for its tunnels to end.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How often closed upstream HTTP connections are dropped from the pools.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Everything `ambit waypoint` needs.
 #[derive(Clone, Debug)]
 pub struct WaypointConfig {
@@ -148,7 +151,14 @@ async fn serve(config: WaypointConfig, bundle: TrustBundle, token: String, ident
     let metrics = Arc::new(RequestMetrics::register(&mut registry));
     let (_bundle_tx, bundle_rx) = watch::channel(bundle);
     let upstreams = Upstreams::new(identity.clone(), certificates.clone(), bundle_rx.clone());
-    let shared = Arc::new(Shared::new(me, state, upstreams, metrics));
+    let shared = Arc::new(Shared::new(me, state, upstreams.clone(), metrics));
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            every.tick().await;
+            upstreams.prune();
+        }
+    });
 
     // The HBONE server, with the waypoint's certificate (kept current as it rotates).
     let (drain_trigger, drain_watch) = drain::channel();

@@ -321,6 +321,19 @@ impl Upstreams {
         }
     }
 
+    /// Forgets HTTP connections that have closed (their endpoint went away, or the peer closed them), so the pools
+    /// hold only live connections however many endpoints come and go. Returns how many remain.
+    pub fn prune(&self) -> usize {
+        let mut h2 = self.inner.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        h2.retain(|_, sender| !sender.is_closed());
+        let mut h1 = self.inner.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        for stack in h1.values_mut() {
+            stack.retain(|sender| !sender.is_closed());
+        }
+        h1.retain(|_, stack| !stack.is_empty());
+        h2.len() + h1.values().map(Vec::len).sum::<usize>()
+    }
+
     /// Open HBONE connections (for the config dump).
     pub fn hbone_connections(&self) -> usize {
         self.inner.pool.connection_count()

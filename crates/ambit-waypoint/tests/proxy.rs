@@ -79,6 +79,12 @@ impl Backends {
         Self { servers }
     }
 
+    async fn shutdown(&mut self) {
+        for (_, handle) in self.servers.drain(..) {
+            handle.shutdown().await.unwrap();
+        }
+    }
+
     fn addr(&self, pod: &str) -> SocketAddr {
         let (_, handle) = self.servers.iter().find(|(name, _)| name == pod).unwrap();
         handle.addr(ListenerKind::Http).unwrap()
@@ -152,7 +158,7 @@ fn config(yaml: &str) -> L7Config {
 struct Waypoint {
     shared: Arc<Shared>,
     registry: Registry,
-    _backends: Backends,
+    backends: Backends,
 }
 
 impl Waypoint {
@@ -187,7 +193,7 @@ impl Waypoint {
         Self {
             shared,
             registry,
-            _backends: backends,
+            backends,
         }
     }
 
@@ -539,4 +545,22 @@ spec:
     }
     // Round robin over two endpoints of equal weight alternates.
     assert!(pods.windows(2).all(|w| w[0] != w[1]), "{pods:?}");
+}
+
+#[tokio::test]
+async fn closed_upstream_connections_leave_the_pools() {
+    let mut waypoint = Waypoint::start("").await;
+    let mut client = waypoint.http1(VIP_PAIR, "client").await;
+    for _ in 0..10 {
+        assert_eq!(get(&mut client, "/", &[]).await.0, StatusCode::OK);
+    }
+    // Idle keep-alive connections to the endpoints are pooled.
+    assert!(waypoint.shared.upstreams.prune() >= 1);
+    // The endpoints go away: their connections close and are forgotten.
+    waypoint.backends.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waypoint.shared.upstreams.prune() > 0 {
+        assert!(Instant::now() < deadline, "closed connections stay in the pools");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
