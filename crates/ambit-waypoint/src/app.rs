@@ -149,9 +149,10 @@ async fn serve(config: WaypointConfig, bundle: TrustBundle, token: String, ident
 
     let mut registry = Registry::default();
     let metrics = Arc::new(RequestMetrics::register(&mut registry));
+    let tcp_metrics = Arc::new(ambit_telemetry::TcpMetrics::register(&mut registry));
     let (_bundle_tx, bundle_rx) = watch::channel(bundle);
     let upstreams = Upstreams::new(identity.clone(), certificates.clone(), bundle_rx.clone());
-    let shared = Arc::new(Shared::new(me, state, upstreams.clone(), metrics));
+    let shared = Arc::new(Shared::new(me, state, upstreams.clone(), metrics, tcp_metrics));
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PRUNE_INTERVAL);
         loop {

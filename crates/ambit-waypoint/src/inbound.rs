@@ -8,13 +8,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ambit_hbone::{ConnectHandler, InboundRequest, Refusal, StreamStats};
 use ambit_l7::balance::Sample;
 use ambit_l7::route::ServiceRef;
 use ambit_policy::http::{HttpRequestAttrs, evaluate_http};
-use ambit_telemetry::{ConnectionContext, Reporter};
+use ambit_telemetry::{ConnectionAddrs, ConnectionContext, ConnectionResult, Reporter, ResponseFlags};
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -152,6 +152,11 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
     let Ok(destination) = target::resolve(&state.snapshot, &shared.me, &tunnel.authority) else {
         return;
     };
+    let addrs = ConnectionAddrs {
+        src: tunnel.client,
+        dst: destination.addr(),
+        hbone: Some(tunnel.authority.to_string()),
+    };
     let service_key = destination
         .service()
         .map(|s| ambit_policy::http::ServiceKey::service(s.namespace.as_str(), &s.name));
@@ -170,28 +175,32 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
     };
     let decision = evaluate_http(&state.policies, &attrs);
     if !decision.is_allowed() {
-        debug!(%decision, "TCP connection denied by L7 policy");
+        let mut result = ConnectionResult::open(&shared.tcp_metrics, &tunnel.ctx, addrs);
+        result.fail(&TcpRefusal::Denied(decision.to_string()), ResponseFlags::Deny);
+        result.finish();
         return;
     }
     let addr = match destination {
-        Destination::Workload { addr, .. } => addr,
+        Destination::Workload { addr, .. } => Some(addr),
         Destination::Service { service, port, .. } => {
             let backend = ServiceRef::new(service.namespace.as_str(), service.name.as_str(), port);
-            let picked = shared.pick_endpoint(&state, &backend, Sample(fastrand::u64(..)));
-            match picked {
-                Some(addr) => addr,
-                None => {
-                    debug!(%backend, "no healthy endpoint for a TCP connection");
-                    return;
-                }
-            }
+            shared.pick_endpoint(&state, &backend, Sample(fastrand::u64(..)))
         }
+    };
+    let Some(addr) = addr else {
+        let mut result = ConnectionResult::open(&shared.tcp_metrics, &tunnel.ctx, addrs);
+        result.fail(&TcpRefusal::NoEndpoint(destination.addr()), ResponseFlags::Connect);
+        result.finish();
+        return;
     };
     let workload = state.snapshot.workload_by_ip(addr.ip());
     let identity = (workload.filter(|w| w.tunnel_protocol == ambit_node::state::model::TunnelProtocol::Hbone))
         .map(ambit_node::state::Workload::identity);
+    let mut ctx = tunnel.ctx.clone();
+    ctx.destination = workload.map(ambit_node::proxy::workload_info);
+    ctx.destination_principal = identity.clone();
+    let mut result = ConnectionResult::open(&shared.tcp_metrics, &ctx, addrs);
     let endpoint = EndpointTarget { addr, identity };
-    let started = Instant::now();
     let headers = ambit_hbone::ConnectHeaders {
         forwarded_for: Some(tunnel.client),
         ..Default::default()
@@ -199,14 +208,28 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
     let mut upstream = match shared.upstreams.connect(&endpoint, &headers).await {
         Ok(upstream) => upstream,
         Err(error) => {
-            debug!(error = %format!("{:#}", anyhow::Error::new(error)), "TCP upstream connect failed");
+            result.fail(&error, ResponseFlags::Connect);
+            result.finish();
             return;
         }
     };
     match tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
-        Ok((sent, received)) => debug!(sent, received, elapsed = ?started.elapsed(), "TCP relay ended"),
-        Err(error) => debug!(%error, "TCP relay failed"),
+        Ok((from_client, to_client)) => {
+            result.record_received(from_client);
+            result.record_sent(to_client);
+        }
+        Err(error) => result.record_error(&error),
     }
+    result.finish();
+}
+
+/// Why the waypoint refused a TCP tunnel after accepting it.
+#[derive(Debug, thiserror::Error)]
+enum TcpRefusal {
+    #[error("denied by L7 policy: {0}")]
+    Denied(String),
+    #[error("{0} has no healthy endpoint")]
+    NoEndpoint(SocketAddr),
 }
 
 /// The original client's address from the CONNECT's `forwarded: for="<ip:port>"` (ztunnel sends it).

@@ -52,6 +52,8 @@ pub struct Shared {
     pub state: watch::Receiver<Arc<L7State>>,
     pub upstreams: Upstreams,
     pub metrics: Arc<RequestMetrics>,
+    /// Istio's TCP metrics, for tunnels relayed as TCP.
+    pub tcp_metrics: Arc<ambit_telemetry::TcpMetrics>,
     /// Per backend Service port: the balancer, and the snapshot version its endpoints come from.
     balancers: Mutex<HashMap<ServiceRef, (u64, Balancer)>>,
 }
@@ -100,12 +102,14 @@ impl Shared {
         state: watch::Receiver<Arc<L7State>>,
         upstreams: Upstreams,
         metrics: Arc<RequestMetrics>,
+        tcp_metrics: Arc<ambit_telemetry::TcpMetrics>,
     ) -> Self {
         Self {
             me,
             state,
             upstreams,
             metrics,
+            tcp_metrics,
             balancers: Mutex::new(HashMap::new()),
         }
     }
