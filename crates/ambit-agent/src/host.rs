@@ -133,7 +133,7 @@ impl Namespaces for HostNamespaces {
     }
 
     fn listening(&self, netns: &PodNetns) -> io::Result<BTreeSet<u16>> {
-        ambit_netns::run_in_path(&netns.path, procfs::read_listening_ports).map_err(io::Error::from)?
+        ambit_netns::run_in_path(&netns.path, ambit_netns::listening_tcp_ports).map_err(io::Error::from)?
     }
 }
 

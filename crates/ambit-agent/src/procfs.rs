@@ -1,31 +1,9 @@
-//! Reading a network namespace's state from the kernel's `/proc/thread-self/net` files, which show the namespace of
-//! the reading thread: the parsers are pure (text in, values out); the reads run on a thread inside the pod's
+//! Reading a network namespace's addresses from the kernel's `/proc/thread-self/net` files, which show the namespace
+//! of the reading thread (its listening ports come from `ambit_netns::listening_tcp_ports`, which asks sock_diag): the parsers are pure (text in, values out); the reads run on a thread inside the pod's
 //! namespace ([`ambit_netns::run_in_path`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// The TCP socket state `LISTEN` in `/proc/net/tcp` (hex).
-const TCP_LISTEN: &str = "0A";
-
-/// The ports with a socket in LISTEN in a `/proc/net/tcp` or `/proc/net/tcp6` table. Lines that do not parse are
-/// skipped (the header, a truncated last line).
-pub fn listening_ports(table: &str) -> BTreeSet<u16> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let state = fields.nth(1)?;
-            if state != TCP_LISTEN {
-                return None;
-            }
-            let (_, port) = local.rsplit_once(':')?;
-            u16::from_str_radix(port, 16).ok()
-        })
-        .collect()
-}
 
 /// The IPv4 addresses local to the namespace, from `/proc/net/fib_trie`: each leaf (`|-- ADDR`) followed by a
 /// `/32 host LOCAL` entry is an address of one of the namespace's interfaces (as `ip` tells them apart).
@@ -69,36 +47,9 @@ pub fn read_local_addresses() -> BTreeSet<IpAddr> {
     local_addresses(&read("fib_trie"), &read("if_inet6"))
 }
 
-/// Reads the listening TCP ports (IPv4 and IPv6) of the calling thread's namespace.
-pub fn read_listening_ports() -> std::io::Result<BTreeSet<u16>> {
-    let mut ports = listening_ports(&std::fs::read_to_string("/proc/thread-self/net/tcp")?);
-    // Without IPv6 the file is absent, which is no error.
-    if let Ok(table) = std::fs::read_to_string("/proc/thread-self/net/tcp6") {
-        ports.extend(listening_ports(&table));
-    }
-    Ok(ports)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:3A99 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1123 1 0000000054d0b130 100 0 0 10 0
-   1: 00000000:3A9E 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1124 1 0000000054d0b130 100 0 0 10 0
-   2: 0300000A:1F90 0400000A:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 1125 1 0000000054d0b130 100 0 0 10 0
-   3: garbage
-";
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:3AA0 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2001 1 0000000000000000 100 0 0 10 0
-";
-
-    #[test]
-    fn listening_ports_skip_other_states_and_bad_lines() {
-        assert_eq!(listening_ports(TCP), BTreeSet::from([15001, 15006]));
-        assert_eq!(listening_ports(TCP6), BTreeSet::from([15008]));
-        assert_eq!(listening_ports(""), BTreeSet::new());
-    }
 
     const FIB_TRIE: &str = "Main:
   +-- 0.0.0.0/0 3 0 5
@@ -150,6 +101,5 @@ short 01 80 10 80 lo
         let found = read_local_addresses();
         let loopback: [IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         assert!(loopback.iter().any(|a| found.contains(a)), "{found:?}");
-        read_listening_ports().unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! The fail-closed guard of a pod namespace (see [`rules`](crate::rules) for its logic) and the
-//! `tcp_migrate_req` sysctl: installed idempotently and without a window in which TCP could leave unguarded,
+//! `tcp_migrate_req` and `tcp_tw_reuse` sysctls: installed idempotently and without a window in which TCP could leave unguarded,
 //! removed, and read back for [`verify`](crate::verify).
 
 use std::net::Ipv4Addr;
@@ -9,10 +9,7 @@ use ambit_netns::NetnsError;
 use crate::CaptureError;
 use crate::command::ip;
 use crate::routing::{all_routes, rules_at, table_routes};
-use crate::rules::{
-    CaptureConfig, GUARD_LINK, GUARD_LINK_KIND, GUARD_TABLE, IpRule, MIGRATE_REQ_OFF, MIGRATE_REQ_ON,
-    MIGRATE_REQ_SYSCTL, normalize,
-};
+use crate::rules::{CaptureConfig, GUARD_LINK, GUARD_LINK_KIND, GUARD_TABLE, IpRule, POD_SYSCTLS, normalize};
 
 /// The guard and the sysctl as read back from a namespace: the input of
 /// [`guard_drift`](crate::verify::guard_drift).
@@ -26,16 +23,18 @@ pub(crate) struct GuardState {
     pub routes: Vec<String>,
     /// The rules found at the priority of each of `cfg.guard_rules()`, in that order, normalised.
     pub rules: Vec<(u32, Vec<String>)>,
-    /// The value of [`MIGRATE_REQ_SYSCTL`].
-    pub migrate_req: String,
+    /// The values of [`POD_SYSCTLS`], in that order.
+    pub sysctls: Vec<String>,
 }
 
 /// Sets the sysctl, then brings up the guard's device, its table and finally its rules, leaving whatever is already
 /// correct untouched (see [`install_steps`]).
 pub(crate) fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     let found = read(netns, cfg)?;
-    if found.migrate_req != MIGRATE_REQ_ON {
-        write_sysctl(netns, MIGRATE_REQ_ON)?;
+    for (sysctl, value) in POD_SYSCTLS.iter().zip(&found.sysctls) {
+        if value != sysctl.on {
+            write_sysctl(netns, sysctl.key, sysctl.on)?;
+        }
     }
     run(netns, &install_steps(&found, cfg))
 }
@@ -45,8 +44,10 @@ pub(crate) fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureErr
 pub(crate) fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     let found = read(netns, cfg)?;
     run(netns, &remove_steps(&found))?;
-    if found.migrate_req != MIGRATE_REQ_OFF {
-        write_sysctl(netns, MIGRATE_REQ_OFF)?;
+    for (sysctl, value) in POD_SYSCTLS.iter().zip(&found.sysctls) {
+        if value != sysctl.off {
+            write_sysctl(netns, sysctl.key, sysctl.off)?;
+        }
     }
     Ok(())
 }
@@ -63,7 +64,9 @@ pub(crate) fn read(netns: &str, cfg: &CaptureConfig) -> Result<GuardState, Captu
         link_up: link_state(&ip(netns, &["-o", "link", "show"])?, GUARD_LINK),
         routes: table_routes(&all_routes(netns)?, GUARD_TABLE),
         rules,
-        migrate_req: read_sysctl(netns)?,
+        sysctls: (POD_SYSCTLS.iter())
+            .map(|sysctl| read_sysctl(netns, sysctl.key))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -149,22 +152,22 @@ fn pod_ip(netns: &str) -> Result<Option<Ipv4Addr>, CaptureError> {
     )?))
 }
 
-fn sysctl_path() -> String {
-    format!("/proc/sys/{}", MIGRATE_REQ_SYSCTL.replace('.', "/"))
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
-/// Reads [`MIGRATE_REQ_SYSCTL`] from a thread inside the namespace (`/proc/sys/net` shows the opener's).
-fn read_sysctl(netns: &str) -> Result<String, CaptureError> {
-    let path = sysctl_path();
+/// Reads a sysctl from a thread inside the namespace (`/proc/sys/net` shows the opener's).
+fn read_sysctl(netns: &str, key: &'static str) -> Result<String, CaptureError> {
+    let path = sysctl_path(key);
     let value = in_netns(netns, move || std::fs::read_to_string(&path))?;
     value
         .map(|v| v.trim().to_string())
-        .map_err(|source| sysctl_error(netns, source))
+        .map_err(|source| sysctl_error(netns, key, source))
 }
 
-fn write_sysctl(netns: &str, value: &'static str) -> Result<(), CaptureError> {
-    let path = sysctl_path();
-    in_netns(netns, move || std::fs::write(&path, value))?.map_err(|source| sysctl_error(netns, source))
+fn write_sysctl(netns: &str, key: &'static str, value: &'static str) -> Result<(), CaptureError> {
+    let path = sysctl_path(key);
+    in_netns(netns, move || std::fs::write(&path, value))?.map_err(|source| sysctl_error(netns, key, source))
 }
 
 /// Runs `f` on a thread inside the named namespace; a namespace that vanished is [`CaptureError::NoNamespace`], as
@@ -178,10 +181,10 @@ fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'stat
     })
 }
 
-fn sysctl_error(netns: &str, source: std::io::Error) -> CaptureError {
+fn sysctl_error(netns: &str, key: &'static str, source: std::io::Error) -> CaptureError {
     CaptureError::Sysctl {
         netns: netns.to_string(),
-        key: MIGRATE_REQ_SYSCTL,
+        key,
         source,
     }
 }

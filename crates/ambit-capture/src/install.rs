@@ -6,7 +6,7 @@ use crate::command::{ensure_namespace, nft};
 use crate::rules::{CaptureConfig, pod_ruleset, removal_ruleset};
 use crate::{CaptureError, guard, routing};
 
-/// Installs capture in the named namespace: the guard and `tcp_migrate_req` (see [`rules`](crate::rules)), exactly
+/// Installs capture in the named namespace: the guard and the pod sysctls `tcp_migrate_req` and `tcp_tw_reuse` (see [`rules`](crate::rules)), exactly
 /// one policy rule at [`RULE_PREF`](crate::rules::RULE_PREF), and the capture tables, replacing whatever capture
 /// tables were there. Running it again is harmless, and repairs drift without ever leaving the pod's TCP unguarded.
 /// A route left in another table by an earlier configuration is not cleaned up.
@@ -20,7 +20,7 @@ pub fn install(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
 }
 
 /// Removes capture from the named namespace: both tables, every rule at [`RULE_PREF`](crate::rules::RULE_PREF)
-/// and the local route of `cfg`'s table, then the guard (its rules, table and device) and `tcp_migrate_req` back to
+/// and the local route of `cfg`'s table, then the guard (its rules, table and device) and the pod sysctls back to
 /// the kernel's default, leaving the pod's plain networking. What is already gone is no error.
 pub fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureError> {
     ensure_namespace(netns)?;

@@ -2,12 +2,13 @@
 //! nftables rules send the pod's TCP to the node proxy's in-pod listeners (outbound 15001, inbound 15006; HBONE
 //! 15008 is left alone), and a policy-routing rule brings the app's replies back to the proxy's transparent
 //! sockets. A fail-closed guard in policy routing drops the pod's TCP that capture did not redirect, so that it
-//! fails rather than leaves in plaintext while the nftables tables are missing, and `net.ipv4.tcp_migrate_req` is
-//! set so that a node-proxy upgrade loses no queued connection. [`install`] applies all of it (the guard first,
+//! fails rather than leaves in plaintext while the nftables tables are missing; `net.ipv4.tcp_migrate_req` is set
+//! so that a node-proxy upgrade loses no queued connection, and `net.ipv4.tcp_tw_reuse` so that short connections
+//! through the proxy do not exhaust the pod's ephemeral ports. [`install`] applies all of it (the guard first,
 //! replacing any previous tables), [`remove`] takes it away (the guard last), and [`verify`] reads it back and
 //! reports drift. The rules themselves are pure values in [`rules`].
 //!
-//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, and the sysctl is read and written by a
+//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, and the sysctls are read and written by a
 //! short-lived thread inside the namespace, so the caller's thread never changes namespace. The sockets the proxy
 //! needs on the other side (SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST) are in `ambit-netns`.
 

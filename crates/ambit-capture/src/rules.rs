@@ -100,6 +100,39 @@ pub const MIGRATE_REQ_SYSCTL: &str = "net.ipv4.tcp_migrate_req";
 pub const MIGRATE_REQ_ON: &str = "1";
 /// [`MIGRATE_REQ_SYSCTL`] without capture.
 pub const MIGRATE_REQ_OFF: &str = "0";
+/// Lets the pod's connects reuse a local port whose previous connection is in TIME_WAIT (timestamps make it safe).
+/// With capture, an application's short connections close against its node proxy, which relays the server's FIN a
+/// hop later than a direct server would send it, so the application usually closes first and keeps the TIME_WAIT;
+/// at a few hundred new connections a second to one destination its ephemeral ports would run out (connect then
+/// spends milliseconds searching the port range) without reuse. Install sets [`TW_REUSE_ON`], remove the kernel's
+/// default [`TW_REUSE_OFF`] (reuse for loopback only).
+pub const TW_REUSE_SYSCTL: &str = "net.ipv4.tcp_tw_reuse";
+/// [`TW_REUSE_SYSCTL`] with capture installed.
+pub const TW_REUSE_ON: &str = "1";
+/// [`TW_REUSE_SYSCTL`] without capture.
+pub const TW_REUSE_OFF: &str = "2";
+
+/// A sysctl of the pod's namespace that capture sets, and its value with and without capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSysctl {
+    pub key: &'static str,
+    pub on: &'static str,
+    pub off: &'static str,
+}
+
+/// Every sysctl capture sets in a pod, in the order they are read, set and verified.
+pub const POD_SYSCTLS: [PodSysctl; 2] = [
+    PodSysctl {
+        key: MIGRATE_REQ_SYSCTL,
+        on: MIGRATE_REQ_ON,
+        off: MIGRATE_REQ_OFF,
+    },
+    PodSysctl {
+        key: TW_REUSE_SYSCTL,
+        on: TW_REUSE_ON,
+        off: TW_REUSE_OFF,
+    },
+];
 
 /// A policy-routing rule at its priority, as `ip rule add` takes it after `add` (without `pref`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::fmt;
 use crate::command::{ensure_namespace, nft};
 use crate::guard::GuardState;
 use crate::rules::{
-    CaptureConfig, Chain, FAMILY, GUARD_LINK, GUARD_TABLE, LOCAL_ROUTE, MIGRATE_REQ_ON, MIGRATE_REQ_SYSCTL, RULE_PREF,
-    Table, normalize, pod_tables,
+    CaptureConfig, Chain, FAMILY, GUARD_LINK, GUARD_TABLE, LOCAL_ROUTE, POD_SYSCTLS, RULE_PREF, Table, normalize,
+    pod_tables,
 };
 use crate::{CaptureError, guard, routing};
 
@@ -198,12 +198,14 @@ pub(crate) fn guard_drift(found: &GuardState, cfg: &CaptureConfig) -> Vec<Drift>
             at.map_or(&[][..], |(_, rules)| rules),
         ));
     }
-    if found.migrate_req != MIGRATE_REQ_ON {
-        drift.push(Drift::Sysctl {
-            key: MIGRATE_REQ_SYSCTL.to_string(),
-            found: found.migrate_req.clone(),
-            want: MIGRATE_REQ_ON.to_string(),
-        });
+    for (sysctl, value) in POD_SYSCTLS.iter().zip(&found.sysctls) {
+        if value != sysctl.on {
+            drift.push(Drift::Sysctl {
+                key: sysctl.key.to_string(),
+                found: value.clone(),
+                want: sysctl.on.to_string(),
+            });
+        }
     }
     drift
 }

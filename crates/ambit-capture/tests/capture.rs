@@ -160,8 +160,17 @@ impl Pair {
 
     /// `net.ipv4.tcp_migrate_req` of the pod.
     fn migrate_req(&self) -> String {
-        let path = "/proc/sys/net/ipv4/tcp_migrate_req";
-        sh(&["ip", "netns", "exec", &self.pod, "cat", path]).trim().to_string()
+        self.sysctl("tcp_migrate_req")
+    }
+
+    /// `net.ipv4.tcp_tw_reuse` of the pod.
+    fn tw_reuse(&self) -> String {
+        self.sysctl("tcp_tw_reuse")
+    }
+
+    fn sysctl(&self, name: &str) -> String {
+        let path = format!("/proc/sys/net/ipv4/{name}");
+        sh(&["ip", "netns", "exec", &self.pod, "cat", &path]).trim().to_string()
     }
 
     /// A UDP socket bound in the named namespace.
@@ -391,8 +400,8 @@ async fn verify_reports_drift_and_remove_cleans_up() {
     remove(&pair.pod, &cfg).unwrap();
     assert_removed(&pair);
     let drift = verify(&pair.pod, &cfg).unwrap().drift;
-    // Both tables, Istio's rule and route, the guard's device, three routes and two rules, and the sysctl.
-    assert_eq!(drift.len(), 11, "{drift:?}");
+    // Both tables, Istio's rule and route, the guard's device, three routes and two rules, and the two sysctls.
+    assert_eq!(drift.len(), 12, "{drift:?}");
     assert!(
         drift.contains(&Drift::MissingLink {
             link: GUARD_LINK.to_string()
@@ -411,7 +420,7 @@ async fn verify_reports_drift_and_remove_cleans_up() {
 async fn verify_and_remove_work_on_a_namespace_never_captured() {
     let pair = Pair::new("fresh");
     let cfg = CaptureConfig::default();
-    assert_eq!(verify(&pair.pod, &cfg).unwrap().drift.len(), 11);
+    assert_eq!(verify(&pair.pod, &cfg).unwrap().drift.len(), 12);
     remove(&pair.pod, &cfg).unwrap();
     assert_removed(&pair);
 }
@@ -443,6 +452,7 @@ fn assert_removed(pair: &Pair) {
     let links = sh(&["ip", "-n", &pair.pod, "-o", "link", "show"]);
     assert!(!links.contains(GUARD_LINK), "{links}");
     assert_eq!(pair.migrate_req(), "0");
+    assert_eq!(pair.tw_reuse(), "2", "the kernel's default again");
 }
 
 /// The app's plain connect to the peer fails and not one SYN reaches the peer: the guard drops what capture did
@@ -550,6 +560,7 @@ async fn remove_restores_plain_connectivity() {
     assert!(!installed(&pair.pod, &cfg).unwrap(), "nothing is installed yet");
     install(&pair.pod, &cfg).unwrap();
     assert_eq!(pair.migrate_req(), "1");
+    assert_eq!(pair.tw_reuse(), "1");
     pair.delete_nat_table();
     // What is left (the guard, the mangle table) still counts as installed: an agent without a record removes it.
     assert!(

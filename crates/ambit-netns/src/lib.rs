@@ -13,6 +13,7 @@
 //!
 //! This is the one crate allowed `unsafe`, item by item with a SAFETY comment; nix's safe wrappers come first.
 
+mod diag;
 mod seqpacket;
 mod socket;
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
+pub use diag::listening_tcp_ports;
 pub use seqpacket::{MAX_FDS, SOCKET_MODE, SeqpacketListener, SeqpacketStream, is_network_namespace};
 pub use socket::{
     ConnectOptions, DEFAULT_BACKLOG, ListenOptions, SocketError, SocketFactory, connect_socket, connect_socket_in,

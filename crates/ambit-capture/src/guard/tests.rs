@@ -16,7 +16,7 @@ fn installed() -> GuardState {
             (32763, strings(&["from all fwmark 0x539/0xfff lookup main"])),
             (32765, strings(&["from all ipproto tcp lookup 134"])),
         ],
-        migrate_req: "1".to_string(),
+        sysctls: vec!["1".to_string(), "1".to_string()],
     }
 }
 
@@ -26,7 +26,7 @@ fn bare() -> GuardState {
         link_up: None,
         routes: vec![],
         rules: vec![(32763, vec![]), (32765, vec![])],
-        migrate_req: "0".to_string(),
+        sysctls: vec!["0".to_string(), "2".to_string()],
         ..installed()
     }
 }

@@ -210,7 +210,7 @@ fn installed_guard() -> GuardState {
             (32763, vec!["from all fwmark 0x539/0xfff lookup main".to_string()]),
             (32765, vec!["from all ipproto tcp lookup 134".to_string()]),
         ],
-        migrate_req: "1".to_string(),
+        sysctls: vec!["1".to_string(), "1".to_string()],
     }
 }
 
@@ -290,11 +290,30 @@ fn guard_drift_names_each_part() {
         (
             "sysctl reset",
             GuardState {
-                migrate_req: "0".to_string(),
+                sysctls: vec!["0".to_string(), "2".to_string()],
+                ..installed_guard()
+            },
+            vec![
+                Drift::Sysctl {
+                    key: "net.ipv4.tcp_migrate_req".to_string(),
+                    found: "0".to_string(),
+                    want: "1".to_string(),
+                },
+                Drift::Sysctl {
+                    key: "net.ipv4.tcp_tw_reuse".to_string(),
+                    found: "2".to_string(),
+                    want: "1".to_string(),
+                },
+            ],
+        ),
+        (
+            "one sysctl reset",
+            GuardState {
+                sysctls: vec!["1".to_string(), "0".to_string()],
                 ..installed_guard()
             },
             vec![Drift::Sysctl {
-                key: "net.ipv4.tcp_migrate_req".to_string(),
+                key: "net.ipv4.tcp_tw_reuse".to_string(),
                 found: "0".to_string(),
                 want: "1".to_string(),
             }],
@@ -347,7 +366,7 @@ fn any_part_of_capture_counts_as_installed() {
         link_up: None,
         routes: Vec::new(),
         rules: vec![(32763, Vec::new()), (32765, Vec::new())],
-        migrate_req: "1".to_string(),
+        sysctls: vec!["1".to_string(), "1".to_string()],
     };
     let cases: Vec<(&str, bool, GuardState, bool)> = vec![
         ("nothing (the sysctl alone)", false, none.clone(), false),

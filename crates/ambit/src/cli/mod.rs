@@ -12,6 +12,7 @@ mod exec;
 mod get;
 mod label;
 mod logs;
+mod logsink;
 mod node;
 mod proxy_config;
 mod waypoint;
@@ -132,23 +133,17 @@ pub fn find_container<'a>(
     Ok((pod, container))
 }
 
-/// Installs the log subscriber: stderr, text or JSON, filtered by `AMBIT_LOG` (default `info`). Lines go through a
-/// channel to a writer thread that buffers them and flushes whenever the channel runs empty, so a proxy's access log
-/// costs its data path no `write` system call per connection; nothing is dropped (a full channel makes the logger
-/// wait). Keep the guard until the process ends: dropping it flushes what is left.
-pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Installs the log subscriber: stderr through [`logsink::LogSink`] (buffered, flushed every 100 ms by a thread of
+/// its own), text or JSON, filtered by `AMBIT_LOG` (default `info`). Keep the guard until the process ends: dropping it
+/// flushes what is left.
+pub fn init_tracing(format: LogFormat) -> logsink::FlushGuard<std::io::Stderr> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMBIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let buffered = std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("ambit-log")
-        .finish(buffered);
+    let (sink, guard) = logsink::LogSink::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(move || sink.clone())
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
@@ -156,12 +151,6 @@ pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::Worker
     }
     guard
 }
-
-/// The log writer's buffer: many access-log lines per `write` under load.
-const LOG_BUFFER: usize = 64 * 1024;
-/// Lines queued for the writer thread before a logger waits. The channel's slots are allocated up front (32 bytes
-/// each), so tracing-appender's default of 128,000 would cost every process 4 MiB of resident memory.
-const LOG_QUEUE_LINES: usize = 4096;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
