@@ -275,6 +275,13 @@ fn l7_traffic_management_through_the_waypoint() {
     let c = TestCluster::start("wp", MANIFEST);
     let web = "http://web.app.svc.cluster.local/";
 
+    // Warm-up: right after `cluster up` the backends' HBONE enrollment may still be settling (the agent patches the
+    // redirection annotation after its node proxy acknowledged the pod); measure once the service answers steadily.
+    let steady = eventually(Duration::from_secs(20), || {
+        requests(&c, web, 50, &[]).iter().all(|(code, _)| *code == 200)
+    });
+    assert!(steady, "web never answered 50 requests in a row through the waypoint");
+
     // A 90/10 split lands within 5 points over 2000 requests.
     let split = requests(&c, web, 2000, &[]);
     let by_pod = counts(&split);
