@@ -275,8 +275,8 @@ fn l7_traffic_management_through_the_waypoint() {
     let c = TestCluster::start("wp", MANIFEST);
     let web = "http://web.app.svc.cluster.local/";
 
-    // Warm-up: right after `cluster up` the backends' HBONE enrollment may still be settling (the agent patches the
-    // redirection annotation after its node proxy acknowledged the pod); measure once the service answers steadily.
+    // Warm-up: right after `cluster up` the pods' readiness may not have reached the waypoint's state yet (a request
+    // in that window is answered 503 `UH`, no healthy upstream); measure once the service answers steadily.
     let steady = eventually(Duration::from_secs(20), || {
         requests(&c, web, 50, &[]).iter().all(|(code, _)| *code == 200)
     });
