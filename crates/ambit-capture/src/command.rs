@@ -22,11 +22,38 @@ pub(crate) fn ip(netns: &str, args: &[&str]) -> Result<String, CaptureError> {
     run("ip", &full, None)
 }
 
-/// `ip netns exec NETNS nft ARGS…`, fed `stdin`, returning its stdout.
+/// `nft ARGS…` run inside the named namespace, fed `stdin`, returning its stdout. The command is started from a
+/// thread that entered the namespace (a child inherits it), which spares the `ip netns exec` process in between:
+/// the node agent lists every enrolled pod's ruleset every second.
 pub(crate) fn nft(netns: &str, args: &[&str], stdin: Option<&str>) -> Result<String, CaptureError> {
-    let mut full = vec!["netns", "exec", netns, "nft"];
-    full.extend_from_slice(args);
-    run("ip", &full, stdin)
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let stdin = stdin.map(str::to_string);
+    in_netns(netns, move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("nft", &args, stdin.as_deref())
+    })?
+    .map_err(|error| match error {
+        // Name the namespace in the failed command, as `ip netns exec NETNS nft` would.
+        CaptureError::Command { command, stderr } => CaptureError::Command {
+            command: format!("{command} (in {netns})"),
+            stderr,
+        },
+        other => other,
+    })
+}
+
+/// Runs `f` on a thread inside the named namespace; a namespace that vanished is [`CaptureError::NoNamespace`], as
+/// when it is missing from the start.
+pub(crate) fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CaptureError> {
+    ambit_netns::run_in(netns, f).map_err(|err| match err {
+        ambit_netns::NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            CaptureError::NoNamespace(netns.to_string())
+        }
+        other => CaptureError::Netns(other),
+    })
 }
 
 /// Runs a command to completion, feeding `stdin`; a non-zero exit is an error carrying its stderr.

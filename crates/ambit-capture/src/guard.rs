@@ -4,11 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use ambit_netns::NetnsError;
-
 use crate::CaptureError;
-use crate::command::ip;
-use crate::routing::{all_routes, rules_at, table_routes};
+use crate::command::{in_netns, ip};
+use crate::routing::{all_routes, all_rules, rules_in, table_routes};
 use crate::rules::{CaptureConfig, GUARD_LINK, GUARD_LINK_KIND, GUARD_TABLE, IpRule, POD_SYSCTLS, normalize};
 
 /// The guard and the sysctl as read back from a namespace: the input of
@@ -54,15 +52,23 @@ pub(crate) fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureErro
 
 /// Reads the guard's parts and the sysctl back.
 pub(crate) fn read(netns: &str, cfg: &CaptureConfig) -> Result<GuardState, CaptureError> {
-    let rules = cfg
-        .guard_rules()
-        .iter()
-        .map(|rule| Ok((rule.pref, rules_at(netns, rule.pref)?)))
-        .collect::<Result<_, CaptureError>>()?;
+    read_with(netns, cfg, &all_rules(netns)?, &all_routes(netns)?)
+}
+
+/// As [`read`], with the namespace's rule and route listings ([`all_rules`], [`all_routes`]) already in hand.
+pub(crate) fn read_with(
+    netns: &str,
+    cfg: &CaptureConfig,
+    rule_listing: &str,
+    route_listing: &str,
+) -> Result<GuardState, CaptureError> {
+    let rules = (cfg.guard_rules().iter())
+        .map(|rule| (rule.pref, rules_in(rule_listing, rule.pref)))
+        .collect();
     Ok(GuardState {
         pod_ip: pod_ip(netns)?,
         link_up: link_state(&ip(netns, &["-o", "link", "show"])?, GUARD_LINK),
-        routes: table_routes(&all_routes(netns)?, GUARD_TABLE),
+        routes: table_routes(route_listing, GUARD_TABLE),
         rules,
         sysctls: (POD_SYSCTLS.iter())
             .map(|sysctl| read_sysctl(netns, sysctl.key))
@@ -168,17 +174,6 @@ fn read_sysctl(netns: &str, key: &'static str) -> Result<String, CaptureError> {
 fn write_sysctl(netns: &str, key: &'static str, value: &'static str) -> Result<(), CaptureError> {
     let path = sysctl_path(key);
     in_netns(netns, move || std::fs::write(&path, value))?.map_err(|source| sysctl_error(netns, key, source))
-}
-
-/// Runs `f` on a thread inside the named namespace; a namespace that vanished is [`CaptureError::NoNamespace`], as
-/// when it is missing from the start.
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, CaptureError> {
-    ambit_netns::run_in(netns, f).map_err(|err| match err {
-        NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            CaptureError::NoNamespace(netns.to_string())
-        }
-        other => CaptureError::Netns(other),
-    })
 }
 
 fn sysctl_error(netns: &str, key: &'static str, source: std::io::Error) -> CaptureError {

@@ -8,8 +8,8 @@
 //! replacing any previous tables), [`remove`] takes it away (the guard last), and [`verify`] reads it back and
 //! reports drift. The rules themselves are pure values in [`rules`].
 //!
-//! Everything runs through `ip netns exec NS nft` and `ip -n NS`, and the sysctls are read and written by a
-//! short-lived thread inside the namespace, so the caller's thread never changes namespace. The sockets the proxy
+//! Everything runs through `nft` (started from a short-lived thread inside the namespace) and `ip -n NS`, and the
+//! sysctls are read and written by such a thread, so the caller's thread never changes namespace. The sockets the proxy
 //! needs on the other side (SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST) are in `ambit-netns`.
 
 mod command;

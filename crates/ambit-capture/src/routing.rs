@@ -35,15 +35,36 @@ pub(crate) fn remove(netns: &str, cfg: &CaptureConfig) -> Result<(), CaptureErro
 
 /// Whether the configured table holds the local default route over `lo`.
 pub(crate) fn has_local_route(netns: &str, cfg: &CaptureConfig) -> Result<bool, CaptureError> {
-    Ok(table_routes(&all_routes(netns)?, cfg.route_table)
+    Ok(holds_local_route(&all_routes(netns)?, cfg))
+}
+
+/// Whether `routes` ([`all_routes`] output) holds the configured table's local default route over `lo`.
+pub(crate) fn holds_local_route(routes: &str, cfg: &CaptureConfig) -> bool {
+    table_routes(routes, cfg.route_table)
         .iter()
-        .any(|route| is_local_route(route)))
+        .any(|route| is_local_route(route))
 }
 
 /// The rules at `pref`, normalised and without their `PREF:` prefix.
 pub(crate) fn rules_at(netns: &str, pref: u32) -> Result<Vec<String>, CaptureError> {
     let listing = ip(netns, &["rule", "show", "pref", &pref.to_string()])?;
     Ok(parse_rules(&listing))
+}
+
+/// Every policy-routing rule of the namespace (`ip rule show`), for [`rules_in`]: one command where a check would
+/// otherwise list each priority on its own.
+pub(crate) fn all_rules(netns: &str) -> Result<String, CaptureError> {
+    ip(netns, &["rule", "show"])
+}
+
+/// The rules at `pref` in [`all_rules`] output, normalised and without their `PREF:` prefix.
+pub(crate) fn rules_in(listing: &str, pref: u32) -> Vec<String> {
+    let prefix = format!("{pref}:");
+    let at_pref: String = (listing.lines())
+        .filter(|line| line.trim_start().starts_with(&prefix))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    parse_rules(&at_pref)
 }
 
 /// Deletes the first `count` rules at `pref` (all of them when `count` is their number).
@@ -117,6 +138,23 @@ mod tests {
         for (listing, want) in cases {
             assert_eq!(parse_rules(listing), *want, "{listing:?}");
         }
+    }
+
+    #[test]
+    fn rules_at_one_priority_are_picked_from_all_rules() {
+        let listing = "0:\tfrom all lookup local\n32763:\tfrom all fwmark 0x539/0xfff lookup main\n\
+                       32764:\tfrom all fwmark 0x111/0xfff lookup 100\n32765:\tfrom all ipproto tcp lookup 134\n\
+                       32765:\tfrom all lookup 7\n32766:\tfrom all lookup main\n";
+        assert_eq!(rules_in(listing, 32764), ["from all fwmark 0x111/0xfff lookup 100"]);
+        assert_eq!(
+            rules_in(listing, 32765),
+            ["from all ipproto tcp lookup 134", "from all lookup 7"]
+        );
+        assert!(rules_in(listing, 32762).is_empty());
+        assert!(
+            rules_in(listing, 3276).is_empty(),
+            "a prefix of another priority is not that priority"
+        );
     }
 
     #[test]

@@ -135,17 +135,19 @@ pub fn verify(netns: &str, cfg: &CaptureConfig) -> Result<VerifyReport, CaptureE
     ensure_namespace(netns)?;
     let listing = parse_listing(&nft(netns, &["list", "ruleset"], None)?);
     let mut drift = table_drift(&listing, &pod_tables(cfg));
+    // Each listing once: the agent runs this for every enrolled pod every second.
+    let (rules, routes) = (routing::all_rules(netns)?, routing::all_routes(netns)?);
     drift.extend(rule_drift(
         RULE_PREF,
         &cfg.ip_rule(),
-        &routing::rules_at(netns, RULE_PREF)?,
+        &routing::rules_in(&rules, RULE_PREF),
     ));
-    if !routing::has_local_route(netns, cfg)? {
+    if !routing::holds_local_route(&routes, cfg) {
         drift.push(Drift::MissingRoute {
             route: format!("{LOCAL_ROUTE} table {}", cfg.route_table),
         });
     }
-    drift.extend(guard_drift(&guard::read(netns, cfg)?, cfg));
+    drift.extend(guard_drift(&guard::read_with(netns, cfg, &rules, &routes)?, cfg));
     Ok(VerifyReport { drift })
 }
 
