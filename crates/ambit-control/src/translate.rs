@@ -49,7 +49,7 @@ pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace"
 /// On a waypoint Gateway: which objects may bind to it (`service`, the default, `workload`, `all` or `none`).
 pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
 /// The `gatewayClassName` of waypoints.
-pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+pub const WAYPOINT_CLASS: &str = ambit_policy::http::WAYPOINT_GATEWAY_CLASS;
 /// The [`USE_WAYPOINT_LABEL`] value that opts out of the namespace's waypoint.
 pub const NO_WAYPOINT: &str = "none";
 /// The label istiod puts on the waypoint's own pods and Service ([`MESH_CONTROLLER`]): a waypoint has no waypoint.

@@ -13,7 +13,6 @@ use std::time::Duration;
 use ambit_hbone::{ConnectHandler, InboundRequest, Refusal, StreamStats};
 use ambit_l7::balance::Sample;
 use ambit_l7::route::ServiceRef;
-use ambit_policy::http::{HttpRequestAttrs, evaluate_http};
 use ambit_telemetry::{ConnectionAddrs, ConnectionContext, ConnectionResult, Reporter, ResponseFlags};
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
@@ -25,7 +24,6 @@ use tracing::{Instrument, debug};
 use crate::proxy::{self, Shared, Tunnel};
 use crate::sniff::{Prefixed, Sniffed, sniff};
 use crate::target::{self, Destination};
-use crate::upstream::EndpointTarget;
 
 /// Bytes buffered in each direction of the pipe between the HBONE stream and the session.
 const PIPE_BUFFER: usize = 256 * 1024;
@@ -157,23 +155,7 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
         dst: destination.addr(),
         hbone: Some(tunnel.authority.to_string()),
     };
-    let service_key = destination
-        .service()
-        .map(|s| ambit_policy::http::ServiceKey::service(s.namespace.as_str(), &s.name));
-    let attrs = HttpRequestAttrs {
-        source_identity: tunnel.peer_identity.as_ref(),
-        source_ip: tunnel.client.ip(),
-        remote_ip: tunnel.client.ip(),
-        destination_ip: destination.addr().ip(),
-        destination_port: destination.addr().port(),
-        sni: None,
-        service: service_key.as_ref(),
-        method: "",
-        authority: "",
-        path: "",
-        headers: &[],
-    };
-    let decision = evaluate_http(&state.policies, &attrs);
+    let decision = proxy::authorize(&state, tunnel, &destination, proxy::HttpRequest::TCP);
     if !decision.is_allowed() {
         let mut result = ConnectionResult::open(&shared.tcp_metrics, &tunnel.ctx, addrs);
         result.fail(&TcpRefusal::Denied(decision.to_string()), ResponseFlags::Deny);
@@ -193,14 +175,11 @@ async fn relay_tcp(shared: &Shared, tunnel: &Tunnel, mut io: Prefixed<DuplexStre
         result.finish();
         return;
     };
-    let workload = state.snapshot.workload_by_ip(addr.ip());
-    let identity = (workload.filter(|w| w.tunnel_protocol == ambit_node::state::model::TunnelProtocol::Hbone))
-        .map(ambit_node::state::Workload::identity);
+    let (endpoint, workload) = proxy::endpoint_target(&state.snapshot, addr);
     let mut ctx = tunnel.ctx.clone();
     ctx.destination = workload.map(ambit_node::proxy::workload_info);
-    ctx.destination_principal = identity.clone();
+    ctx.destination_principal = endpoint.identity.clone();
     let mut result = ConnectionResult::open(&shared.tcp_metrics, &ctx, addrs);
-    let endpoint = EndpointTarget { addr, identity };
     let headers = ambit_hbone::ConnectHeaders {
         forwarded_for: Some(tunnel.client),
         ..Default::default()

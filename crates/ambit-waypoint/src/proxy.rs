@@ -115,7 +115,7 @@ impl Shared {
     }
 
     /// Runs `f` on the balancer of `backend`, its endpoints brought up to date with `snapshot` first.
-    fn with_balancer<T>(&self, state: &L7State, backend: &ServiceRef, f: impl FnOnce(&mut Balancer) -> T) -> Option<T> {
+    fn with_balancer<T>(&self, state: &L7State, backend: &ServiceRef, f: impl FnOnce(&mut Balancer) -> T) -> T {
         let snapshot = &state.snapshot;
         let mut balancers = self.balancers.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = balancers.entry(backend.clone());
@@ -131,7 +131,7 @@ impl Shared {
             balancer.update(endpoints(snapshot, backend));
             *version = snapshot.version();
         }
-        Some(f(balancer))
+        f(balancer)
     }
 }
 
@@ -142,7 +142,6 @@ impl Shared {
             let id = balancer.pick(Instant::now(), sample)?;
             balancer.endpoint(&id).map(|e| e.address)
         })
-        .flatten()
     }
 }
 
@@ -163,7 +162,7 @@ fn endpoints(snapshot: &Snapshot, backend: &ServiceRef) -> Vec<Endpoint> {
 }
 
 /// How the waypoint reaches the workload at `addr`: HBONE with its identity when it speaks HBONE, else plain TCP.
-fn endpoint_target(snapshot: &Snapshot, addr: SocketAddr) -> (EndpointTarget, Option<&Workload>) {
+pub(crate) fn endpoint_target(snapshot: &Snapshot, addr: SocketAddr) -> (EndpointTarget, Option<&Workload>) {
     let workload = snapshot.workload_by_ip(addr.ip());
     let identity = workload
         .filter(|w| w.tunnel_protocol == TunnelProtocol::Hbone)
@@ -231,24 +230,14 @@ async fn process(
 
     // Authorization.
     let head = RequestHead::from_parts(&parts);
-    let service_key = destination
-        .service()
-        .map(|s| ambit_policy::http::ServiceKey::service(s.namespace.as_str(), &s.name));
     let headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
-    let attrs = HttpRequestAttrs {
-        source_identity: tunnel.peer_identity.as_ref(),
-        source_ip: tunnel.client.ip(),
-        remote_ip: tunnel.client.ip(),
-        destination_ip: destination.addr().ip(),
-        destination_port: destination.addr().port(),
-        sni: None,
-        service: service_key.as_ref(),
+    let request = HttpRequest {
         method: parts.method.as_str(),
         authority: head.authority,
         path: &normalized.path,
         headers: &headers,
     };
-    let decision = evaluate_http(&state.policies, &attrs);
+    let decision = authorize(state, tunnel, &destination, request);
     if !decision.audit.is_empty() || !decision.dry_run.is_empty() {
         info!(target: "audit", decision = %decision, path = %normalized.path, "L7 policy audit");
     }
@@ -376,7 +365,8 @@ async fn process(
             let body = match (&held, streamed.take()) {
                 (Some(bytes), _) => full(bytes.clone()),
                 (None, Some(body)) => body,
-                (None, None) => unreachable_body(),
+                // A streamed body is sent once: retries are off for it, so no second try asks for it.
+                (None, None) => empty(),
             };
             let request = rebuild(&parts, body);
             let (id, target) = match pick(shared, state, &backend, tries.tried()) {
@@ -399,7 +389,7 @@ async fn process(
             };
             if let Backend::Service(backend) = &backend {
                 let ejected = shared.with_balancer(state, backend, |b| b.finished(&id, outcome, Instant::now()));
-                if let Some(Some(ejection)) = ejected {
+                if let Some(ejection) = ejected {
                     info!(endpoint = %id, backend = %backend, ?ejection, "endpoint ejected by outlier detection");
                 }
             }
@@ -451,17 +441,59 @@ async fn process(
     }
 }
 
+/// What authorization reads of a request itself; [`HttpRequest::TCP`] for a tunnel relayed as TCP.
+#[derive(Clone, Copy)]
+pub(crate) struct HttpRequest<'a> {
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl HttpRequest<'_> {
+    /// A TCP connection has no method, path or headers: rules that need them do not match.
+    pub(crate) const TCP: HttpRequest<'static> = HttpRequest {
+        method: "",
+        authority: "",
+        path: "",
+        headers: &[],
+    };
+}
+
+/// The verdict of the policies attached to this waypoint on `request`, sent by the tunnel's peer to `destination`.
+pub(crate) fn authorize(
+    state: &L7State,
+    tunnel: &Tunnel,
+    destination: &Destination<'_>,
+    request: HttpRequest<'_>,
+) -> ambit_policy::http::HttpDecision {
+    let service =
+        (destination.service()).map(|s| ambit_policy::http::ServiceKey::service(s.namespace.as_str(), &s.name));
+    let attrs = HttpRequestAttrs {
+        source_identity: tunnel.peer_identity.as_ref(),
+        source_ip: tunnel.client.ip(),
+        remote_ip: tunnel.client.ip(),
+        destination_ip: destination.addr().ip(),
+        destination_port: destination.addr().port(),
+        sni: None,
+        service: service.as_ref(),
+        method: request.method,
+        authority: request.authority,
+        path: request.path,
+        headers: request.headers,
+    };
+    evaluate_http(&state.policies, &attrs)
+}
+
 /// The balancer's choice for a service backend (avoiding endpoints already tried), or the one workload.
 fn pick(shared: &Shared, state: &L7State, backend: &Backend, tried: &[EndpointId]) -> Option<(EndpointId, SocketAddr)> {
     match backend {
         Backend::Workload(addr) => Some((EndpointId::new(addr.to_string()), *addr)),
-        Backend::Service(service) => shared
-            .with_balancer(state, service, |balancer| {
-                let id = balancer.pick_excluding(Instant::now(), Sample(fastrand::u64(..)), tried)?;
-                let addr = balancer.endpoint(&id)?.address;
-                Some((id, addr))
-            })
-            .flatten(),
+        Backend::Service(service) => shared.with_balancer(state, service, |balancer| {
+            let id = balancer.pick_excluding(Instant::now(), Sample(fastrand::u64(..)), tried)?;
+            let addr = balancer.endpoint(&id)?.address;
+            Some((id, addr))
+        }),
     }
 }
 
@@ -590,11 +622,6 @@ fn full(bytes: Bytes) -> Body {
 
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A streamed body can be sent once; retries are off for it, so a second try never asks for it.
-fn unreachable_body() -> Body {
-    empty()
 }
 
 /// The response sent downstream, and the record completed when its body ends.

@@ -50,8 +50,8 @@ use super::syntax;
 use super::workload::PodSource;
 use super::{Labels, Origin, Report, Scope};
 
-/// The class of waypoint Gateways (`ambit_control::translate::WAYPOINT_CLASS`).
-pub(super) const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// The class of waypoint Gateways.
+pub(super) const WAYPOINT_CLASS: &str = ambit_policy::http::WAYPOINT_GATEWAY_CLASS;
 /// The annotation of a waypoint Gateway that pins its pod to a node.
 pub(super) const NODE_ANNOTATION: &str = "ambit.dev/node";
 /// The label naming a pod's or Service's Gateway.
