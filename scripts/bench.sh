@@ -2,13 +2,17 @@
 # `make bench`: load measurements on the local cluster, client and server pods on different nodes, each the median
 # of 3 runs with min and max, printed as one table with the direct path (namespace `bench`) beside the meshed one
 # (namespace `bench-mesh`, enrolled in ambient: through both node proxies over HBONE), the node proxies' cost, and
-# the issue's targets. Direct run i and meshed run i alternate, so machine noise hits both paths alike. The HTTP rows
-# with 1 and 16 connections also run on a third path, through the waypoint (namespace `bench-waypoint`: client ->
-# node proxy -> waypoint -> node proxy -> server), with the waypoint's CPU per 1000 requests and its RSS. Then a second
-# table for the control plane: policy propagation over xDS and memory with 10,000 workloads (without the cluster).
+# the issue's targets. Beside them, the floor under any node proxy: the direct pods talking through a pair of plain
+# TCP relays (`ambit app relay`, one in the client's pod, one in the server's), the same TCP hops as the mesh with no
+# TLS, HTTP/2, policy or telemetry. Direct run i, relay run i and meshed run i alternate, so machine noise hits all
+# paths alike. The HTTP rows with 1 and 16 connections also run on a fourth path, through the waypoint (namespace
+# `bench-waypoint`: client -> node proxy -> waypoint -> node proxy -> server), with the waypoint's CPU per 1000
+# requests and its RSS. Then a second table for the control plane: policy propagation over xDS and memory with
+# 10,000 workloads (without the cluster).
 # Exits non-zero only when a run produced no result; a missed target is reported, not fatal.
 # BENCH_SECONDS sets each run's length (default 5); BENCH_CONTROL_PLANE=0 leaves out the second table (node proxies
-# only, without building the control plane's benchmark).
+# only, without building the control plane's benchmark); BENCH_STUNNEL=1 adds a TLS relay pair built by others
+# (stunnel with OpenSSL, TLS 1.3, in the same two pods) to the alternation and prints it in a table of its own.
 set -euo pipefail
 AMBIT=$(realpath "${1:-target/release/ambit}")
 RUN_SECONDS=${BENCH_SECONDS:-5}
@@ -19,7 +23,16 @@ MESH_NS=bench-mesh
 WAYPOINT_NS=bench-waypoint
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
+relays=()
+stop_relays() {
+  if [[ ${#relays[@]} -gt 0 ]]; then
+    kill "${relays[@]}" 2>/dev/null || true
+    wait "${relays[@]}" 2>/dev/null || true
+    relays=()
+  fi
+}
 cleanup() {
+  stop_relays
   "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
   rm -rf "$out"
 }
@@ -41,9 +54,37 @@ import json,sys
 print([s["spec"]["clusterIP"] for s in json.load(sys.stdin)["items"] if s["metadata"]["name"]==sys.argv[1]][0])' "$2"
 }
 # The waypoint path is service-addressed: a waypoint serves the Services bound to it.
-declare -A server=([direct]=$(pod_ip "$DIRECT_NS" server) [meshed]=$(pod_ip "$MESH_NS" server)
-  [waypoint]=$(service_ip "$WAYPOINT_NS" server))
-declare -A namespace=([direct]=$DIRECT_NS [meshed]=$MESH_NS [waypoint]=$WAYPOINT_NS)
+# The relay path is the direct pods through two relays: the client's relay listens on the server's ports on
+# 127.0.0.1 of the client pod and forwards to the server pod's relay (ports + 10000), which forwards to the server.
+declare -A server=([direct]=$(pod_ip "$DIRECT_NS" server) [relay]=127.0.0.1 [meshed]=$(pod_ip "$MESH_NS" server)
+  [waypoint]=$(service_ip "$WAYPOINT_NS" server) [stunnel]=127.0.0.2)
+declare -A namespace=([direct]=$DIRECT_NS [relay]=$DIRECT_NS [meshed]=$MESH_NS [waypoint]=$WAYPOINT_NS
+  [stunnel]=$DIRECT_NS)
+"$AMBIT" exec -n "$DIRECT_NS" server -- ambit app relay --route 0.0.0.0:18080=127.0.0.1:8080 \
+  --route 0.0.0.0:19001=127.0.0.1:9001 >"$out/relay-server.log" 2>&1 &
+relays+=($!)
+"$AMBIT" exec -n "$DIRECT_NS" client -- ambit app relay --route "127.0.0.1:8080=${server[direct]}:18080" \
+  --route "127.0.0.1:9001=${server[direct]}:19001" >"$out/relay-client.log" 2>&1 &
+relays+=($!)
+# The TLS relay pair (BENCH_STUNNEL=1): the same routes as the relays above, on 127.0.0.2 of the client pod and ports
+# + 20000 in the server pod, with a throw-away P-256 certificate.
+stunnel_pair=false
+if [[ ${BENCH_STUNNEL:-0} == 1 ]]; then
+  command -v stunnel >/dev/null || { echo "bench: BENCH_STUNNEL=1 needs stunnel (apt-get install stunnel4)" >&2; exit 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$out/tls.key" -out "$out/tls.crt" \
+    -days 1 -subj /CN=bench >/dev/null 2>&1
+  common=$'foreground = yes\npid =\nsocket = a:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\nsslVersionMin = TLSv1.3'
+  printf '%s\n' "$common" "[http]" "accept = 0.0.0.0:28080" "connect = 127.0.0.1:8080" "cert = $out/tls.crt" \
+    "key = $out/tls.key" "[bulk]" "accept = 0.0.0.0:29001" "connect = 127.0.0.1:9001" "cert = $out/tls.crt" \
+    "key = $out/tls.key" >"$out/stunnel-server.conf"
+  printf '%s\n' "$common" "[http]" "client = yes" "accept = 127.0.0.2:8080" "connect = ${server[direct]}:28080" \
+    "[bulk]" "client = yes" "accept = 127.0.0.2:9001" "connect = ${server[direct]}:29001" >"$out/stunnel-client.conf"
+  "$AMBIT" exec -n "$DIRECT_NS" server -- stunnel "$out/stunnel-server.conf" >"$out/stunnel-server.log" 2>&1 &
+  relays+=($!)
+  "$AMBIT" exec -n "$DIRECT_NS" client -- stunnel "$out/stunnel-client.conf" >"$out/stunnel-client.log" 2>&1 &
+  relays+=($!)
+  stunnel_pair=true
+fi
 
 # Waits until every node proxy is ready (`cluster up` already waited for the pods), at most 30 s.
 for node in "${NODES[@]}"; do
@@ -56,6 +97,11 @@ for node in "${NODES[@]}"; do
     sleep 0.5
   done
   $ready || echo "bench: warning: the node proxy of $node is not ready after 30 s" >&2
+done
+# Waits until a request through both relays reaches the server, at most 10 s.
+for _ in $(seq 20); do
+  ip netns exec "ambit.$CLUSTER.pod.$DIRECT_NS.client" curl -sf -o /dev/null -m 1 http://127.0.0.1:8080/ && break
+  sleep 0.5
 done
 
 # The node proxies: `ambit node ...` processes (`node` is their 2nd argument) in the node namespaces.
@@ -121,11 +167,13 @@ run() { # PATH NAME I ARGS...: one run of `ambit app load ARGS -o json` from the
   [[ $path == waypoint ]] && waypoint_stat >"$out/waypoint.$name.$i.after"
   return 0
 }
-measure() { # NAME ARGS...: three runs on each path, direct run i then meshed run i (then waypoint run i for the
-  # HTTP runs with 1 and 16 connections)
+measure() { # NAME ARGS...: three runs on each path, direct run i, relay run i, then meshed run i (then waypoint
+  # run i for the HTTP runs with 1 and 16 connections)
   local name=$1 i; shift
   for i in 1 2 3; do
     run direct "$name" "$i" "$@"
+    run relay "$name" "$i" "$@"
+    if $stunnel_pair; then run stunnel "$name" "$i" "$@"; fi
     run meshed "$name" "$i" "$@"
     if [[ $name == http1 || $name == http16 ]]; then run waypoint "$name" "$i" "$@"; fi
   done
@@ -170,18 +218,20 @@ rows = [
     ("1000 req/s over 4 connections: p99", "rate1000", p("p99"), us, None),
 ]
 w, c, d = 46, 30, 17
-print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<{c}} {'meshed (L4)':<{c}} {'meshed vs direct':<{d}} "
-      f"{'target':<26} {'waypoint (L7)':<{c}} waypoint vs direct")
-print("-" * (w + 3 * c + 2 * d + 30))
+def versus(name, get, latency, base, path):
+    a, b = median(base, name, get), median(path, name, get)
+    if a is None or b is None:
+        return "-"
+    if latency:
+        return f"{b - a:+,.0f} us"
+    return f"{b / a:.0%}" if a else "-"
+print(f"\n{'measurement (median of 3 [min-max])':<{w}} {'direct':<{c}} {'relay pair (floor)':<{c}} {'meshed (L4)':<{c}} "
+      f"{'meshed vs direct':<{d}} {'target':<26} {'relay vs direct':<{d}} {'meshed vs relay':<{d}} "
+      f"{'waypoint (L7)':<{c}} waypoint vs direct")
+print("-" * (w + 4 * c + 4 * d + 30))
 for label, name, get, (fmt, unit), target in rows:
     a, b = median("direct", name, get), median("meshed", name, get)
     latency = unit == "us"
-    if a is None or b is None:
-        versus = "-"
-    elif latency:
-        versus = f"{b - a:+,.0f} us"
-    else:
-        versus = f"{b / a:.0%}" if a else "-"
     goal = ""
     if target:
         kind, limit = target
@@ -191,14 +241,12 @@ for label, name, get, (fmt, unit), target in rows:
         else:
             ok = b >= limit * a if kind == "ratio" else b <= a + limit
             goal += "  PASS" if ok else "  FAIL"
-    wp, wp_versus = "-", ""
-    if runs("waypoint", name):
-        wp = cell("waypoint", name, get, fmt, unit)
-        b = median("waypoint", name, get)
-        if a is not None and b is not None:
-            wp_versus = f"{b - a:+,.0f} us" if latency else (f"{b / a:.0%}" if a else "-")
-    print(f"{label:<{w}} {cell('direct', name, get, fmt, unit):<{c}} {cell('meshed', name, get, fmt, unit):<{c}} "
-          f"{versus:<{d}} {goal:<26} {wp:<{c}} {wp_versus}".rstrip())
+    wp = cell("waypoint", name, get, fmt, unit) if runs("waypoint", name) else "-"
+    wp_versus = versus(name, get, latency, "direct", "waypoint") if runs("waypoint", name) else ""
+    print(f"{label:<{w}} {cell('direct', name, get, fmt, unit):<{c}} {cell('relay', name, get, fmt, unit):<{c}} "
+          f"{cell('meshed', name, get, fmt, unit):<{c}} {versus(name, get, latency, 'direct', 'meshed'):<{d}} "
+          f"{goal:<26} {versus(name, get, latency, 'direct', 'relay'):<{d}} "
+          f"{versus(name, get, latency, 'relay', 'meshed'):<{d}} {wp:<{c}} {wp_versus}".rstrip())
 
 # Node proxies: CPU (utime+stime) over the meshed runs only, from the snapshots taken around each of them.
 def snapshot(f):
@@ -261,10 +309,17 @@ def errors(path):
     counts = {n: sum(r["errors"] for r in runs(path, n)) for n in names}
     listed = ", ".join(f"{n} {v}" for n, v in counts.items() if v)
     return f"{sum(counts.values())}" + (f" ({listed})" if listed else "")
-print(f"\nerrors across all runs: direct {errors('direct')}, meshed {errors('meshed')}, waypoint {errors('waypoint')}")
+if any(runs("stunnel", n) for n in names):
+    print(f"\n{'TLS relay pair: stunnel (OpenSSL, TLS 1.3)':<{w}} {'stunnel':<{c}} {'stunnel vs direct':<{d}} meshed vs stunnel")
+    for label, name, get, (fmt, unit), target in rows:
+        latency = unit == "us"
+        print(f"{label:<{w}} {cell('stunnel', name, get, fmt, unit):<{c}} "
+              f"{versus(name, get, latency, 'direct', 'stunnel'):<{d}} {versus(name, get, latency, 'stunnel', 'meshed')}")
+print(f"\nerrors across all runs: direct {errors('direct')}, relay {errors('relay')}, meshed {errors('meshed')}, "
+      f"waypoint {errors('waypoint')}" + (f", stunnel {errors('stunnel')}" if any(runs("stunnel", n) for n in names) else ""))
 print(f"figures: `ambit exec -n {direct_ns}|{mesh_ns} client -- ambit app load ... -d {seconds}s -o json` from node-1 "
-      f"to the server pod on node-2, BENCH_SECONDS={seconds}, 3 runs per path alternating direct and meshed; "
-      "targets are informational.")
+      f"to the server pod on node-2 (the relay path: through `ambit app relay` in both {direct_ns} pods), "
+      f"BENCH_SECONDS={seconds}, 3 runs per path alternating direct, relay and meshed; targets are informational.")
 PY
 
 # The control plane, without the cluster (taken down first, so it adds no noise): one policy change to 10 node
@@ -272,6 +327,7 @@ PY
 # (crates/ambit-control/examples/xds_propagation.rs) runs `$AMBIT control` on generated Kubernetes objects (an objects
 # file and a config store), applies each policy change through its config API socket and prints its own rows; a
 # missed target is reported, only a failed measurement fails the bench.
+stop_relays
 "$AMBIT" cluster down --name "$CLUSTER" >/dev/null 2>&1 || true
 if [[ ${BENCH_CONTROL_PLANE:-1} == 0 ]]; then
   exit "$failed"

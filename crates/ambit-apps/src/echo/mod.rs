@@ -351,25 +351,12 @@ pub fn main(args: EchoArgs) -> anyhow::Result<()> {
         for spec in &specs {
             listeners.push(EchoListener::bind(*spec).await?);
         }
-        let shutdown = shutdown_signal().map_err(EchoError::Signal)?;
+        let shutdown = crate::shutdown_signal().map_err(EchoError::Signal)?;
         let config = EchoConfig::from_env().with_fail_rate(args.fail_percent);
         serve(config, listeners, shutdown).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
-}
-
-/// A future that resolves on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received, stopping"),
-        }
-    })
 }
 
 /// Accept loop of one listener.

@@ -1,4 +1,4 @@
-//! `ambit app echo|load|grpc`: the sample workloads.
+//! `ambit app echo|load|grpc|relay`: the sample workloads.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,8 @@ pub enum AppCommand {
     Load(ambit_apps::load::LoadArgs),
     /// gRPC echo client: unary and server-streaming calls over one connection, answering pods counted (JSON).
     Grpc(ambit_apps::grpc::GrpcArgs),
+    /// Plain TCP relay (LISTEN=TARGET routes): the baseline under any proxy, for benchmarks.
+    Relay(ambit_apps::relay::RelayArgs),
 }
 
 pub fn run(cmd: AppCommand) -> anyhow::Result<ExitCode> {
@@ -17,6 +19,7 @@ pub fn run(cmd: AppCommand) -> anyhow::Result<ExitCode> {
         AppCommand::Echo(args) => ambit_apps::echo::main(args)?,
         AppCommand::Load(args) => ambit_apps::load::main(args)?,
         AppCommand::Grpc(args) => ambit_apps::grpc::main(args)?,
+        AppCommand::Relay(args) => ambit_apps::relay::main(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
