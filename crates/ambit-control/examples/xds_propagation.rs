@@ -9,7 +9,10 @@
 //! the first alone, then the others at once), waits until every client holds every resource, and reads the control
 //! plane's VmRSS and VmHWM. Then, several times, it applies one more DENY AuthorizationPolicy through the config API
 //! (`POST /v1/apply` on the Unix socket, as `ambit apply` does) and times from just before the request until every
-//! client has the policy and the reply has come back. Nothing on that path polls.
+//! client has the policy and the reply has come back. Nothing on that path polls. Last, it starts two real node
+//! proxies (`ambit node`, no pods to serve) on the same control plane, one asking for every workload of the mesh
+//! (`--xds-scope all`), one for its node's (`--xds-scope node`, the default), waits until their `ambit_state_*` gauges show
+//! the whole state, and reads their memory: the node proxy's cost of a large mesh.
 //!
 //! ```text
 //! cargo build --release -p ambit --bin ambit -p ambit-control --example xds_propagation
@@ -191,6 +194,7 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
     let source = write_inputs(&files, &plan, &tokens)?;
 
     let bundle = make_root(&options.ambit, &files.ca_dir)?;
+    let bundle_pem = bundle.to_pem();
     let listen = free_port()?;
     let mut control = ControlPlane::start(options, &files, listen)?;
     control.wait_listening(listen)?;
@@ -235,11 +239,180 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
     let cpu_used = cpu_seconds(pid)? - cpu_before;
     let final_memory = settled_memory(pid).await?;
     let _ = stop_tx.send(true);
+
+    // The node proxies with the whole mesh in their state, after the control plane's own measurements.
+    let bundle_file = dir.path().join("root-cert.pem");
+    write_new(&bundle_file, bundle_pem.as_bytes(), 0o644).context("cannot write the trust bundle")?;
+    // One at a time: each is timed from its start until it holds the state, alone on the control plane.
+    let mut node_memory = Vec::new();
+    for (scope, node) in [("all", node_name(NODES - 1)), ("node", node_name(NODES - 2))] {
+        let expected = StateSize {
+            workloads: if scope == "all" {
+                plan.pods.len()
+            } else {
+                plan.pods.iter().filter(|p| p.node == node).count()
+            },
+            services: mesh.services(),
+            // The generated policies and the DENY policy of each change.
+            policies: mesh.policies() + rounds.len(),
+        };
+        let token = fleet.tokens.get(&node).context("no token for the node")?;
+        let mut proxy = NodeProxy::start(options, dir.path(), &node, scope, listen, &bundle_file, token)?;
+        let synced = proxy.wait_state(expected, &mut control).await?;
+        node_memory.push((scope, expected, synced, settled_memory(proxy.child.id()).await?));
+    }
     drop(control);
 
     let memory = [one_stream, synced_memory, final_memory];
     report(options, &mesh, source, sync_time, memory, &rounds, cpu_used);
+    report_node_proxies(&node_memory);
     Ok(())
+}
+
+/// What a node proxy's state holds, from its `ambit_state_*` gauges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StateSize {
+    workloads: usize,
+    services: usize,
+    policies: usize,
+}
+
+/// An `ambit node` child without pods to serve, its state from the control plane; killed when dropped.
+struct NodeProxy {
+    child: Child,
+    started: Instant,
+    log: PathBuf,
+    metrics: SocketAddr,
+}
+
+impl NodeProxy {
+    fn start(
+        options: &Options,
+        dir: &Path,
+        node: &str,
+        scope: &str,
+        control: SocketAddr,
+        bundle: &Path,
+        token: &str,
+    ) -> anyhow::Result<Self> {
+        let token_file = dir.join(format!("{node}.token"));
+        write_new(&token_file, token.as_bytes(), 0o600).context("cannot write the node token")?;
+        let enrollment = dir.join(format!("{node}.enrollment.json"));
+        write_new(&enrollment, b"{\"pods\": []}", 0o644).context("cannot write the enrollment file")?;
+        let log = dir.join(format!("{node}.log"));
+        let log_file = fs::File::create(&log).context("cannot create the node proxy's log")?;
+        let (admin, metrics, readiness) = (free_port()?, free_port()?, free_port()?);
+        let started = Instant::now();
+        let child = Command::new(&options.ambit)
+            .args(["node", "--node", node, "--xds-scope", scope])
+            .args([
+                "--xds-address",
+                &control.to_string(),
+                "--ca-address",
+                &control.to_string(),
+            ])
+            .arg("--ca-root")
+            .arg(bundle)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--enrollment-file")
+            .arg(&enrollment)
+            .args([
+                "--admin-address",
+                &admin.to_string(),
+                "--metrics-address",
+                &metrics.to_string(),
+            ])
+            .args([
+                "--readiness-address",
+                &readiness.to_string(),
+                "--trust-domain",
+                TRUST_DOMAIN,
+            ])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {} node", options.ambit.display()))?;
+        Ok(Self {
+            child,
+            started,
+            log,
+            metrics,
+        })
+    }
+
+    /// Waits until the proxy's gauges show `expected`; returns how long that took from the proxy's start.
+    async fn wait_state(&mut self, expected: StateSize, control: &mut ControlPlane) -> anyhow::Result<Duration> {
+        let started = self.started;
+        let mut held = None;
+        loop {
+            control.check_running()?;
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the node proxy exited ({status}){}", tail(&self.log));
+            }
+            held = self.state().ok().or(held);
+            if held == Some(expected) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > DEADLINE {
+                bail!(
+                    "the node proxy did not hold the mesh within {DEADLINE:?}: held {held:?}, expected {expected:?}{}",
+                    tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The state size from a scrape of `/metrics`.
+    fn state(&self) -> anyhow::Result<StateSize> {
+        let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: proxy\r\n\r\n")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text)?;
+        let gauge = |name: &str| -> anyhow::Result<usize> {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+                .with_context(|| format!("no {name} in the node proxy's metrics"))?;
+            Ok(line.trim().parse()?)
+        };
+        Ok(StateSize {
+            workloads: gauge("ambit_state_workloads")?,
+            services: gauge("ambit_state_services")?,
+            policies: gauge("ambit_state_policies")?,
+        })
+    }
+}
+
+impl Drop for NodeProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The node proxies' rows of the table.
+fn report_node_proxies(rows: &[(&str, StateSize, Duration, Memory)]) {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (scope, size, synced, memory) in rows {
+        let label = format!("node proxy RSS, --xds-scope {scope}");
+        let value = format!("{:.1} MiB (VmHWM {:.1} MiB)", mib(memory.rss_kib), mib(memory.hwm_kib));
+        let held = format!(
+            "holding {} workloads, {} services, {} policies, {:.0} ms after its start",
+            thousands(size.workloads),
+            thousands(size.services),
+            thousands(size.policies),
+            synced.as_secs_f64() * 1e3
+        );
+        println!("{label:<LABEL_WIDTH$} {value:<VALUE_WIDTH$} {held}");
+    }
+    println!(
+        "  node proxies: `ambit node` on the same control plane with no pods to serve, read once their \
+         ambit_state_* gauges show the state above."
+    );
 }
 
 /// Writes what `ambit control` reads, as the local cluster writes it: the objects file as its supervisor does
@@ -898,7 +1071,8 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).context("cannot read the control plane's status")?;
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("cannot read /proc/{pid}/status"))?;
     let field = |name: &str| -> anyhow::Result<u64> {
         let line = status
             .lines()
@@ -1018,14 +1192,19 @@ impl ControlPlane {
     }
 
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; its log ends:\n  {tail}")
-        }
+        tail(&self.log)
+    }
+}
+
+/// The last 20 lines of the log at `path`, as the end of an error message.
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its log ends:\n  {tail}")
     }
 }
 

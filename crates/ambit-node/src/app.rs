@@ -17,6 +17,7 @@ pub mod ca;
 pub mod dump;
 pub mod enrollment;
 pub mod pods;
+pub mod state_gauges;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod zds;
@@ -155,6 +156,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let manager_metrics = pods::ManagerMetrics::register(&mut registry);
+    let state_gauges = state_gauges::StateGauges::register(&mut registry);
     let registry = Arc::new(registry);
 
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -227,6 +229,7 @@ pub fn run(config: NodeConfig) -> anyhow::Result<()> {
         drain_grace: config.drain_grace,
         lookups,
     };
+    dataplane.spawn(state_gauges.follow(context.snapshot.clone()));
     let manager = pods::PodManager::new(context.clone(), manager_metrics, ListenerPorts::default());
     let dump = Arc::new(dump::NodeDump::new(config.node.clone(), context, manager.clone()));
     let admin = AdminState::new(dump, ready_rx.clone(), quit_tx);

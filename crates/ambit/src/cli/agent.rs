@@ -39,6 +39,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    super::allocator::reexec_with("agent", &[super::allocator::LAZY_ARENA_COMMIT]);
     anyhow::ensure!(!args.check_interval.is_zero(), "--check-interval must be above zero");
     let capture = CaptureConfig::default();
     let config = AgentConfig {

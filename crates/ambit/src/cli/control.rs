@@ -56,32 +56,14 @@ pub fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(s).map_err(|e| e.to_string())
 }
 
-/// mimalloc's option for how long freed memory stays committed before it goes back to the system.
-const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
-
-/// The control plane's memory comes and goes in bursts on many threads (a rewrite of the cluster source, the initial
-/// sync of every stream); mimalloc keeps what each thread freed until that thread allocates again, which for the
-/// control plane is tens of MiB that sit idle (see ARCHITECTURE.md, "Performance"). Unless the operator set a
-/// value, the process re-executes itself (same PID, same arguments) with the purge delay at 0, so freed memory is
-/// returned at once. The node proxy keeps mimalloc's default: its allocations are small and steady.
-fn return_freed_memory_promptly() {
-    use std::os::unix::process::CommandExt;
-    if !cfg!(feature = "mimalloc") || std::env::var_os(PURGE_DELAY_ENV).is_some() {
-        return;
-    }
-    let mut argv = std::env::args_os();
-    let arg0 = argv.next().unwrap_or_default();
-    let error = std::process::Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(argv)
-        .env(PURGE_DELAY_ENV, "0")
-        .exec();
-    // Not fatal: the control plane runs as well, only with more idle memory.
-    eprintln!("ambit control: cannot re-execute with {PURGE_DELAY_ENV}=0 ({error}); continuing");
-}
-
 pub fn run(mut args: ControlArgs) -> anyhow::Result<ExitCode> {
-    return_freed_memory_promptly();
+    // The control plane's memory comes and goes in bursts on many threads (a rewrite of the cluster source, the
+    // initial sync of every stream): tens of MiB would sit idle under mimalloc's purge delay (ARCHITECTURE.md,
+    // "Performance").
+    super::allocator::reexec_with(
+        "control",
+        &[super::allocator::PROMPT_PURGE, super::allocator::LAZY_ARENA_COMMIT],
+    );
     // By default, the running local cluster's plan, credentials, objects, config store and API socket.
     let (plan, node_credentials) = match (args.plan.clone(), args.node_credentials.clone()) {
         (Some(plan), Some(credentials)) => (plan, credentials),

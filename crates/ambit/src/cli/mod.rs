@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one module per subcommand.
 
 mod agent;
+mod allocator;
 mod api;
 mod app;
 mod apply;

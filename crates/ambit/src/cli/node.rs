@@ -127,6 +127,7 @@ fn run_upgrade(args: UpgradeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_proxy(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    super::allocator::reexec_with("node", &[super::allocator::LAZY_ARENA_COMMIT]);
     let node = args.node.clone().ok_or_else(|| anyhow::anyhow!("--node is required"))?;
     let explicit = (args.enrollment_file.is_some() || args.zds_socket.is_some())
         && args.ca_address.is_some()

@@ -61,6 +61,7 @@ pub struct WaypointArgs {
 }
 
 pub fn run(args: WaypointArgs) -> anyhow::Result<ExitCode> {
+    super::allocator::reexec_with("waypoint", &[super::allocator::LAZY_ARENA_COMMIT]);
     let explicit = args.ca_address.is_some() && args.ca_root.is_some() && args.token_file.is_some();
     let cluster = if explicit {
         None
