@@ -245,6 +245,8 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
     write_new(&bundle_file, bundle_pem.as_bytes(), 0o644).context("cannot write the trust bundle")?;
     // One at a time: each is timed from its start until it holds the state, alone on the control plane.
     let mut node_memory = Vec::new();
+    let mut proxy_cpu_per_change = None;
+    let mut applied = 0;
     for (scope, node) in [("all", node_name(NODES - 1)), ("node", node_name(NODES - 2))] {
         let expected = StateSize {
             workloads: if scope == "all" {
@@ -253,19 +255,36 @@ async fn bench(options: &Options) -> anyhow::Result<()> {
                 plan.pods.iter().filter(|p| p.node == node).count()
             },
             services: mesh.services(),
-            // The generated policies and the DENY policy of each change.
-            policies: mesh.policies() + rounds.len(),
+            // The generated policies, the DENY policy of each change and those applied below.
+            policies: mesh.policies() + rounds.len() + applied,
         };
         let token = fleet.tokens.get(&node).context("no token for the node")?;
         let mut proxy = NodeProxy::start(options, dir.path(), &node, scope, listen, &bundle_file, token)?;
         let synced = proxy.wait_state(expected, &mut control).await?;
         node_memory.push((scope, expected, synced, settled_memory(proxy.child.id()).await?));
+        if scope == "all" {
+            // Its CPU per policy change: every change rebuilds the proxy's snapshot of the whole mesh.
+            let before = cpu_seconds(proxy.child.id())?;
+            for change in 0..options.changes {
+                tokio::time::sleep(PAUSE).await;
+                let (key, manifest) = deny_policy(options.changes + change, mesh.namespaces);
+                apply(&control.api, &key, &manifest).await?;
+            }
+            let changed = StateSize {
+                policies: expected.policies + options.changes,
+                ..expected
+            };
+            proxy.wait_state(changed, &mut control).await?;
+            let per_change = (cpu_seconds(proxy.child.id())? - before) / options.changes as f64;
+            proxy_cpu_per_change = Some(per_change);
+            applied += options.changes;
+        }
     }
     drop(control);
 
     let memory = [one_stream, synced_memory, final_memory];
     report(options, &mesh, source, sync_time, memory, &rounds, cpu_used);
-    report_node_proxies(&node_memory);
+    report_node_proxies(&node_memory, proxy_cpu_per_change);
     Ok(())
 }
 
@@ -395,7 +414,7 @@ impl Drop for NodeProxy {
 }
 
 /// The node proxies' rows of the table.
-fn report_node_proxies(rows: &[(&str, StateSize, Duration, Memory)]) {
+fn report_node_proxies(rows: &[(&str, StateSize, Duration, Memory)], cpu_per_change: Option<f64>) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     for (scope, size, synced, memory) in rows {
         let label = format!("node proxy RSS, --xds-scope {scope}");
@@ -408,6 +427,10 @@ fn report_node_proxies(rows: &[(&str, StateSize, Duration, Memory)]) {
             synced.as_secs_f64() * 1e3
         );
         println!("{label:<LABEL_WIDTH$} {value:<VALUE_WIDTH$} {held}");
+    }
+    if let Some(cpu) = cpu_per_change {
+        let label = "  node proxy CPU per policy change, scope all";
+        println!("{label:<LABEL_WIDTH$} {:.0} ms", cpu * 1e3);
     }
     println!(
         "  node proxies: `ambit node` on the same control plane with no pods to serve, read once their \

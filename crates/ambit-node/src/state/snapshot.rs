@@ -12,6 +12,7 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ambit_policy::{Authorization, PolicyRef};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,9 @@ use super::model::{GatewayAddress, Hostname, Service, ServiceKey, Workload, Work
 #[serde(try_from = "SnapshotData")]
 pub struct Snapshot {
     version: u64,
-    workloads: Vec<Workload>,
+    /// Shared with the source's own copy and with the next snapshot: an update of one workload in a mesh of
+    /// thousands copies pointers, not workloads.
+    workloads: Vec<Arc<Workload>>,
     services: Vec<Service>,
     policies: Vec<Authorization>,
     #[serde(skip)]
@@ -89,11 +92,12 @@ struct Index {
     policy_by_ref: HashMap<PolicyRef, usize>,
 }
 
-/// Builds an [`Index`], refusing duplicates. `owners` remembers which field claimed each IP first.
+/// Builds an [`Index`], refusing duplicates. `owners` remembers which entry claimed each IP first. Field paths are
+/// only formatted for an error: a snapshot of the whole mesh (10,000 workloads) is rebuilt on every update.
 #[derive(Default)]
 struct IndexBuilder {
     index: Index,
-    owners: HashMap<IpAddr, String>,
+    owners: HashMap<IpAddr, Owner>,
 }
 
 // === impl Snapshot ===
@@ -103,6 +107,21 @@ impl Snapshot {
     pub fn new(
         version: u64,
         workloads: Vec<Workload>,
+        services: Vec<Service>,
+        policies: Vec<Authorization>,
+    ) -> Result<Self, SnapshotError> {
+        Self::with_shared(
+            version,
+            workloads.into_iter().map(Arc::new).collect(),
+            services,
+            policies,
+        )
+    }
+
+    /// [`Snapshot::new`] over workloads the caller shares.
+    pub fn with_shared(
+        version: u64,
+        workloads: Vec<Arc<Workload>>,
         services: Vec<Service>,
         policies: Vec<Authorization>,
     ) -> Result<Self, SnapshotError> {
@@ -121,7 +140,7 @@ impl Snapshot {
         self.version
     }
 
-    pub fn workloads(&self) -> &[Workload] {
+    pub fn workloads(&self) -> &[Arc<Workload>] {
         &self.workloads
     }
 
@@ -134,13 +153,13 @@ impl Snapshot {
     }
 
     pub fn workload(&self, uid: &WorkloadUid) -> Option<&Workload> {
-        self.index.workload_by_uid.get(uid).map(|&i| &self.workloads[i])
+        self.index.workload_by_uid.get(uid).map(|&i| &*self.workloads[i])
     }
 
     /// The workload with this address (IPv4-mapped IPv6 addresses are looked up as IPv4).
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Workload> {
         let i = self.index.workload_by_ip.get(&ip.to_canonical())?;
-        Some(&self.workloads[*i])
+        Some(&*self.workloads[*i])
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
@@ -162,7 +181,7 @@ impl Snapshot {
     /// The workloads that list `service` in their [`Workload::services`], in snapshot order, whatever their health.
     pub fn endpoints(&self, service: &ServiceKey) -> impl Iterator<Item = &Workload> {
         let positions = self.index.endpoints.get(service);
-        positions.into_iter().flatten().map(|&i| &self.workloads[i])
+        positions.into_iter().flatten().map(|&i| &*self.workloads[i])
     }
 
     pub fn policy(&self, name: &PolicyRef) -> Option<&Authorization> {
@@ -199,7 +218,11 @@ impl TryFrom<SnapshotData> for Snapshot {
 // === impl IndexBuilder ===
 
 impl IndexBuilder {
-    fn build(workloads: &[Workload], services: &[Service], policies: &[Authorization]) -> Result<Index, SnapshotError> {
+    fn build(
+        workloads: &[Arc<Workload>],
+        services: &[Service],
+        policies: &[Authorization],
+    ) -> Result<Index, SnapshotError> {
         let mut builder = Self::default();
         for (i, workload) in workloads.iter().enumerate() {
             builder.add_workload(i, workload)?;
@@ -214,38 +237,47 @@ impl IndexBuilder {
     }
 
     fn add_workload(&mut self, i: usize, workload: &Workload) -> Result<(), SnapshotError> {
-        let field = format!("workloads[{i}]");
+        let field = || format!("workloads[{i}]");
         insert_unique(&mut self.index.workload_by_uid, workload.uid.clone(), i).map_err(|first| {
             let uid = format!("{:?}", workload.uid.as_str());
-            SnapshotError::duplicate(format!("{field}.uid"), uid, "the uid of", format!("workloads[{first}]"))
+            SnapshotError::duplicate(
+                format!("{}.uid", field()),
+                uid,
+                "the uid of",
+                format!("workloads[{first}]"),
+            )
         })?;
         for (j, ip) in workload.addresses.iter().enumerate() {
-            self.claim_ip(*ip, format!("{field}.addresses[{j}]"), &field)?;
+            self.claim_ip(*ip, || format!("{}.addresses[{j}]", field()), Owner::Workload(i))?;
             self.index.workload_by_ip.insert(ip.to_canonical(), i);
         }
         for (key, mappings) in &workload.services {
             let ports = mappings.iter().map(|m| m.service_port);
-            check_port_list(&format!("{field}.services[{:?}]", key.to_string()), ports)?;
+            check_port_list(|| format!("{}.services[{:?}]", field(), key.to_string()), ports)?;
             self.index.endpoints.entry(key.clone()).or_default().push(i);
         }
-        check_gateway(&format!("{field}.waypoint"), workload.waypoint.as_ref())
+        check_gateway(|| format!("{}.waypoint", field()), workload.waypoint.as_ref())
     }
 
     fn add_service(&mut self, i: usize, service: &Service) -> Result<(), SnapshotError> {
-        let field = format!("services[{i}]");
+        let field = || format!("services[{i}]");
         insert_unique(&mut self.index.service_by_key, service.key(), i).map_err(|first| {
             let key = service.key().to_string();
-            SnapshotError::duplicate(field.clone(), key, "the key of", format!("services[{first}]"))
+            SnapshotError::duplicate(field(), key, "the key of", format!("services[{first}]"))
         })?;
         let by_hostname = self.index.services_by_hostname.entry(service.hostname.clone());
         by_hostname.or_default().push(i);
         for (j, vip) in service.addresses.iter().enumerate() {
-            self.claim_ip(vip.address, format!("{field}.addresses[{j}].address"), &field)?;
+            self.claim_ip(
+                vip.address,
+                || format!("{}.addresses[{j}].address", field()),
+                Owner::Service(i),
+            )?;
             self.index.service_by_vip.insert(vip.address.to_canonical(), i);
         }
         let ports = service.ports.iter().map(|p| p.service_port);
-        check_port_list(&format!("{field}.ports"), ports)?;
-        check_gateway(&format!("{field}.waypoint"), service.waypoint.as_ref())
+        check_port_list(|| format!("{}.ports", field()), ports)?;
+        check_gateway(|| format!("{}.waypoint", field()), service.waypoint.as_ref())
     }
 
     fn add_policy(&mut self, i: usize, policy: &Authorization) -> Result<(), SnapshotError> {
@@ -256,10 +288,26 @@ impl IndexBuilder {
         })
     }
 
-    /// Records that `owner` (e.g. `workloads[2]`) holds `ip`, or fails if another entry already does.
-    fn claim_ip(&mut self, ip: IpAddr, field: String, owner: &str) -> Result<(), SnapshotError> {
-        insert_unique(&mut self.owners, ip.to_canonical(), owner.to_string())
-            .map_err(|first| SnapshotError::duplicate(field, ip.to_string(), "an address of", first))
+    /// Records that `owner` holds `ip`, or fails naming `field` (the address's path) if another entry already does.
+    fn claim_ip(&mut self, ip: IpAddr, field: impl FnOnce() -> String, owner: Owner) -> Result<(), SnapshotError> {
+        insert_unique(&mut self.owners, ip.to_canonical(), owner)
+            .map_err(|first| SnapshotError::duplicate(field(), ip.to_string(), "an address of", first.to_string()))
+    }
+}
+
+/// The entry that claimed an address first.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Workload(usize),
+    Service(usize),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Workload(i) => write!(f, "workloads[{i}]"),
+            Owner::Service(i) => write!(f, "services[{i}]"),
+        }
     }
 }
 
@@ -275,30 +323,32 @@ fn insert_unique<K: Hash + Eq, V: Clone>(map: &mut HashMap<K, V>, key: K, value:
 }
 
 /// Ports of a service or of a workload's mapping for one service: not 0, each listed once. Target ports may be
-/// 0 (named ports).
-fn check_port_list(field: &str, ports: impl Iterator<Item = u16>) -> Result<(), SnapshotError> {
-    let mut seen = HashMap::new();
+/// 0 (named ports). `field` is the list's path, formatted only for an error.
+fn check_port_list(field: impl Fn() -> String, ports: impl Iterator<Item = u16>) -> Result<(), SnapshotError> {
+    // Lists are short: a linear scan costs less than a map per list.
+    let mut seen: Vec<u16> = Vec::new();
     for (k, port) in ports.enumerate() {
-        let at = format!("{field}[{k}].service_port");
+        let at = || format!("{}[{k}].service_port", field());
         if port == 0 {
-            return Err(SnapshotError::new(at, Problem::ZeroPort));
+            return Err(SnapshotError::new(at(), Problem::ZeroPort));
         }
-        if let Some(first) = seen.insert(port, k) {
+        if let Some(first) = seen.iter().position(|&p| p == port) {
             return Err(SnapshotError::duplicate(
-                at,
+                at(),
                 format!("port {port}"),
                 "in",
-                format!("{field}[{first}]"),
+                format!("{}[{first}]", field()),
             ));
         }
+        seen.push(port);
     }
     Ok(())
 }
 
-fn check_gateway(field: &str, gateway: Option<&GatewayAddress>) -> Result<(), SnapshotError> {
+fn check_gateway(field: impl FnOnce() -> String, gateway: Option<&GatewayAddress>) -> Result<(), SnapshotError> {
     match gateway {
         Some(gateway) if gateway.hbone_mtls_port == 0 => Err(SnapshotError::new(
-            format!("{field}.hbone_mtls_port"),
+            format!("{}.hbone_mtls_port", field()),
             Problem::ZeroPort,
         )),
         _ => Ok(()),

@@ -32,7 +32,8 @@ use super::snapshot::Snapshot;
 /// The resources of both type URLs, by resource name.
 #[derive(Clone, Debug, Default)]
 struct Resources {
-    workloads: BTreeMap<String, Workload>,
+    /// Shared with the published snapshots.
+    workloads: BTreeMap<String, Arc<Workload>>,
     services: BTreeMap<String, Service>,
     policies: BTreeMap<String, Authorization>,
 }
@@ -43,9 +44,9 @@ struct Edit<'a> {
     undo: Vec<Undo>,
 }
 
-/// One change's previous value (`None`: the name was absent), boxed: workloads are several times larger than the rest.
+/// One change's previous value (`None`: the name was absent); services and policies boxed, to keep the variants small.
 enum Undo {
-    Workload(String, Option<Box<Workload>>),
+    Workload(String, Option<Arc<Workload>>),
     Service(String, Option<Box<Service>>),
     Policy(String, Option<Box<Authorization>>),
 }
@@ -53,8 +54,8 @@ enum Undo {
 impl Edit<'_> {
     /// Sets (`Some`) or removes (`None`) the workload `name`.
     fn workload(&mut self, name: &str, value: Option<Workload>) {
-        let old = set(&mut self.resources.workloads, name, value);
-        self.undo.push(Undo::Workload(name.to_string(), old.map(Box::new)));
+        let old = set(&mut self.resources.workloads, name, value.map(Arc::new));
+        self.undo.push(Undo::Workload(name.to_string(), old));
     }
 
     fn service(&mut self, name: &str, value: Option<Service>) {
@@ -71,7 +72,7 @@ impl Edit<'_> {
     fn roll_back(self) {
         for undo in self.undo.into_iter().rev() {
             match undo {
-                Undo::Workload(name, old) => drop(set(&mut self.resources.workloads, &name, old.map(|w| *w))),
+                Undo::Workload(name, old) => drop(set(&mut self.resources.workloads, &name, old)),
                 Undo::Service(name, old) => drop(set(&mut self.resources.services, &name, old.map(|s| *s))),
                 Undo::Policy(name, old) => drop(set(&mut self.resources.policies, &name, old.map(|p| *p))),
             }
@@ -142,7 +143,7 @@ impl Shared {
         }
         let version = self.snapshots.borrow().version() + 1;
         let next = &changes.resources;
-        let snapshot = Snapshot::new(
+        let snapshot = Snapshot::with_shared(
             version,
             next.workloads.values().cloned().collect(),
             next.services.values().cloned().collect(),

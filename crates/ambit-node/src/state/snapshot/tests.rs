@@ -82,7 +82,8 @@ fn deserializing_an_inconsistent_snapshot_fails() {
 fn refused(edit: impl FnOnce(&mut Vec<Workload>, &mut Vec<Service>, &mut Vec<Authorization>)) -> String {
     let (mut workloads, mut services, mut policies) = {
         let s = example();
-        (s.workloads().to_vec(), s.services().to_vec(), s.policies().to_vec())
+        let workloads = s.workloads().iter().map(|w| Workload::clone(w)).collect::<Vec<_>>();
+        (workloads, s.services().to_vec(), s.policies().to_vec())
     };
     edit(&mut workloads, &mut services, &mut policies);
     Snapshot::new(1, workloads, services, policies).unwrap_err().to_string()
