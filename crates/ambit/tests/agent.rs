@@ -248,6 +248,13 @@ fn running_pods_join_and_leave_the_mesh_without_a_restart() {
         "the agents did not enroll the late pods"
     );
     assert!(has_capture(&c, "late", "client") && has_capture(&c, "late", "server"));
+    // `ambit get pods` shows the annotation the agent patched, as `kubectl get` shows the live object.
+    let pod = ok(&c.args(&["get", "pods", "client", "-n", "late", "-o", "json"]));
+    let pod: serde_json::Value = serde_json::from_str(&pod).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["ambient.istio.io/redirection"], "enabled",
+        "{pod}"
+    );
     // New connections are mTLS once both node proxies have the server's HBONE address.
     let mtls = [
         "connection_security_policy=\"mutual_tls\"",

@@ -224,8 +224,8 @@ impl Client {
         }
     }
 
-    /// The same client with another per-request timeout (tests wait less than [`TIMEOUT`]).
-    #[cfg(test)]
+    /// The same client with another per-request timeout (tests, and lookups that have a fallback, wait less than
+    /// [`TIMEOUT`]).
     pub fn with_timeout(self, timeout: Duration) -> Self {
         Client { timeout, ..self }
     }

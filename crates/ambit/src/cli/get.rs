@@ -364,12 +364,18 @@ fn run_plan(args: &GetArgs) -> anyhow::Result<Printout> {
             .filter(|n| filter.keeps("", &n.name))
             .map(|n| to_value(view::node(&plan, n)))
             .collect(),
-        Kind::Pods => plan
-            .pods
-            .iter()
-            .filter(|p| filter.keeps(&p.namespace, &p.name))
-            .map(|p| to_value(view::pod(&plan, p, status.as_ref())))
-            .collect(),
+        Kind::Pods => {
+            let mut pods: Vec<Value> = (plan.pods.iter())
+                .filter(|p| filter.keeps(&p.namespace, &p.name))
+                .map(|p| to_value(view::pod(&plan, p, status.as_ref())))
+                .collect();
+            // Labels and annotations change after the plan (`ambit label`, the node agent's annotation): the control
+            // plane holds them as they are now.
+            if matches!(args.output, Some(Output::Json | Output::Yaml)) && !pods.is_empty() {
+                overlay_live_metadata(&layout, &filter, &mut pods);
+            }
+            pods
+        }
         _ => plan
             .services
             .iter()
@@ -382,6 +388,51 @@ fn run_plan(args: &GetArgs) -> anyhow::Result<Printout> {
     render(args.kind, filter, args.output, objects, |_| {
         plan_table(args.kind, &plan, status.as_ref(), &filter, with_ns, wide)
     })
+}
+
+/// Replaces the planned labels and annotations of `pods` by the control plane's, when it answers (within a second);
+/// otherwise they stay as planned, with a note on stderr.
+fn overlay_live_metadata(layout: &ambit_cluster::layout::Layout, filter: &Filter<'_>, pods: &mut [Value]) {
+    let client = Client::new(layout.control_socket()).with_timeout(std::time::Duration::from_secs(1));
+    let query = ObjectQuery {
+        kind: "Pod",
+        namespace: filter.namespace,
+        name: filter.name,
+    };
+    match api::block_on(client.objects(&query)) {
+        Ok(Ok(live)) => with_live_metadata(pods, &live),
+        Ok(Err(error)) => eprintln!("labels and annotations as planned: {error}"),
+        Err(error) => eprintln!("labels and annotations as planned: {error}"),
+    }
+}
+
+/// Sets `metadata.labels` and `metadata.annotations` of each pod to those of the live object of the same namespace
+/// and name; a pod the live list lacks keeps its own.
+fn with_live_metadata(pods: &mut [Value], live: &[Value]) {
+    let key = |object: &Value| {
+        let metadata = &object["metadata"];
+        (
+            metadata["namespace"].as_str().map(str::to_owned),
+            metadata["name"].as_str().map(str::to_owned),
+        )
+    };
+    for pod in pods.iter_mut() {
+        let Some(found) = live.iter().find(|l| key(l) == key(pod)) else {
+            continue;
+        };
+        for field in ["labels", "annotations"] {
+            let value = found["metadata"].get(field).cloned();
+            match (value, pod["metadata"].as_object_mut()) {
+                (Some(value), Some(metadata)) => {
+                    metadata.insert(field.to_string(), value);
+                }
+                (None, Some(metadata)) => {
+                    metadata.remove(field);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> serde_json::Value {
@@ -727,6 +778,39 @@ mod tests {
     fn rendered(kind: Kind, filter: Filter<'_>, output: Option<Output>, items: Vec<Value>) -> Printout {
         let store = kind.store().unwrap();
         render(kind, filter, output, items, |items| store_table(store, items, false)).unwrap()
+    }
+
+    #[test]
+    fn live_labels_and_annotations_replace_the_planned_ones() {
+        let pod = |ns: &str, name: &str, labels: Value| serde_json::json!({"metadata": {"namespace": ns, "name": name, "labels": labels}, "spec": {}});
+        let mut pods = vec![
+            pod("web", "a", serde_json::json!({"app": "a"})),
+            pod("web", "b", serde_json::json!({"app": "b"})),
+        ];
+        let mut patched = pod(
+            "web",
+            "a",
+            serde_json::json!({"app": "a", "istio.io/dataplane-mode": "ambient"}),
+        );
+        patched["metadata"]["annotations"] = serde_json::json!({"ambient.istio.io/redirection": "enabled"});
+        patched["spec"] = serde_json::json!({"nodeName": "elsewhere"});
+        let live = vec![patched, pod("other", "b", serde_json::json!({}))];
+        with_live_metadata(&mut pods, &live);
+        assert_eq!(
+            pods[0]["metadata"]["labels"],
+            serde_json::json!({"app": "a", "istio.io/dataplane-mode": "ambient"})
+        );
+        assert_eq!(
+            pods[0]["metadata"]["annotations"],
+            serde_json::json!({"ambient.istio.io/redirection": "enabled"})
+        );
+        assert_eq!(
+            pods[0]["spec"],
+            serde_json::json!({}),
+            "only the metadata comes from the live object"
+        );
+        // `web/b` has no live object (the one named b is in another namespace): it keeps its planned labels.
+        assert_eq!(pods[1]["metadata"]["labels"], serde_json::json!({"app": "b"}));
     }
 
     #[test]
