@@ -223,7 +223,18 @@ impl IndexBuilder {
         services: &[Service],
         policies: &[Authorization],
     ) -> Result<Index, SnapshotError> {
-        let mut builder = Self::default();
+        let mut builder = Self {
+            index: Index {
+                workload_by_uid: sized(workloads.len()),
+                workload_by_ip: sized(workloads.len()),
+                service_by_key: sized(services.len()),
+                service_by_vip: sized(services.len()),
+                services_by_hostname: sized(services.len()),
+                endpoints: sized(services.len()),
+                policy_by_ref: sized(policies.len()),
+            },
+            owners: sized(workloads.len() + services.len()),
+        };
         for (i, workload) in workloads.iter().enumerate() {
             builder.add_workload(i, workload)?;
         }
@@ -309,6 +320,11 @@ impl std::fmt::Display for Owner {
             Owner::Service(i) => write!(f, "services[{i}]"),
         }
     }
+}
+
+/// An empty map with room for `n` entries.
+fn sized<K, V>(n: usize) -> HashMap<K, V> {
+    HashMap::with_capacity(n)
 }
 
 /// Inserts `key → value` unless the key is taken; then returns the value already there.
