@@ -33,16 +33,17 @@ fn chain_ders(chain_pem: &[String]) -> Vec<rustls_pki_types::CertificateDer<'sta
 fn issued_certificate_has_exactly_the_requested_san_ttl_and_usages() {
     let (_dir, ca) = new_ca("cluster.local");
     let request = CertificateRequest::generate(&id(CLIENT)).unwrap();
-    let issued = ca.sign_csr(&request.csr_pem, &id(CLIENT), None, now()).unwrap();
+    let at = now();
+    let issued = ca.sign_csr(&request.csr_pem, &id(CLIENT), None, at).unwrap();
 
     assert_eq!(issued.identity, id(CLIENT));
     assert_eq!(
-        issued.not_after.duration_since(now()).unwrap(),
+        issued.not_after.duration_since(at).unwrap(),
         DAY,
         "default TTL is 24 h, reported exactly"
     );
     assert_eq!(
-        now().duration_since(issued.not_before).unwrap(),
+        at.duration_since(issued.not_before).unwrap(),
         Duration::from_secs(60),
         "1 min clock skew"
     );
@@ -80,15 +81,17 @@ fn public_key_of_csr(csr_pem: &str) -> Vec<u8> {
 fn ttl_is_honoured_exactly_and_serials_are_random() {
     let (_dir, ca) = new_ca("cluster.local");
     let ttl = Duration::from_secs(3 * 3600);
-    let a = ca.issue(&id(CLIENT), Some(ttl), now()).unwrap();
-    let b = ca.issue(&id(CLIENT), Some(ca.config().max_ttl), now()).unwrap();
-    assert_eq!(a.not_after().duration_since(now()).unwrap(), ttl);
-    assert_eq!(b.not_after().duration_since(now()).unwrap(), ca.config().max_ttl);
+    // One instant for issuing and checking: `now()` again later may be the next second.
+    let at = now();
+    let a = ca.issue(&id(CLIENT), Some(ttl), at).unwrap();
+    let b = ca.issue(&id(CLIENT), Some(ca.config().max_ttl), at).unwrap();
+    assert_eq!(a.not_after().duration_since(at).unwrap(), ttl);
+    assert_eq!(b.not_after().duration_since(at).unwrap(), ca.config().max_ttl);
     assert_ne!(a.serial(), b.serial());
     assert_eq!(a.serial().len(), 32, "16 random bytes, top byte non-zero");
-    let zero = ca.issue(&id(CLIENT), Some(Duration::ZERO), now()).unwrap();
+    let zero = ca.issue(&id(CLIENT), Some(Duration::ZERO), at).unwrap();
     assert_eq!(
-        zero.not_after().duration_since(now()).unwrap(),
+        zero.not_after().duration_since(at).unwrap(),
         DAY,
         "zero means the default, as in Istio"
     );
@@ -284,7 +287,9 @@ fn issue_refuses_like_sign_csr() {
 fn root_is_persisted_with_a_private_key_and_reloaded() {
     let dir = tempfile::tempdir().unwrap();
     let config = CaConfig::new(trust_domain("cluster.local"));
-    let first = CertificateAuthority::load_or_create(dir.path(), config.clone(), now()).unwrap();
+    // One instant for the creation and the check of its validity: `now()` again later may be the next second.
+    let created = now();
+    let first = CertificateAuthority::load_or_create(dir.path(), config.clone(), created).unwrap();
     let key_mode = fs::metadata(dir.path().join(ca::CA_KEY_FILE))
         .unwrap()
         .permissions()
@@ -313,7 +318,7 @@ fn root_is_persisted_with_a_private_key_and_reloaded() {
         "ambit root CA"
     );
     assert_eq!(
-        first.not_after().duration_since(now()).unwrap(),
+        first.not_after().duration_since(created).unwrap(),
         3650 * DAY,
         "ten years"
     );
