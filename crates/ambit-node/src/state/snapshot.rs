@@ -94,7 +94,6 @@ struct Index {
 
 /// Builds an [`Index`], refusing duplicates. `owners` remembers which entry claimed each IP first. Field paths are
 /// only formatted for an error: a snapshot of the whole mesh (10,000 workloads) is rebuilt on every update.
-#[derive(Default)]
 struct IndexBuilder {
     index: Index,
     owners: HashMap<IpAddr, Owner>,
@@ -225,15 +224,15 @@ impl IndexBuilder {
     ) -> Result<Index, SnapshotError> {
         let mut builder = Self {
             index: Index {
-                workload_by_uid: sized(workloads.len()),
-                workload_by_ip: sized(workloads.len()),
-                service_by_key: sized(services.len()),
-                service_by_vip: sized(services.len()),
-                services_by_hostname: sized(services.len()),
-                endpoints: sized(services.len()),
-                policy_by_ref: sized(policies.len()),
+                workload_by_uid: HashMap::with_capacity(workloads.len()),
+                workload_by_ip: HashMap::with_capacity(workloads.len()),
+                service_by_key: HashMap::with_capacity(services.len()),
+                service_by_vip: HashMap::with_capacity(services.len()),
+                services_by_hostname: HashMap::with_capacity(services.len()),
+                endpoints: HashMap::with_capacity(services.len()),
+                policy_by_ref: HashMap::with_capacity(policies.len()),
             },
-            owners: sized(workloads.len() + services.len()),
+            owners: HashMap::with_capacity(workloads.len() + services.len()),
         };
         for (i, workload) in workloads.iter().enumerate() {
             builder.add_workload(i, workload)?;
@@ -313,18 +312,13 @@ enum Owner {
     Service(usize),
 }
 
-impl std::fmt::Display for Owner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Owner::Workload(i) => write!(f, "workloads[{i}]"),
             Owner::Service(i) => write!(f, "services[{i}]"),
         }
     }
-}
-
-/// An empty map with room for `n` entries.
-fn sized<K, V>(n: usize) -> HashMap<K, V> {
-    HashMap::with_capacity(n)
 }
 
 /// Inserts `key → value` unless the key is taken; then returns the value already there.

@@ -30,7 +30,7 @@ use super::proto::{AddressResource, decode_authorization};
 use super::snapshot::Snapshot;
 
 /// The resources of both type URLs, by resource name.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Resources {
     /// Shared with the published snapshots.
     workloads: BTreeMap<String, Arc<Workload>>,

@@ -399,9 +399,8 @@ fn overlay_live_metadata(layout: &ambit_cluster::layout::Layout, filter: &Filter
         namespace: filter.namespace,
         name: filter.name,
     };
-    match api::block_on(client.objects(&query)) {
-        Ok(Ok(live)) => with_live_metadata(pods, &live),
-        Ok(Err(error)) => eprintln!("labels and annotations as planned: {error}"),
+    match api::block_on(client.objects(&query)).and_then(|answer| Ok(answer?)) {
+        Ok(live) => with_live_metadata(pods, &live),
         Err(error) => eprintln!("labels and annotations as planned: {error}"),
     }
 }
@@ -409,28 +408,24 @@ fn overlay_live_metadata(layout: &ambit_cluster::layout::Layout, filter: &Filter
 /// Sets `metadata.labels` and `metadata.annotations` of each pod to those of the live object of the same namespace
 /// and name; a pod the live list lacks keeps its own.
 fn with_live_metadata(pods: &mut [Value], live: &[Value]) {
-    let key = |object: &Value| {
+    fn key(object: &Value) -> (Option<&str>, Option<&str>) {
         let metadata = &object["metadata"];
-        (
-            metadata["namespace"].as_str().map(str::to_owned),
-            metadata["name"].as_str().map(str::to_owned),
-        )
-    };
+        (metadata["namespace"].as_str(), metadata["name"].as_str())
+    }
+    let live: std::collections::HashMap<_, &Value> =
+        live.iter().map(|object| (key(object), &object["metadata"])).collect();
     for pod in pods.iter_mut() {
-        let Some(found) = live.iter().find(|l| key(l) == key(pod)) else {
+        let Some(&found) = live.get(&key(pod)) else {
+            continue;
+        };
+        let Some(metadata) = pod["metadata"].as_object_mut() else {
             continue;
         };
         for field in ["labels", "annotations"] {
-            let value = found["metadata"].get(field).cloned();
-            match (value, pod["metadata"].as_object_mut()) {
-                (Some(value), Some(metadata)) => {
-                    metadata.insert(field.to_string(), value);
-                }
-                (None, Some(metadata)) => {
-                    metadata.remove(field);
-                }
-                _ => {}
-            }
+            match found.get(field) {
+                Some(value) => metadata.insert(field.to_string(), value.clone()),
+                None => metadata.remove(field),
+            };
         }
     }
 }
